@@ -1,0 +1,1010 @@
+//! The REST surface: routes every request to discovery, CRUD, list/watch, logs or exec, and
+//! turns every failure into a `metav1.Status` body.
+
+use crate::admission;
+use crate::cluster::Cluster;
+use crate::discovery;
+use crate::error::{ApiError, ApiResult};
+use crate::meta;
+use crate::patch;
+use crate::resources::{self, ResourceInfo, known};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::store::{EventType, WatchEvent};
+use axum::body::{Body, Bytes};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequest, Request, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use http::{HeaderMap, Method, StatusCode, header};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest request body accepted (the real API server's limit is about 3 MiB).
+const MAX_BODY: usize = 4 << 20;
+
+/// What a resource path names.
+#[derive(Debug)]
+pub struct Target {
+    /// The kind.
+    pub res: &'static ResourceInfo,
+    /// Namespace from the path (`None` for cluster-scoped or all-namespaces).
+    pub namespace: Option<String>,
+    /// Object name, if the path names one.
+    pub name: Option<String>,
+    /// Subresource (`status`, `log`, `exec`, ...).
+    pub sub: Option<String>,
+}
+
+/// Query parameters, keeping repeated keys (exec's `command`).
+#[derive(Debug, Default)]
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Self {
+        Query(serde_urlencoded::from_str(q.unwrap_or("")).unwrap_or_default())
+    }
+    /// First value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+    /// All values of `key`.
+    pub fn all(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+    /// Whether `key` is `true` or `1`.
+    pub fn flag(&self, key: &str) -> bool {
+        matches!(self.get(key), Some("true" | "1"))
+    }
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        json_response(code, &self.to_status())
+    }
+}
+
+fn ok(v: &Value) -> Response {
+    json_response(StatusCode::OK, v)
+}
+
+/// The single entry point for every request.
+pub async fn handle(State(cluster): State<Arc<Cluster>>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let query = Query::parse(req.uri().query());
+    let public = matches!(
+        path.as_str(),
+        "/version" | "/healthz" | "/livez" | "/readyz"
+    );
+    if !public && !authenticated(&cluster, req.headers()) {
+        return ApiError::unauthorized().into_response();
+    }
+    let result = route(&cluster, &path, query, req).await;
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    tracing::debug!(%path, status = response.status().as_u16(), "request");
+    response
+}
+
+fn authenticated(cluster: &Cluster, headers: &HeaderMap) -> bool {
+    let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    v.strip_prefix("Bearer ")
+        .is_some_and(|t| t.trim() == cluster.config.admin_token)
+}
+
+async fn route(
+    cluster: &Arc<Cluster>,
+    path: &str,
+    query: Query,
+    req: Request,
+) -> ApiResult<Response> {
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let method = req.method().clone();
+    match segs.as_slice() {
+        ["version"] => return Ok(ok(&discovery::version())),
+        ["healthz" | "livez" | "readyz"] => return Ok("ok".into_response()),
+        ["api"] => {
+            return Ok(ok(&discovery::core_versions(
+                &cluster.config.server_address,
+            )));
+        }
+        ["apis"] => return Ok(ok(&discovery::group_list())),
+        ["apis", g] => {
+            return discovery::group(g)
+                .map(|v| ok(&v))
+                .ok_or_else(ApiError::path_not_found);
+        }
+        ["api", v] => {
+            return discovery::resource_list("", v)
+                .map(|v| ok(&v))
+                .ok_or_else(ApiError::path_not_found);
+        }
+        ["apis", g, v] => {
+            return discovery::resource_list(g, v)
+                .map(|v| ok(&v))
+                .ok_or_else(ApiError::path_not_found);
+        }
+        ["openapi", "v3"] => return Ok(ok(&discovery::openapi_v3_index())),
+        // An empty protobuf message is a valid, empty OpenAPI v2 document. kubectl reads it
+        // only for kinds the v3 documents lack, and then says "no matches for kind", as it
+        // does against a real server.
+        ["openapi", "v2"] => {
+            return Ok((
+                [(header::CONTENT_TYPE, discovery::OPENAPI_V2_PROTOBUF)],
+                Bytes::new(),
+            )
+                .into_response());
+        }
+        ["openapi", "v3", rest @ ..] => {
+            return discovery::openapi_v3_group(&rest.join("/"))
+                .map(|v| ok(&v))
+                .ok_or_else(ApiError::path_not_found);
+        }
+        _ => {}
+    }
+    let target = parse_target(&segs)?;
+    dispatch(cluster, target, method, query, req).await
+}
+
+/// Splits `/api/v1/...` or `/apis/g/v/...` into a [`Target`].
+pub fn parse_target(segs: &[&str]) -> ApiResult<Target> {
+    let (group, version, rest) = match segs {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::path_not_found()),
+    };
+    let lookup = |plural: &str| {
+        resources::by_plural(group, version, plural).ok_or_else(ApiError::path_not_found)
+    };
+    let (namespace, rest) = match rest {
+        // `/api/v1/namespaces/{ns}/{plural}...` unless the path is about the namespace itself.
+        ["namespaces", ns, plural, tail @ ..]
+            if !(group.is_empty() && matches!(*plural, "status" | "finalize")) =>
+        {
+            (Some(ns.to_string()), [&[*plural][..], tail].concat())
+        }
+        _ => (None, rest.to_vec()),
+    };
+    let (plural, name, sub) = match rest.as_slice() {
+        [p] => (*p, None, None),
+        [p, n] => (*p, Some(n.to_string()), None),
+        [p, n, s] => (*p, Some(n.to_string()), Some(s.to_string())),
+        _ => return Err(ApiError::path_not_found()),
+    };
+    let res = lookup(plural)?;
+    if namespace.is_some() && !res.namespaced {
+        return Err(ApiError::path_not_found());
+    }
+    Ok(Target {
+        res,
+        namespace,
+        name,
+        sub,
+    })
+}
+
+async fn dispatch(
+    cluster: &Arc<Cluster>,
+    t: Target,
+    method: Method,
+    query: Query,
+    req: Request,
+) -> ApiResult<Response> {
+    let sub = t.sub.clone();
+    match (method.clone(), t.name.is_some(), sub.as_deref()) {
+        (Method::GET, true, Some("exec")) => {
+            let ws = WebSocketUpgrade::from_request(req, &())
+                .await
+                .map_err(|_| ApiError::bad_request("Upgrade request required"))?;
+            crate::exec::upgrade(cluster.clone(), t, query, ws)
+        }
+        (Method::POST, true, Some("exec")) => Err(ApiError::bad_request(
+            "Upgrade request required: the sandbox serves exec over WebSocket only",
+        )),
+        (Method::GET, true, Some("log")) => {
+            crate::kubelet::logs::handle(cluster.clone(), &t, &query).await
+        }
+        (Method::GET, false, None) if query.flag("watch") => watch(cluster, &t, &query),
+        (Method::GET, false, None) => list(cluster, &t, &query),
+        (Method::GET, true, None | Some("status")) => {
+            let (ns, name) = object_key(&t);
+            cluster
+                .store
+                .get(t.res, &ns, &name)
+                .map(|o| ok(&o))
+                .ok_or_else(|| ApiError::not_found(&t.res.qualified_plural(), &name))
+        }
+        (Method::GET, true, Some("scale")) => scale_get(cluster, &t),
+        (Method::POST, false, None) => {
+            let (ct, bytes) = read_body(req).await?;
+            create(cluster, &t, &query, &ct, &bytes).map(|o| json_response(StatusCode::CREATED, &o))
+        }
+        (Method::POST, true, Some("binding")) => {
+            let (ct, bytes) = read_body(req).await?;
+            bind_pod(cluster, &t, &decode(&ct, &bytes)?)
+                .map(|v| json_response(StatusCode::CREATED, &v))
+        }
+        (Method::PUT, true, None | Some("status")) => {
+            let (ct, bytes) = read_body(req).await?;
+            let obj = decode(&ct, &bytes)?;
+            update(cluster, &t, obj).map(|o| ok(&o))
+        }
+        (Method::PATCH, true, None | Some("status")) => {
+            let (ct, bytes) = read_body(req).await?;
+            patch_object(cluster, &t, &ct, &bytes).map(|o| ok(&o))
+        }
+        (Method::PATCH | Method::PUT, true, Some("scale")) => {
+            let (ct, bytes) = read_body(req).await?;
+            scale_set(cluster, &t, &method, &ct, &bytes)
+        }
+        (Method::DELETE, true, None) => {
+            let (ct, bytes) = read_body(req).await?;
+            let opts = if bytes.is_empty() {
+                json!({})
+            } else {
+                decode(&ct, &bytes)?
+            };
+            delete(cluster, &t, &query, &opts).map(|o| ok(&o))
+        }
+        (Method::DELETE, false, None) => delete_collection(cluster, &t, &query),
+        _ => Err(ApiError::method_not_supported(
+            &t.res.qualified_plural(),
+            method.as_str(),
+        )),
+    }
+}
+
+/// Namespace and name of the object a target names.
+fn object_key(t: &Target) -> (String, String) {
+    (
+        t.namespace.clone().unwrap_or_default(),
+        t.name.clone().unwrap_or_default(),
+    )
+}
+
+async fn read_body(req: Request) -> ApiResult<(String, Bytes)> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+        .await
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "request body too large or unreadable (limit {MAX_BODY} bytes): {e}"
+            ))
+        })?;
+    Ok((ct, bytes))
+}
+
+/// Decodes a JSON or YAML body into an object.
+fn decode(content_type: &str, body: &[u8]) -> ApiResult<Value> {
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    let v: Value = match mime {
+        "application/yaml" | "application/apply-patch+yaml" => serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?,
+        ""
+        | "application/json"
+        | "application/merge-patch+json"
+        | "application/strategic-merge-patch+json"
+        | "application/json-patch+json"
+        | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })?,
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    Ok(v)
+}
+
+/// Checks `apiVersion` and `kind` of a body against the endpoint it was sent to.
+fn check_type(res: &ResourceInfo, obj: &Value) -> ApiResult<()> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
+    }
+    let kind = obj["kind"].as_str().unwrap_or("");
+    let api_version = obj["apiVersion"].as_str().unwrap_or("");
+    if kind.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Object 'Kind' is missing in '{}'",
+            truncate(&obj.to_string())
+        )));
+    }
+    if api_version.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Object 'apiVersion' is missing in '{}'",
+            truncate(&obj.to_string())
+        )));
+    }
+    if api_version != res.api_version() {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            res.api_version()
+        )));
+    }
+    if kind != res.kind {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({}) for this endpoint",
+            res.kind
+        )));
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
+/// The namespace a write lands in: the URL's, which the body may repeat but not contradict.
+fn settle_namespace(t: &Target, obj: &mut Value) -> ApiResult<()> {
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    if !t.res.namespaced {
+        if let Some(m) = obj["metadata"].as_object_mut() {
+            m.remove("namespace");
+        }
+        return Ok(());
+    }
+    let url_ns = t.namespace.clone().ok_or_else(ApiError::path_not_found)?;
+    match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+        Some(ns) if !ns.is_empty() && ns != url_ns => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+        _ => {
+            obj["metadata"]["namespace"] = json!(url_ns);
+            Ok(())
+        }
+    }
+}
+
+fn require_namespace_open(cluster: &Cluster, ns: &str) -> ApiResult<()> {
+    match cluster.store.get(known::namespaces(), "", ns) {
+        None => Err(ApiError::not_found("namespaces", ns)),
+        Some(n) if meta::is_deleting(&n) => Err(ApiError::forbidden(format!(
+            "unable to create new content in namespace {ns} because it is being terminated"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The name of the default StorageClass, if one is marked.
+pub fn default_storage_class(cluster: &Cluster) -> Option<String> {
+    let (classes, _) = cluster.store.list(known::storage_classes(), None, None);
+    classes
+        .iter()
+        .find(|c| {
+            meta::str_at(
+                c,
+                "/metadata/annotations/storageclass.kubernetes.io~1is-default-class",
+            ) == "true"
+        })
+        .map(|c| meta::name(c).to_string())
+}
+
+/// Creates an object as the API server would: type check, namespace, generateName, admission.
+pub fn create(
+    cluster: &Cluster,
+    t: &Target,
+    query: &Query,
+    ct: &str,
+    body: &[u8],
+) -> ApiResult<Value> {
+    if t.name.is_some() || t.sub.is_some() {
+        return Err(ApiError::method_not_supported(
+            &t.res.qualified_plural(),
+            "create",
+        ));
+    }
+    let obj = decode(ct, body)?;
+    let created = create_object(
+        cluster,
+        t.res,
+        t.namespace.as_deref(),
+        obj,
+        query.get("dryRun") == Some("All"),
+    )?;
+    Ok((*created).clone())
+}
+
+/// The create path shared by the REST handler and controllers.
+pub fn create_object(
+    cluster: &Cluster,
+    res: &'static ResourceInfo,
+    namespace: Option<&str>,
+    mut obj: Value,
+    dry_run: bool,
+) -> ApiResult<Arc<Value>> {
+    check_type(res, &obj)?;
+    let t = Target {
+        res,
+        namespace: namespace.map(String::from),
+        name: None,
+        sub: None,
+    };
+    settle_namespace(&t, &mut obj)?;
+    if let Some(m) = obj["metadata"].as_object_mut() {
+        for server_owned in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "generation",
+            "managedFields",
+        ] {
+            m.remove(server_owned);
+        }
+    }
+    if meta::name(&obj).is_empty()
+        && let Some(prefix) = obj
+            .pointer("/metadata/generateName")
+            .and_then(Value::as_str)
+    {
+        let name = format!("{prefix}{}", meta::random_suffix(5));
+        obj["metadata"]["name"] = json!(name);
+    }
+    if res.namespaced {
+        require_namespace_open(cluster, meta::namespace(&obj))?;
+    }
+    admission::validate(res, &obj)?;
+    admission::normalize(res, &mut obj);
+    let default_class = if res.plural == "persistentvolumeclaims" {
+        default_storage_class(cluster)
+    } else {
+        None
+    };
+    admission::default_on_create(res, &mut obj, default_class.as_deref());
+    if dry_run {
+        if cluster
+            .store
+            .get(res, meta::namespace(&obj), meta::name(&obj))
+            .is_some()
+        {
+            return Err(ApiError::already_exists(
+                &res.qualified_plural(),
+                meta::name(&obj),
+            ));
+        }
+        return Ok(Arc::new(obj));
+    }
+    cluster.store.create(res, obj)
+}
+
+fn update(cluster: &Cluster, t: &Target, mut obj: Value) -> ApiResult<Value> {
+    check_type(t.res, &obj)?;
+    settle_namespace(t, &mut obj)?;
+    let (ns, name) = object_key(t);
+    if meta::name(&obj) != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            meta::name(&obj)
+        )));
+    }
+    let current = cluster
+        .store
+        .get(t.res, &ns, &name)
+        .ok_or_else(|| ApiError::not_found(&t.res.qualified_plural(), &name))?;
+    let expected = obj
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .map(String::from);
+    let mut merged = merge_subresource(t, &current, obj);
+    admission::validate(t.res, &merged)?;
+    admission::normalize(t.res, &mut merged);
+    Ok((*cluster.store.update(t.res, merged, expected.as_deref())?).clone())
+}
+
+/// A write to `/status` changes only status; a write to the main resource keeps status.
+fn merge_subresource(t: &Target, current: &Value, mut incoming: Value) -> Value {
+    if !t.res.has_status {
+        return incoming;
+    }
+    if t.sub.as_deref() == Some("status") {
+        let mut out = current.clone();
+        out["status"] = incoming["status"].take();
+        if let Some(rv) = incoming.pointer("/metadata/resourceVersion") {
+            out["metadata"]["resourceVersion"] = rv.clone();
+        }
+        out
+    } else {
+        match current.get("status") {
+            Some(s) => incoming["status"] = s.clone(),
+            None => {
+                if let Some(m) = incoming.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+        incoming
+    }
+}
+
+fn patch_object(cluster: &Cluster, t: &Target, ct: &str, body: &[u8]) -> ApiResult<Value> {
+    let (ns, name) = object_key(t);
+    let current = cluster
+        .store
+        .get(t.res, &ns, &name)
+        .ok_or_else(|| ApiError::not_found(&t.res.qualified_plural(), &name))?;
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    let p = decode(ct, body)?;
+    let mut next = (*current).clone();
+    match mime {
+        "application/merge-patch+json" => json_patch::merge(&mut next, &p),
+        "application/strategic-merge-patch+json" => patch::strategic_merge(&mut next, &p),
+        "application/json-patch+json" => {
+            let ops: json_patch::Patch = serde_json::from_value(p.clone())
+                .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            json_patch::patch(&mut next, &ops).map_err(|e| {
+                ApiError::invalid(
+                    t.res.kind,
+                    t.res.group,
+                    &name,
+                    &[("patch".into(), e.to_string())],
+                )
+            })?;
+        }
+        "application/apply-patch+yaml" => patch::strategic_merge(&mut next, &p),
+        other => return Err(ApiError::unsupported_media_type(other)),
+    }
+    let expected = p
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .map(String::from);
+    for field in ["name", "namespace", "uid"] {
+        next["metadata"][field] = current["metadata"][field].clone();
+    }
+    if !t.res.namespaced
+        && let Some(m) = next["metadata"].as_object_mut()
+    {
+        m.remove("namespace");
+    }
+    let mut merged = merge_subresource(t, &current, next);
+    admission::validate(t.res, &merged)?;
+    admission::normalize(t.res, &mut merged);
+    Ok((*cluster.store.update(t.res, merged, expected.as_deref())?).clone())
+}
+
+fn scale_get(cluster: &Cluster, t: &Target) -> ApiResult<Response> {
+    let (ns, name) = object_key(t);
+    let obj = cluster
+        .store
+        .get(t.res, &ns, &name)
+        .ok_or_else(|| ApiError::not_found(&t.res.qualified_plural(), &name))?;
+    Ok(ok(&scale_of(&obj)))
+}
+
+fn scale_of(obj: &Value) -> Value {
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": meta::name(obj), "namespace": meta::namespace(obj), "uid": meta::uid(obj),
+                     "resourceVersion": meta::str_at(obj, "/metadata/resourceVersion")},
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0))},
+    })
+}
+
+fn scale_set(
+    cluster: &Cluster,
+    t: &Target,
+    method: &Method,
+    ct: &str,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let (ns, name) = object_key(t);
+    let p = decode(ct, body)?;
+    let updated = cluster.store.modify(t.res, &ns, &name, |obj| {
+        let mut scale = scale_of(obj);
+        if method == Method::PUT {
+            scale = p.clone();
+        } else {
+            json_patch::merge(&mut scale, &p);
+        }
+        let replicas = scale
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        obj["spec"]["replicas"] = json!(replicas);
+        Ok(())
+    })?;
+    Ok(ok(&scale_of(&updated)))
+}
+
+fn bind_pod(cluster: &Cluster, t: &Target, binding: &Value) -> ApiResult<Value> {
+    let (ns, name) = object_key(t);
+    let node = meta::str_at(binding, "/target/name").to_string();
+    cluster.store.modify(known::pods(), &ns, &name, |pod| {
+        if !meta::str_at(pod, "/spec/nodeName").is_empty() {
+            return Err(ApiError::conflict("pods", &name));
+        }
+        pod["spec"]["nodeName"] = json!(node);
+        Ok(())
+    })?;
+    Ok(
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    )
+}
+
+fn selectors(query: &Query) -> ApiResult<(LabelSelector, FieldSelector)> {
+    Ok((
+        LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?,
+        FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))?,
+    ))
+}
+
+fn list(cluster: &Cluster, t: &Target, query: &Query) -> ApiResult<Response> {
+    let (labels, fields) = selectors(query)?;
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let after = match query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => Some(decode_continue(token)?),
+        None => None,
+    };
+    let ns = t
+        .namespace
+        .as_deref()
+        .or(fields.required("metadata.namespace"));
+    let (all, rv) = cluster.store.list(t.res, ns, after.as_ref());
+    let mut items = Vec::new();
+    let mut next = None;
+    let mut iter = all
+        .iter()
+        .filter(|o| labels.matches(o) && fields.matches(o));
+    for o in iter.by_ref() {
+        if items.len() == limit {
+            next = Some(o);
+            break;
+        }
+        items.push(o.clone());
+    }
+    let mut md = json!({"resourceVersion": rv.to_string()});
+    if next.is_some() {
+        let last = items.last().expect("limit is at least one");
+        md["continue"] = json!(encode_continue(meta::namespace(last), meta::name(last)));
+        md["remainingItemCount"] = json!(1 + iter.count());
+    }
+    let body = json!({
+        "kind": t.res.list_kind(),
+        "apiVersion": t.res.api_version(),
+        "metadata": md,
+        "items": items.iter().map(|o| o.as_ref()).collect::<Vec<_>>(),
+    });
+    Ok(ok(&body))
+}
+
+fn encode_continue(ns: &str, name: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!([ns, name]).to_string())
+}
+
+fn decode_continue(token: &str) -> ApiResult<(String, String)> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "invalid continue token {token:?}; re-list without it"
+        ))
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    serde_json::from_slice::<(String, String)>(&raw).map_err(|_| bad())
+}
+
+/// How a watch filter sees one event: the type to send, or nothing.
+fn filtered_event_type(ev: &WatchEvent, matches: &dyn Fn(&Value) -> bool) -> Option<EventType> {
+    let now = matches(&ev.object);
+    let before = ev.previous.as_ref().map(|p| matches(p));
+    match (ev.event_type, before, now) {
+        (EventType::Modified, Some(false), true) => Some(EventType::Added),
+        (EventType::Modified, Some(true), false) => Some(EventType::Deleted),
+        (EventType::Modified, Some(false), false) => None,
+        (t, _, true) => Some(t),
+        _ => None,
+    }
+}
+
+fn watch(cluster: &Arc<Cluster>, t: &Target, query: &Query) -> ApiResult<Response> {
+    let (labels, fields) = selectors(query)?;
+    let from_rv = match query.get("resourceVersion") {
+        None | Some("" | "0") => None,
+        Some(rv) => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+        ),
+    };
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(1800);
+    let bookmarks = query.flag("allowWatchBookmarks");
+    let ns = t.namespace.clone();
+    let res = t.res;
+    let mut sub = match cluster.store.subscribe(res, from_rv) {
+        Ok(s) => s,
+        Err(e) if e.code == 410 => {
+            // A real server answers a too-old watch with 200 and one ERROR event.
+            let line = json!({"type": "ERROR", "object": e.to_status()}).to_string() + "\n";
+            return Ok(stream_response(futures_util::stream::once(async move {
+                Ok(Bytes::from(line))
+            })));
+        }
+        Err(e) => return Err(e),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        let matches = move |o: &Value| {
+            ns.as_deref().is_none_or(|n| meta::namespace(o) == n)
+                && labels.matches(o)
+                && fields.matches(o)
+        };
+        let line = |t: EventType, o: &Value| {
+            Bytes::from(json!({"type": t.as_str(), "object": o}).to_string() + "\n")
+        };
+        let mut last_rv = 0;
+        for ev in &sub.backlog {
+            last_rv = last_rv.max(ev.rv);
+            if let Some(et) = filtered_event_type(ev, &matches)
+                && tx.send(line(et, &ev.object)).await.is_err()
+            {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(Duration::from_secs(timeout));
+        tokio::pin!(deadline);
+        let mut tick =
+            tokio::time::interval(Duration::from_secs(if bookmarks { 10 } else { 3600 }));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                ev = sub.live.recv() => match ev {
+                    Ok(ev) if std::ptr::eq(ev.resource, res) && ev.rv > last_rv => {
+                        last_rv = ev.rv;
+                        if let Some(et) = filtered_event_type(&ev, &matches)
+                            && tx.send(line(et, &ev.object)).await.is_err() { return; }
+                    }
+                    Ok(_) => {}
+                    // Lagging or shutting down: end the watch; clients re-watch from their last rv.
+                    Err(_) => return,
+                },
+                _ = &mut deadline => return,
+                _ = tick.tick(), if bookmarks => {
+                    let rv = cluster.store.resource_version().max(last_rv);
+                    let obj = json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": {"resourceVersion": rv.to_string()}});
+                    if tx.send(Bytes::from(json!({"type": "BOOKMARK", "object": obj}).to_string() + "\n")).await.is_err() { return; }
+                }
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    Ok(stream_response(stream))
+}
+
+fn stream_response<S>(stream: S) -> Response
+where
+    S: futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+{
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("Transfer-Encoding", "chunked")
+        .body(Body::from_stream(stream))
+        .expect("static response parts are valid")
+}
+
+fn delete(cluster: &Cluster, t: &Target, query: &Query, opts: &Value) -> ApiResult<Value> {
+    let (ns, name) = object_key(t);
+    let obj = cluster
+        .store
+        .get(t.res, &ns, &name)
+        .ok_or_else(|| ApiError::not_found(&t.res.qualified_plural(), &name))?;
+    if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str)
+        && uid != meta::uid(&obj)
+    {
+        return Err(ApiError::conflict(&t.res.qualified_plural(), &name));
+    }
+    if let Some(rv) = opts
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+        && rv != meta::str_at(&obj, "/metadata/resourceVersion")
+    {
+        return Err(ApiError::conflict(&t.res.qualified_plural(), &name));
+    }
+    if query.get("dryRun") == Some("All")
+        || opts["dryRun"].as_array().is_some_and(|a| !a.is_empty())
+    {
+        return Ok((*obj).clone());
+    }
+    let grace = query
+        .get("gracePeriodSeconds")
+        .and_then(|g| g.parse::<i64>().ok())
+        .or_else(|| opts["gracePeriodSeconds"].as_i64());
+    let orphan = query
+        .get("propagationPolicy")
+        .or(opts["propagationPolicy"].as_str())
+        == Some("Orphan")
+        || opts["orphanDependents"].as_bool() == Some(true);
+    delete_object(cluster, t.res, &ns, &name, grace, orphan).map(|o| (*o).clone())
+}
+
+/// Deletes one object with Kubernetes' semantics: namespaces and finalized objects are marked
+/// and finished by their controllers; running pods get a graceful stop by the kubelet unless
+/// `grace` is 0; dependents are deleted (or orphaned) by owner reference.
+pub fn delete_object(
+    cluster: &Cluster,
+    res: &'static ResourceInfo,
+    ns: &str,
+    name: &str,
+    grace: Option<i64>,
+    orphan: bool,
+) -> ApiResult<Arc<Value>> {
+    let obj = cluster
+        .store
+        .get(res, ns, name)
+        .ok_or_else(|| ApiError::not_found(&res.qualified_plural(), name))?;
+    let has_finalizers = obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    let graceful_pod = res.plural == "pods"
+        && grace != Some(0)
+        && !meta::str_at(&obj, "/spec/nodeName").is_empty()
+        && !matches!(meta::str_at(&obj, "/status/phase"), "Succeeded" | "Failed");
+    let result = if res.plural == "namespaces" || has_finalizers || graceful_pod {
+        let grace_secs = grace
+            .or(obj
+                .pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64))
+            .unwrap_or(30);
+        cluster.store.modify(res, ns, name, |o| {
+            if !meta::is_deleting(o) {
+                o["metadata"]["deletionTimestamp"] = json!(meta::now());
+                if res.plural == "pods" {
+                    o["metadata"]["deletionGracePeriodSeconds"] = json!(grace_secs);
+                }
+                if res.plural == "namespaces" {
+                    o["status"]["phase"] = json!("Terminating");
+                }
+            }
+            Ok(())
+        })?
+    } else {
+        cluster
+            .store
+            .delete(res, ns, name)
+            .ok_or_else(|| ApiError::not_found(&res.qualified_plural(), name))?
+    };
+    if res.namespaced {
+        collect_dependents(cluster, ns, meta::uid(&obj), orphan);
+    }
+    Ok(result)
+}
+
+/// The garbage collector's work for one deleted owner, done at once (background propagation).
+fn collect_dependents(cluster: &Cluster, ns: &str, owner_uid: &str, orphan: bool) {
+    for res in resources::RESOURCES.iter().filter(|r| r.namespaced) {
+        let (objs, _) = cluster.store.list(res, Some(ns), None);
+        for o in objs.iter().filter(|o| meta::is_owned_by(o, owner_uid)) {
+            if orphan {
+                let _ = cluster.store.modify(res, ns, meta::name(o), |d| {
+                    if let Some(refs) = d["metadata"]["ownerReferences"].as_array_mut() {
+                        refs.retain(|r| r["uid"].as_str() != Some(owner_uid));
+                    }
+                    Ok(())
+                });
+            } else {
+                let _ = delete_object(cluster, res, ns, meta::name(o), None, false);
+            }
+        }
+    }
+}
+
+fn delete_collection(cluster: &Cluster, t: &Target, query: &Query) -> ApiResult<Response> {
+    let (labels, fields) = selectors(query)?;
+    let (all, _) = cluster.store.list(t.res, t.namespace.as_deref(), None);
+    let grace = query.get("gracePeriodSeconds").and_then(|g| g.parse().ok());
+    let mut deleted = Vec::new();
+    for o in all
+        .iter()
+        .filter(|o| labels.matches(o) && fields.matches(o))
+    {
+        if let Ok(d) = delete_object(
+            cluster,
+            t.res,
+            meta::namespace(o),
+            meta::name(o),
+            grace,
+            false,
+        ) {
+            deleted.push((*d).clone());
+        }
+    }
+    let rv = cluster.store.resource_version();
+    Ok(ok(
+        &json!({"kind": t.res.list_kind(), "apiVersion": t.res.api_version(),
+        "metadata": {"resourceVersion": rv.to_string()}, "items": deleted}),
+    ))
+}
+
+/// Parsed exec/log options shared with the kubelet.
+pub fn query_map(q: &Query) -> HashMap<String, String> {
+    q.0.iter().cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_into_kind_namespace_name_and_subresource() {
+        let t = parse_target(&["api", "v1", "namespaces", "a", "pods", "p", "exec"]).unwrap();
+        assert_eq!(
+            (
+                t.res.plural,
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.sub.as_deref()
+            ),
+            ("pods", Some("a"), Some("p"), Some("exec"))
+        );
+        let t = parse_target(&["api", "v1", "namespaces", "a"]).unwrap();
+        assert_eq!((t.res.plural, t.name.as_deref()), ("namespaces", Some("a")));
+        let t = parse_target(&["api", "v1", "namespaces", "a", "status"]).unwrap();
+        assert_eq!(
+            (t.res.plural, t.sub.as_deref()),
+            ("namespaces", Some("status"))
+        );
+        let t = parse_target(&["apis", "apps", "v1", "deployments"]).unwrap();
+        assert_eq!((t.res.plural, t.namespace), ("deployments", None));
+        assert_eq!(
+            parse_target(&["api", "v1", "widgets"]).unwrap_err().code,
+            404
+        );
+        assert_eq!(
+            parse_target(&["api", "v1", "namespaces", "a", "nodes"])
+                .unwrap_err()
+                .code,
+            404
+        );
+    }
+
+    #[test]
+    fn continue_tokens_round_trip_and_garbage_is_a_bad_request() {
+        let tok = encode_continue("ns", "name");
+        assert_eq!(decode_continue(&tok).unwrap(), ("ns".into(), "name".into()));
+        assert_eq!(decode_continue("%%%").unwrap_err().code, 400);
+    }
+}
