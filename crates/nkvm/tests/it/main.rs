@@ -1,0 +1,3 @@
+//! The `nkvm` binary's contracts, run as a user runs it.
+
+mod sandbox_command;
