@@ -533,6 +533,7 @@ fn default_service(obj: &mut Value) {
     set_default(obj, "/spec/ipFamilies", json!(["IPv4"]));
     set_default(obj, "/spec/ipFamilyPolicy", json!("SingleStack"));
     set_default(obj, "/spec/internalTrafficPolicy", json!("Cluster"));
+    let node_ports = matches!(meta::str_at(obj, "/spec/type"), "NodePort" | "LoadBalancer");
     for port in obj
         .pointer_mut("/spec/ports")
         .and_then(Value::as_array_mut)
@@ -540,8 +541,20 @@ fn default_service(obj: &mut Value) {
         .flatten()
     {
         set_default(port, "/protocol", json!("TCP"));
+        // Protobuf bodies carry Go's zero values; 0 means "not set" for these ports.
+        if port["targetPort"] == json!(0) {
+            port["targetPort"] = Value::Null;
+        }
         let p = port["port"].clone();
         set_default(port, "/targetPort", p);
+        let unset = port
+            .get("nodePort")
+            .is_none_or(|n| n.is_null() || *n == json!(0));
+        if node_ports && unset {
+            port["nodePort"] = json!(30_000 + rand::random::<u32>() % 2_768);
+        } else if !node_ports && let Some(m) = port.as_object_mut() {
+            m.remove("nodePort");
+        }
     }
     set_default(obj, "/status", json!({"loadBalancer": {}}));
 }

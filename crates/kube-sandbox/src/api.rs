@@ -320,6 +320,9 @@ fn decode(content_type: &str, body: &[u8]) -> ApiResult<Value> {
         | "*/*" => serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })?,
+        // kubectl 1.31+ sends its `create <generator>` bodies as Kubernetes protobuf.
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode_request(body)
+            .map_err(|e| ApiError::bad_request(format!("decoding the protobuf body: {e}")))?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     Ok(v)
@@ -453,6 +456,13 @@ pub fn create_object(
         sub: None,
     };
     settle_namespace(&t, &mut obj)?;
+    // As Kubernetes' create strategies do: status is the controllers' to write, not the
+    // creator's (admission sets the initial status where a kind has one).
+    if res.has_status
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.remove("status");
+    }
     if let Some(m) = obj["metadata"].as_object_mut() {
         for server_owned in [
             "uid",

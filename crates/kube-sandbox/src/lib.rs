@@ -57,6 +57,7 @@ pub mod exec;
 pub mod kubelet;
 pub mod meta;
 pub mod patch;
+pub mod protobuf;
 pub mod quantity;
 pub mod resources;
 pub mod selector;

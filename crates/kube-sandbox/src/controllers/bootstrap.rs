@@ -75,8 +75,11 @@ pub fn seed(cluster: &Cluster, node_b_taints: &[Value], ca_pem: &str) {
     let now = crate::meta::now();
     for (name, taints) in [("node-a", &[][..]), ("node-b", node_b_taints)] {
         let mut n = node(name, taints);
-        add(cluster, known::nodes(), None, n.take());
+        let status = n["status"].take();
+        add(cluster, known::nodes(), None, n);
+        // Status arrives as a kubelet would post it: after the node object exists.
         let _ = cluster.store.modify(known::nodes(), "", name, |n| {
+            n["status"] = status.clone();
             n["status"]["conditions"] = json!([
                 {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", "message": "kubelet has sufficient memory available", "lastHeartbeatTime": now, "lastTransitionTime": now},
                 {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure", "message": "kubelet has no disk pressure", "lastHeartbeatTime": now, "lastTransitionTime": now},

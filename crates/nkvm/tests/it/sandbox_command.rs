@@ -4,20 +4,40 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+fn kubectl(
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
     let mut cmd = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()));
     cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("kubectl runs");
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
     if let Some(input) = stdin {
         use std::io::Write;
-        child.stdin.take().expect("piped").write_all(input.as_bytes()).expect("write");
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input.as_bytes())
+            .expect("write");
     }
     child.wait_with_output().expect("kubectl output")
 }
 
 fn processes_mentioning(marker: &str) -> usize {
-    let out = Command::new("pgrep").args(["-f", marker]).output().expect("pgrep runs");
+    let out = Command::new("pgrep")
+        .args(["-f", marker])
+        .output()
+        .expect("pgrep runs");
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
@@ -36,34 +56,78 @@ fn sandbox_serves_kubectl_and_sigterm_kills_pods_and_exits_zero() {
         .expect("nkvm runs");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !kubeconfig.exists() {
-        assert!(Instant::now() < deadline, "no kubeconfig written within 20 s");
-        assert!(child.try_wait().expect("status").is_none(), "nkvm sandbox exited early");
+        assert!(
+            Instant::now() < deadline,
+            "no kubeconfig written within 20 s"
+        );
+        assert!(
+            child.try_wait().expect("status").is_none(),
+            "nkvm sandbox exited early"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let config = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
-    assert!(config.contains("server: https://127.0.0.1:") && !config.contains("127.0.0.1:0\n"), "{config}");
+    assert!(
+        config.contains("server: https://127.0.0.1:") && !config.contains("127.0.0.1:0\n"),
+        "{config}"
+    );
 
     let marker = format!("sleep 3{}", std::process::id() % 1000 + 1000);
-    let pod = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: sleeper\nspec:\n  containers:\n  - name: c\n    image: busybox\n    command: [\"sh\", \"-c\", \"{marker}\"]\n");
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sleeper\nspec:\n  containers:\n  - name: c\n    image: busybox\n    command: [\"sh\", \"-c\", \"{marker}\"]\n"
+    );
     let out = kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&pod));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = kubectl(&kubeconfig, &["wait", "--for=condition=Ready", "pod/sleeper", "--timeout=30s"], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(processes_mentioning(&marker) >= 1, "the pod's process runs on this machine");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(
+        &kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/sleeper",
+            "--timeout=30s",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        processes_mentioning(&marker) >= 1,
+        "the pod's process runs on this machine"
+    );
 
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs")
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().expect("status") {
             break s;
         }
-        assert!(Instant::now() < deadline, "nkvm sandbox did not stop within 20 s of SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "nkvm sandbox did not stop within 20 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit status {status:?}");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(processes_mentioning(&marker), 0, "pod processes outlived the sandbox");
+    assert_eq!(
+        processes_mentioning(&marker),
+        0,
+        "pod processes outlived the sandbox"
+    );
 }
 
 #[test]
@@ -78,5 +142,8 @@ fn a_bad_taint_is_a_usage_error_with_exit_code_2() {
         .expect("nkvm runs");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid taint \"nonsense\"") && err.contains("key=value:Effect"), "{err}");
+    assert!(
+        err.contains("invalid taint \"nonsense\"") && err.contains("key=value:Effect"),
+        "{err}"
+    );
 }
