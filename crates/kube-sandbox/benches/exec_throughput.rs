@@ -24,6 +24,7 @@ async fn main() {
     let options = SandboxOptions {
         state_dir: dir.path().join("state"),
         node_b_taints: Vec::new(),
+        ..Default::default()
     };
     let sandbox = Sandbox::start(listener, options).await.expect("sandbox");
     let kubeconfig = dir.path().join("kubeconfig");

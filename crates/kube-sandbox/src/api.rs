@@ -2,6 +2,7 @@
 //! turns every failure into a `metav1.Status` body.
 
 use crate::admission;
+use crate::auth::{self, Attributes, Identity};
 use crate::cluster::Cluster;
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
@@ -15,7 +16,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequest, Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use http::{HeaderMap, Method, StatusCode, header};
+use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -87,36 +88,60 @@ fn ok(v: &Value) -> Response {
     json_response(StatusCode::OK, v)
 }
 
-/// The single entry point for every request.
+/// Paths anyone may read without credentials (as `system:public-info-viewer` grants).
+const PUBLIC_PATHS: &[&str] = &["/version", "/version/", "/healthz", "/livez", "/readyz"];
+
+/// The single entry point for every request: authenticate, authorize, then route.
 pub async fn handle(State(cluster): State<Arc<Cluster>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
-    let public = matches!(
-        path.as_str(),
-        "/version" | "/healthz" | "/livez" | "/readyz"
-    );
-    if !public && !authenticated(&cluster, req.headers()) {
-        return ApiError::unauthorized().into_response();
-    }
-    let result = route(&cluster, &path, query, req).await;
+    let result = match auth::authenticate(
+        &cluster,
+        req.headers(),
+        PUBLIC_PATHS.contains(&path.as_str()),
+    ) {
+        Ok(identity) => route(&cluster, &identity, &path, query, req).await,
+        Err(e) => Err(e),
+    };
     let response = result.unwrap_or_else(IntoResponse::into_response);
     tracing::debug!(%path, status = response.status().as_u16(), "request");
     response
 }
 
-fn authenticated(cluster: &Cluster, headers: &HeaderMap) -> bool {
-    let Some(v) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    v.strip_prefix("Bearer ")
-        .is_some_and(|t| t.trim() == cluster.config.admin_token)
+/// The Kubernetes authorization verb of a request on a resource path.
+fn verb(method: &Method, t: &Target, query: &Query) -> &'static str {
+    match *method {
+        // Kubernetes 1.35+ checks `create` on pods/exec for WebSocket exec (a GET).
+        Method::GET if t.sub.as_deref() == Some("exec") => "create",
+        Method::GET | Method::HEAD if query.flag("watch") => "watch",
+        Method::GET | Method::HEAD if t.name.is_none() => "list",
+        Method::GET | Method::HEAD => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if t.name.is_none() => "deletecollection",
+        Method::DELETE => "delete",
+        _ => "unknown",
+    }
+}
+
+/// What a resource request asks for, in RBAC terms.
+pub fn resource_attributes(method: &Method, t: &Target, query: &Query) -> Attributes {
+    Attributes {
+        verb: verb(method, t, query).to_string(),
+        api_group: t.res.group.to_string(),
+        resource: t.res.plural.to_string(),
+        subresource: t.sub.clone().unwrap_or_default(),
+        namespace: t.namespace.clone().unwrap_or_default(),
+        name: t.name.clone().unwrap_or_default(),
+        path: String::new(),
+        resource_request: true,
+    }
 }
 
 async fn route(
     cluster: &Arc<Cluster>,
+    identity: &Identity,
     path: &str,
     query: Query,
     req: Request,
@@ -127,50 +152,53 @@ async fn route(
         .filter(|s| !s.is_empty())
         .collect();
     let method = req.method().clone();
-    match segs.as_slice() {
-        ["version"] => return Ok(ok(&discovery::version())),
-        ["healthz" | "livez" | "readyz"] => return Ok("ok".into_response()),
-        ["api"] => {
-            return Ok(ok(&discovery::core_versions(
-                &cluster.config.server_address,
-            )));
-        }
-        ["apis"] => return Ok(ok(&discovery::group_list())),
-        ["apis", g] => {
-            return discovery::group(g)
-                .map(|v| ok(&v))
-                .ok_or_else(ApiError::path_not_found);
-        }
-        ["api", v] => {
-            return discovery::resource_list("", v)
-                .map(|v| ok(&v))
-                .ok_or_else(ApiError::path_not_found);
-        }
-        ["apis", g, v] => {
-            return discovery::resource_list(g, v)
-                .map(|v| ok(&v))
-                .ok_or_else(ApiError::path_not_found);
-        }
-        ["openapi", "v3"] => return Ok(ok(&discovery::openapi_v3_index())),
+    if let Some(response) = non_resource(cluster, &segs) {
+        auth::require(
+            cluster,
+            identity,
+            &Attributes::non_resource(method.as_str(), path),
+        )?;
+        return response;
+    }
+    if let Some(kind) = auth::reviews::review_kind(&segs) {
+        let attrs = auth::reviews::attributes(kind);
+        auth::require(cluster, identity, &attrs)?;
+        let (ct, bytes) = read_body(req).await?;
+        let body = decode(&ct, &bytes)?;
+        return auth::reviews::handle(cluster, identity, kind, body)
+            .map(|v| json_response(StatusCode::CREATED, &v));
+    }
+    let target = parse_target(&segs)?;
+    let attrs = resource_attributes(&method, &target, &query);
+    auth::require(cluster, identity, &attrs)?;
+    dispatch(cluster, target, method, query, req).await
+}
+
+/// Discovery, OpenAPI and health endpoints; `None` for resource paths.
+fn non_resource(cluster: &Cluster, segs: &[&str]) -> Option<ApiResult<Response>> {
+    let found = |v: Option<Value>| Some(v.map(|v| ok(&v)).ok_or_else(ApiError::path_not_found));
+    match segs {
+        ["version"] => Some(Ok(ok(&discovery::version()))),
+        ["healthz" | "livez" | "readyz"] => Some(Ok("ok".into_response())),
+        ["api"] => Some(Ok(ok(&discovery::core_versions(
+            &cluster.config.server_address,
+        )))),
+        ["apis"] => Some(Ok(ok(&discovery::group_list()))),
+        ["apis", g] => found(discovery::group(g)),
+        ["api", v] => found(discovery::resource_list("", v)),
+        ["apis", g, v] => found(discovery::resource_list(g, v)),
+        ["openapi", "v3"] => Some(Ok(ok(&discovery::openapi_v3_index()))),
         // An empty protobuf message is a valid, empty OpenAPI v2 document. kubectl reads it
         // only for kinds the v3 documents lack, and then says "no matches for kind", as it
         // does against a real server.
-        ["openapi", "v2"] => {
-            return Ok((
-                [(header::CONTENT_TYPE, discovery::OPENAPI_V2_PROTOBUF)],
-                Bytes::new(),
-            )
-                .into_response());
-        }
-        ["openapi", "v3", rest @ ..] => {
-            return discovery::openapi_v3_group(&rest.join("/"))
-                .map(|v| ok(&v))
-                .ok_or_else(ApiError::path_not_found);
-        }
-        _ => {}
+        ["openapi", "v2"] => Some(Ok((
+            [(header::CONTENT_TYPE, discovery::OPENAPI_V2_PROTOBUF)],
+            Bytes::new(),
+        )
+            .into_response())),
+        ["openapi", "v3", rest @ ..] => found(discovery::openapi_v3_group(&rest.join("/"))),
+        _ => None,
     }
-    let target = parse_target(&segs)?;
-    dispatch(cluster, target, method, query, req).await
 }
 
 /// Splits `/api/v1/...` or `/apis/g/v/...` into a [`Target`].
@@ -245,6 +273,12 @@ async fn dispatch(
         (Method::POST, false, None) => {
             let (ct, bytes) = read_body(req).await?;
             create(cluster, &t, &query, &ct, &bytes).map(|o| json_response(StatusCode::CREATED, &o))
+        }
+        (Method::POST, true, Some("token")) if t.res.plural == "serviceaccounts" => {
+            let (ct, bytes) = read_body(req).await?;
+            let (ns, name) = object_key(&t);
+            auth::tokens::request(cluster, &ns, &name, &decode(&ct, &bytes)?)
+                .map(|v| json_response(StatusCode::CREATED, &v))
         }
         (Method::POST, true, Some("binding")) => {
             let (ct, bytes) = read_body(req).await?;
@@ -507,7 +541,75 @@ pub fn create_object(
         }
         return Ok(Arc::new(obj));
     }
-    cluster.store.create(res, obj)
+    if res.plural == "pods" {
+        service_account_admission(cluster, &mut obj)?;
+    }
+    let created = cluster.store.create(res, obj)?;
+    if res.plural == "namespaces" {
+        // Pods may follow their namespace at once; their ServiceAccount must already exist.
+        crate::controllers::namespaces::populate(cluster, meta::name(&created));
+    }
+    Ok(created)
+}
+
+/// Where Kubernetes mounts a pod's ServiceAccount credentials.
+pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// What the ServiceAccount admission plugin does: the pod's ServiceAccount must exist, and
+/// unless automounting is off (pod or ServiceAccount), a projected `kube-api-access-*` volume
+/// (token, CA, namespace) is mounted into every container.
+fn service_account_admission(cluster: &Cluster, pod: &mut Value) -> ApiResult<()> {
+    let ns = meta::namespace(pod).to_string();
+    let sa_name = meta::str_at(pod, "/spec/serviceAccountName").to_string();
+    let Some(sa) = cluster.store.get(known::service_accounts(), &ns, &sa_name) else {
+        return Err(ApiError::forbidden(format!(
+            "pods \"{}\" is forbidden: error looking up service account {ns}/{sa_name}: serviceaccount \"{sa_name}\" not found",
+            meta::name(pod)
+        )));
+    };
+    pod["spec"]["serviceAccount"] = json!(sa_name);
+    let automount = pod
+        .pointer("/spec/automountServiceAccountToken")
+        .and_then(Value::as_bool)
+        .or_else(|| sa["automountServiceAccountToken"].as_bool())
+        .unwrap_or(true);
+    let containers = ["initContainers", "containers"];
+    let already_mounted = containers.iter().any(|l| {
+        pod["spec"][l].as_array().into_iter().flatten().any(|c| {
+            c["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["mountPath"] == SERVICE_ACCOUNT_MOUNT)
+        })
+    });
+    if !automount || already_mounted {
+        return Ok(());
+    }
+    let volume = format!("kube-api-access-{}", meta::random_suffix(5));
+    if !pod["spec"]["volumes"].is_array() {
+        pod["spec"]["volumes"] = json!([]);
+    }
+    if let Some(v) = pod["spec"]["volumes"].as_array_mut() {
+        v.push(json!({"name": volume, "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+        ]}}));
+    }
+    for list in containers {
+        for c in pod["spec"][list].as_array_mut().into_iter().flatten() {
+            if !c["volumeMounts"].is_array() {
+                c["volumeMounts"] = json!([]);
+            }
+            if let Some(m) = c["volumeMounts"].as_array_mut() {
+                m.push(
+                    json!({"name": volume, "mountPath": SERVICE_ACCOUNT_MOUNT, "readOnly": true}),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn update(cluster: &Cluster, t: &Target, mut obj: Value) -> ApiResult<Value> {

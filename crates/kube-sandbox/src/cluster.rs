@@ -14,6 +14,9 @@ pub struct ClusterConfig {
     pub admin_token: String,
     /// `host:port` the API server listens on (pods get it as KUBERNETES_SERVICE_HOST/PORT).
     pub server_address: String,
+    /// Cap on ServiceAccount token lifetimes in seconds (kube-apiserver's
+    /// `--service-account-max-token-expiration`); lets tests watch tokens expire.
+    pub max_token_seconds: Option<i64>,
     /// Taints put on `node-b` at start (`key=value:Effect`), for scheduling tests.
     pub node_b_taints: Vec<String>,
 }
@@ -26,6 +29,8 @@ pub struct Cluster {
     pub config: ClusterConfig,
     /// Running container processes.
     pub kubelet: Kubelet,
+    /// Minted ServiceAccount tokens.
+    pub tokens: crate::auth::tokens::TokenStore,
     /// Deduplication of recorded Events.
     pub event_index: crate::events::EventIndex,
     /// PEM of the sandbox CA, published in each namespace as `kube-root-ca.crt`.

@@ -115,6 +115,27 @@ impl ApiError {
         Self::new(403, "Forbidden", message)
     }
 
+    /// 403 from authorization: `pods "p" is forbidden: <why>` (or `forbidden: <why>` for
+    /// non-resource paths), with the details Kubernetes attaches.
+    pub fn forbidden_resource(resource: &str, group: &str, name: &str, why: String) -> Self {
+        if resource.is_empty() {
+            return Self::new(403, "Forbidden", format!("forbidden: {why}"))
+                .with_details(json!({}));
+        }
+        let qualified = if group.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}.{group}")
+        };
+        let subject = if name.is_empty() {
+            qualified
+        } else {
+            format!("{qualified} \"{name}\"")
+        };
+        Self::new(403, "Forbidden", format!("{subject} is forbidden: {why}"))
+            .with_details(json!({"name": name, "group": group, "kind": resource}))
+    }
+
     /// 401: no or unknown credentials.
     pub fn unauthorized() -> Self {
         Self::new(401, "Unauthorized", "Unauthorized")

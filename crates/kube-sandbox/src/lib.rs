@@ -48,6 +48,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod cluster;
 pub mod controllers;
 pub mod discovery;
@@ -72,13 +73,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// How to start a sandbox.
-#[derive(Debug, Clone)]
+/// How to start a sandbox. Start from `Default` and set what you need: fields get added.
+#[derive(Debug, Clone, Default)]
 pub struct SandboxOptions {
     /// Directory for volume data, container scratch space and logs (created if missing).
     pub state_dir: PathBuf,
     /// Taints for `node-b` (`key=value:Effect`).
     pub node_b_taints: Vec<String>,
+    /// Cap on ServiceAccount token lifetimes, in seconds (tests use it to see expiry).
+    pub max_token_seconds: Option<i64>,
 }
 
 /// Errors starting a sandbox.
@@ -162,10 +165,12 @@ impl Sandbox {
                 admin_token: admin_token.clone(),
                 server_address,
                 node_b_taints: options.node_b_taints,
+                max_token_seconds: options.max_token_seconds,
             },
             kubelet: kubelet::Kubelet::default(),
             root_ca: std::sync::OnceLock::new(),
             event_index: Default::default(),
+            tokens: Default::default(),
         });
         controllers::bootstrap::seed(&cluster, &taints, &identity.ca_pem);
         let (shutdown, shutdown_rx) = watch::channel(false);

@@ -37,6 +37,10 @@ pub struct SandboxArgs {
     /// Taint node-b (`key=value:Effect`); repeatable.
     #[arg(long = "node-taint")]
     pub node_taints: Vec<String>,
+    /// Cap ServiceAccount token lifetimes at this many seconds (as kube-apiserver's flag of
+    /// the same name); short caps let tests watch tokens expire.
+    #[arg(long = "service-account-max-token-expiration", value_name = "SECONDS")]
+    pub max_token_seconds: Option<i64>,
 }
 
 /// `nkvm demo`.

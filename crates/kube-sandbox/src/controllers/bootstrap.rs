@@ -116,6 +116,7 @@ pub fn seed(cluster: &Cluster, node_b_taints: &[Value], ca_pem: &str) {
             "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]},
         }),
     );
+    super::rbac_defaults::seed(cluster);
     cluster.set_root_ca(ca_pem);
 }
 

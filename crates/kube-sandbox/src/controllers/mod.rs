@@ -6,6 +6,7 @@
 pub mod bootstrap;
 pub mod namespaces;
 pub mod provisioner;
+pub mod rbac_defaults;
 pub mod workloads;
 
 use crate::cluster::Cluster;

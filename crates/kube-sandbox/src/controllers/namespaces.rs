@@ -20,7 +20,8 @@ pub fn reconcile(cluster: &Cluster) {
     }
 }
 
-fn populate(cluster: &Cluster, ns: &str) {
+/// Gives an active namespace its `default` ServiceAccount and `kube-root-ca.crt`.
+pub fn populate(cluster: &Cluster, ns: &str) {
     if cluster
         .store
         .get(known::service_accounts(), ns, "default")

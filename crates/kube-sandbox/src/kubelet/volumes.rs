@@ -128,6 +128,13 @@ pub fn prepare(
                     }
                 } else if let Some(d) = s.get("downwardAPI") {
                     files.extend(downward_files(pod, &d["items"]));
+                } else if let Some(t) = s.get("serviceAccountToken") {
+                    let lifetime = t["expirationSeconds"].as_i64().unwrap_or(3607);
+                    let token = cluster.tokens.mint_for_pod(cluster, pod, lifetime).ok_or_else(|| {
+                        problem("FailedMount", format!("MountVolume.SetUp failed for volume \"{name}\" : serviceaccount of the pod not found"))
+                    })?;
+                    let path = t["path"].as_str().unwrap_or("token");
+                    files.push((path.to_string(), token.into_bytes()));
                 }
             }
             project(&dir, &files)?;

@@ -52,8 +52,17 @@ impl TestCluster {
 
     /// A fresh sandbox with taints on node-b.
     pub async fn start_with(node_b_taints: Vec<String>) -> Self {
+        Self::start_with_options(SandboxOptions {
+            node_b_taints,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A fresh sandbox with these options (`state_dir` is replaced by a temp dir), or the real
+    /// cluster named by `NKVM_TEST_KUBECONFIG`.
+    pub async fn start_with_options(options: SandboxOptions) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let state_dir = dir.path().join("state");
         if let Ok(path) = std::env::var("NKVM_TEST_KUBECONFIG") {
             return TestCluster {
                 sandbox: None,
@@ -61,14 +70,15 @@ impl TestCluster {
                 _dir: dir,
             };
         }
+        let state_dir = dir.path().join("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let sandbox = Sandbox::start(
             listener,
             SandboxOptions {
-                state_dir: state_dir.clone(),
-                node_b_taints,
+                state_dir,
+                ..options
             },
         )
         .await

@@ -8,5 +8,6 @@ mod harness;
 mod kube_client;
 mod kubectl_basics;
 mod kubectl_exec;
+mod rbac;
 mod scheduling;
 mod workloads;

@@ -15,6 +15,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     let options = SandboxOptions {
         state_dir: args.state_dir.clone(),
         node_b_taints: args.node_taints,
+        max_token_seconds: args.max_token_seconds,
     };
     let sandbox = Sandbox::start(listener, options)
         .await
