@@ -24,6 +24,13 @@
 //!   (configMap/secret/downwardAPI sources), hostPath; restartPolicy; exit codes; logs
 //!   (`-f`, `-p`, `--tail`); `runAsUser`/`runAsGroup`/`fsGroup` as process identity.
 //! - Exec over WebSocket `v5.channel.k8s.io` (with CLOSE) and `v4.channel.k8s.io`.
+//! - Identities: the kubeconfig's cluster-admin token (`system:masters`), ServiceAccount
+//!   tokens from the TokenRequest API and from pods' projected `kube-api-access` volumes
+//!   (expiry, revocation when the ServiceAccount or bound pod goes), `Impersonate-*` headers.
+//! - RBAC from Roles, ClusterRoles (with aggregation) and their bindings, 403s worded as the
+//!   API server words them; SelfSubjectAccessReview, SelfSubjectRulesReview,
+//!   SelfSubjectReview, TokenReview; the bootstrap roles (cluster-admin, view, edit, admin,
+//!   system:discovery, system:basic-user, system:public-info-viewer).
 //!
 //! What it does NOT emulate (tests must not rely on these):
 //! - Images: nothing is pulled; containers run the host's programs (`/usr`, `/etc` read-only).
@@ -43,6 +50,11 @@
 //!   rolling-update pacing (old ReplicaSets scale to zero at once), HPA, PDBs, CRDs,
 //!   aggregated APIs, admission webhooks, leases, endpoints controllers.
 //! - List `continue` tokens resume after a key on current data, not on a snapshot.
+//! - Authentication other than bearer tokens (no client certificates, OIDC, webhooks);
+//!   tokens look like JWTs but are validated by lookup, not by signature; anonymous
+//!   requests are served only on `/version`, `/healthz`, `/livez`, `/readyz`. The
+//!   bootstrap `view`/`edit`/`admin` rules are explicit lists, close to but not exactly
+//!   Kubernetes' aggregated ones. Projected tokens are not rotated while a pod runs.
 //! - Persistence: objects live in memory; a restarted sandbox starts empty (volume data
 //!   stays under the state dir).
 
