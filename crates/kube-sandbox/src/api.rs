@@ -168,9 +168,13 @@ async fn route(
         return auth::reviews::handle(cluster, identity, kind, body)
             .map(|v| json_response(StatusCode::CREATED, &v));
     }
+    if segs == ["sandbox", "faults"] {
+        return sandbox_faults(cluster, identity, &method, path, req).await;
+    }
     let target = parse_target(&segs)?;
     let attrs = resource_attributes(&method, &target, &query);
     auth::require(cluster, identity, &attrs)?;
+    cluster.faults.api_error(&attrs)?;
     dispatch(cluster, target, method, query, req).await
 }
 
@@ -807,13 +811,29 @@ fn list(cluster: &Cluster, t: &Target, query: &Query) -> ApiResult<Response> {
         md["continue"] = json!(encode_continue(meta::namespace(last), meta::name(last)));
         md["remainingItemCount"] = json!(1 + iter.count());
     }
-    let body = json!({
-        "kind": t.res.list_kind(),
-        "apiVersion": t.res.api_version(),
-        "metadata": md,
-        "items": items.iter().map(|o| o.as_ref()).collect::<Vec<_>>(),
-    });
-    Ok(ok(&body))
+    // Serialized by reference: building a `Value` of the page would deep-copy every object.
+    #[derive(serde::Serialize)]
+    struct ListBody<'a> {
+        kind: String,
+        #[serde(rename = "apiVersion")]
+        api_version: String,
+        metadata: Value,
+        items: Vec<&'a Value>,
+    }
+    let body = ListBody {
+        kind: t.res.list_kind(),
+        api_version: t.res.api_version(),
+        metadata: md,
+        items: items.iter().map(|o| o.as_ref()).collect(),
+    };
+    let bytes = serde_json::to_vec(&body)
+        .map_err(|e| ApiError::internal(format!("encoding the list: {e}")))?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response())
 }
 
 fn encode_continue(ns: &str, name: &str) -> String {
@@ -1074,6 +1094,65 @@ fn delete_collection(cluster: &Cluster, t: &Target, query: &Query) -> ApiResult<
 /// Parsed exec/log options shared with the kubelet.
 pub fn query_map(q: &Query) -> HashMap<String, String> {
     q.0.iter().cloned().collect()
+}
+
+/// `/sandbox/faults`: lists (GET), adds (POST `{"spec": "..."}`) and clears (DELETE) injected
+/// faults. Only the cluster admin (group `system:masters`) may, whatever RBAC grants, because
+/// a fault breaks the cluster for every user.
+async fn sandbox_faults(
+    cluster: &Cluster,
+    identity: &Identity,
+    method: &Method,
+    path: &str,
+    req: Request,
+) -> ApiResult<Response> {
+    if !identity.groups.iter().any(|g| g == "system:masters") {
+        let attrs = Attributes::non_resource(method.as_str(), path);
+        return Err(ApiError::forbidden_resource(
+            "",
+            "",
+            "",
+            format!(
+                "User \"{}\" cannot {} path \"{path}\": only the cluster admin (group system:masters) may inject faults",
+                identity.username, attrs.verb
+            ),
+        ));
+    }
+    let listing = |faults: &crate::faults::Faults| json!({"faults": faults.list()});
+    match *method {
+        Method::GET => Ok(ok(&listing(&cluster.faults))),
+        Method::POST => {
+            let (_, bytes) = read_body(req).await?;
+            let spec = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v["spec"].as_str().map(String::from))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "the body must be a JSON object with a \"spec\" string, e.g. {\"spec\": \"exec-cut-after=1024,count=1\"}",
+                    )
+                })?;
+            let fault = crate::faults::Fault::parse(&spec).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "invalid fault {e}; valid forms: {}",
+                    crate::faults::VALID_FORMS
+                ))
+            })?;
+            tracing::info!(spec = %fault.spec, "fault injected");
+            let entry = cluster.faults.add(fault);
+            Ok(json_response(StatusCode::CREATED, &json!(entry)))
+        }
+        Method::DELETE => {
+            let cleared = cluster.faults.clear();
+            tracing::info!(cleared, "faults cleared");
+            let mut body = listing(&cluster.faults);
+            body["cleared"] = json!(cleared);
+            Ok(ok(&body))
+        }
+        _ => Err(ApiError::method_not_supported(
+            "sandbox/faults",
+            method.as_str(),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub struct Cluster {
     pub tokens: crate::auth::tokens::TokenStore,
     /// Deduplication of recorded Events.
     pub event_index: crate::events::EventIndex,
+    /// Injected faults (`--fault`, `/sandbox/faults`).
+    pub faults: crate::faults::Faults,
     /// PEM of the sandbox CA, published in each namespace as `kube-root-ca.crt`.
     pub root_ca: std::sync::OnceLock<String>,
 }

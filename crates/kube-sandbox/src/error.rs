@@ -175,8 +175,8 @@ impl ApiError {
         )
     }
 
-    /// Injected failure of an arbitrary status code.
-    pub fn injected(code: u16) -> Self {
+    /// A failure injected by the fault `spec` (see [`crate::faults`]), with that status code.
+    pub fn injected(code: u16, spec: &str) -> Self {
         let reason = match code {
             400 => "BadRequest",
             401 => "Unauthorized",
@@ -188,7 +188,14 @@ impl ApiError {
             504 => "Timeout",
             _ => "InternalError",
         };
-        Self::new(code, reason, format!("injected fault: HTTP {code}"))
+        Self::new(
+            code,
+            reason,
+            format!(
+                "injected fault {spec}: the sandbox fails this request on purpose \
+                 (list faults with GET /sandbox/faults, clear them with DELETE /sandbox/faults)"
+            ),
+        )
     }
 
     /// The `metav1.Status` JSON body.

@@ -5,16 +5,22 @@
 //! `[255, channel]` to half-close a stream (how clients end stdin). After the process exits and
 //! its output is drained, the status (a `metav1.Status`) goes on channel 3, then a close frame
 //! with code 1000, which kubectl requires.
+//!
+//! Injected exec faults ([`crate::faults`]) act on stdout as it is sent: after the budget the
+//! stream is cut (connection dropped, no status, no close frame, process killed) or stalled
+//! (nothing more is sent or read from the process until the client goes away).
 
 use crate::api::{Query, Target};
 use crate::cluster::Cluster;
 use crate::error::{ApiError, ApiResult};
+use crate::faults::{ExecAction, StdoutBudget};
 use crate::kubelet::runtime::{self, ProcessSpec};
 use crate::meta;
 use crate::resources::known;
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::process::Stdio;
@@ -93,7 +99,7 @@ pub fn upgrade(
     };
     Ok(ws
         .max_frame_size(16 << 20)
-        .on_upgrade(move |socket| session(socket, spec, req, v5)))
+        .on_upgrade(move |socket| session(cluster, socket, spec, req, v5)))
 }
 
 fn frame(channel: u8, data: &[u8]) -> Message {
@@ -136,8 +142,91 @@ async fn pump(mut r: impl AsyncRead + Unpin, channel: u8, tx: mpsc::Sender<Messa
     }
 }
 
-async fn session(socket: WebSocket, mut spec: ProcessSpec, req: ExecRequest, v5: bool) {
-    let (mut sink, mut incoming) = socket.split();
+/// How the frame writer stopped.
+enum WriterEnd {
+    /// Every frame was sent and the channel closed; the sink is open for the close frame.
+    Drained(SplitSink<WebSocket, Message>),
+    /// The client went away.
+    Gone,
+    /// An exec fault cut the stream (the sink is dropped, without a close frame).
+    Cut,
+    /// An exec fault stalled the stream: the sink and the undrained channel are kept, so the
+    /// connection stays open and the pumps block instead of reading the process.
+    Stalled(SplitSink<WebSocket, Message>, mpsc::Receiver<Message>),
+}
+
+/// Sends frames in order, spending stdout against the stream's fault budget.
+async fn write_frames(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    mut budget: StdoutBudget,
+) -> WriterEnd {
+    let mut fired = budget.admit(0).1;
+    loop {
+        match fired {
+            Some(ExecAction::Cut) => return WriterEnd::Cut,
+            Some(ExecAction::Stall) => return WriterEnd::Stalled(sink, rx),
+            None => {}
+        }
+        let Some(mut msg) = rx.recv().await else {
+            return WriterEnd::Drained(sink);
+        };
+        if let Message::Binary(data) = &msg
+            && data.first() == Some(&1)
+        {
+            let (keep, action) = budget.admit(data.len() - 1);
+            fired = action;
+            if keep == 0 {
+                continue;
+            }
+            msg = Message::Binary(data.slice(..=keep));
+        }
+        if sink.send(msg).await.is_err() {
+            return WriterEnd::Gone;
+        }
+    }
+}
+
+/// Feeds client frames to the process's stdin until the client goes away.
+async fn read_frames(
+    mut incoming: SplitStream<WebSocket>,
+    mut stdin: Option<tokio::process::ChildStdin>,
+    v5: bool,
+) {
+    while let Some(Ok(msg)) = incoming.next().await {
+        let data = match msg {
+            Message::Binary(d) => d,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        match data.first() {
+            Some(0) => {
+                if let Some(s) = stdin.as_mut()
+                    && s.write_all(&data[1..]).await.is_err()
+                {
+                    stdin = None;
+                }
+            }
+            Some(255) if v5 && data.get(1) == Some(&0) => {
+                if let Some(mut s) = stdin.take() {
+                    let _ = s.shutdown().await;
+                }
+            }
+            _ => {}
+        }
+    }
+    // The client went away (or, on v4, closed to signal the end of stdin); dropping stdin
+    // gives the process EOF.
+}
+
+async fn session(
+    cluster: Arc<Cluster>,
+    socket: WebSocket,
+    mut spec: ProcessSpec,
+    req: ExecRequest,
+    v5: bool,
+) {
+    let (mut sink, incoming) = socket.split();
     spec.argv = req.argv.clone();
     let mut cmd = runtime::command(&spec);
     let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
@@ -160,15 +249,8 @@ async fn session(socket: WebSocket, mut spec: ProcessSpec, req: ExecRequest, v5:
         }
     };
     let pid = child.id().unwrap_or(0);
-    let (tx, mut rx) = mpsc::channel::<Message>(8);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            if sink.send(m).await.is_err() {
-                return None;
-            }
-        }
-        Some(sink)
-    });
+    let (tx, rx) = mpsc::channel::<Message>(8);
+    let mut writer = tokio::spawn(write_frames(sink, rx, cluster.faults.exec_budget()));
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
         pumps.push(tokio::spawn(pump(out, 1, tx.clone())));
@@ -176,62 +258,61 @@ async fn session(socket: WebSocket, mut spec: ProcessSpec, req: ExecRequest, v5:
     if let Some(err) = child.stderr.take() {
         pumps.push(tokio::spawn(pump(err, 2, tx.clone())));
     }
-    let mut stdin = child.stdin.take();
-    let reader = tokio::spawn(async move {
-        while let Some(Ok(msg)) = incoming.next().await {
-            let data = match msg {
-                Message::Binary(d) => d,
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            match data.first() {
-                Some(0) => {
-                    if let Some(s) = stdin.as_mut()
-                        && s.write_all(&data[1..]).await.is_err()
-                    {
-                        stdin = None;
-                    }
-                }
-                Some(255) if v5 && data.get(1) == Some(&0) => {
-                    if let Some(mut s) = stdin.take() {
-                        let _ = s.shutdown().await;
-                    }
-                }
-                _ => {}
-            }
+    let mut reader = tokio::spawn(read_frames(incoming, child.stdin.take(), v5));
+    let argv = req.argv;
+    let exited = async move {
+        let status = child.wait().await;
+        for p in pumps {
+            let _ = p.await;
         }
-        // The client went away (or, on v4, closed to signal the end of stdin).
-        drop(stdin);
-        true
-    });
-    let status = child.wait().await;
-    for p in pumps {
-        let _ = p.await;
-    }
-    reader.abort();
-    runtime::kill_group(pid);
-    let code = status
-        .ok()
-        .and_then(|s| {
-            s.code()
-                .or_else(|| std::os::unix::process::ExitStatusExt::signal(&s).map(|sig| 128 + sig))
-        })
-        .unwrap_or(1);
-    let _ = tx
-        .send(frame(
-            3,
-            exit_status(&req.argv, code).to_string().as_bytes(),
-        ))
-        .await;
-    drop(tx);
-    if let Ok(Some(mut sink)) = writer.await {
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: 1000,
-                reason: "".into(),
-            })))
+        runtime::kill_group(pid);
+        let code = status
+            .ok()
+            .and_then(|s| {
+                s.code().or_else(|| {
+                    std::os::unix::process::ExitStatusExt::signal(&s).map(|sig| 128 + sig)
+                })
+            })
+            .unwrap_or(1);
+        let _ = tx
+            .send(frame(3, exit_status(&argv, code).to_string().as_bytes()))
             .await;
-        let _ = sink.close().await;
+    };
+    tokio::pin!(exited);
+    // The writer ends before the process only when a fault fires or the client goes away.
+    let (end, finished) = tokio::select! {
+        _ = &mut exited => (writer.await, true),
+        end = &mut writer => (end, false),
+    };
+    match end {
+        Ok(WriterEnd::Drained(mut sink)) => {
+            reader.abort();
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1000,
+                    reason: "".into(),
+                })))
+                .await;
+            let _ = sink.close().await;
+        }
+        Ok(WriterEnd::Cut) => {
+            // The writer dropped its half; ending the reader closes the socket without a
+            // close frame, as a crashed node or a cut network would.
+            runtime::kill_group(pid);
+            reader.abort();
+            let _ = reader.await;
+        }
+        Ok(WriterEnd::Stalled(sink, rx)) => {
+            // The reader keeps answering the client's pings: a live, silent peer.
+            let _ = (&mut reader).await;
+            runtime::kill_group(pid);
+            drop((sink, rx));
+        }
+        Ok(WriterEnd::Gone) | Err(_) => reader.abort(),
+    }
+    if !finished {
+        // Reap the process; on a plain disconnect it ends as it would have without a client.
+        exited.await;
     }
 }
 

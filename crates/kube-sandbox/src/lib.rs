@@ -31,6 +31,10 @@
 //!   API server words them; SelfSubjectAccessReview, SelfSubjectRulesReview,
 //!   SelfSubjectReview, TokenReview; the bootstrap roles (cluster-admin, view, edit, admin,
 //!   system:discovery, system:basic-user, system:public-info-viewer).
+//! - Fault injection ([`faults`], `--fault` and the admin-only `/sandbox/faults` endpoint):
+//!   exec streams cut (no status, no close frame) or stalled after N stdout bytes, API
+//!   requests failing with a chosen status by RBAC verb and resource, delayed pod starts,
+//!   never-scheduled pods, and image pulls failing with `ErrImagePull`/`ImagePullBackOff`.
 //!
 //! What it does NOT emulate (tests must not rely on these):
 //! - Images: nothing is pulled; containers run the host's programs (`/usr`, `/etc` read-only).
@@ -55,6 +59,9 @@
 //!   requests are served only on `/version`, `/healthz`, `/livez`, `/readyz`. The
 //!   bootstrap `view`/`edit`/`admin` rules are explicit lists, close to but not exactly
 //!   Kubernetes' aggregated ones. Projected tokens are not rotated while a pod runs.
+//! - Faults other than those in [`faults`]: no network latency or partitions, node loss,
+//!   API server restarts, watch disconnects, or disk-full volumes. Image-pull back-off is
+//!   2 s doubling to 10 s, not Kubernetes' 10 s to 5 min.
 //! - Persistence: objects live in memory; a restarted sandbox starts empty (volume data
 //!   stays under the state dir).
 
@@ -67,12 +74,14 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod faults;
 pub mod kubelet;
 pub mod meta;
 pub mod patch;
 pub mod protobuf;
 pub mod quantity;
 pub mod resources;
+pub mod scale;
 pub mod selector;
 pub mod server;
 pub mod store;
@@ -94,6 +103,11 @@ pub struct SandboxOptions {
     pub node_b_taints: Vec<String>,
     /// Cap on ServiceAccount token lifetimes, in seconds (tests use it to see expiry).
     pub max_token_seconds: Option<i64>,
+    /// Faults to inject from the start (`--fault` specs, see [`faults`]); more can be added
+    /// and all cleared at run time through `/sandbox/faults`.
+    pub faults: Vec<String>,
+    /// A large settled cluster to seed before serving (see [`scale`]).
+    pub seed: Option<scale::ScaleSpec>,
 }
 
 /// Errors starting a sandbox.
@@ -118,6 +132,12 @@ pub enum StartError {
         "invalid taint {0:?}: expected key=value:Effect or key:Effect with Effect one of NoSchedule, PreferNoSchedule, NoExecute"
     )]
     Taint(String),
+    /// A `--fault` spec could not be parsed.
+    #[error("invalid --fault {0}; valid forms: {valid}", valid = faults::VALID_FORMS)]
+    Fault(String),
+    /// The `seed` cluster could not be stored.
+    #[error(transparent)]
+    Seed(#[from] scale::SeedError),
 }
 
 /// A running sandbox cluster.
@@ -170,6 +190,11 @@ impl Sandbox {
                 controllers::bootstrap::parse_taint(t).ok_or_else(|| StartError::Taint(t.clone()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let faults = options
+            .faults
+            .iter()
+            .map(|spec| faults::Fault::parse(spec).map_err(StartError::Fault))
+            .collect::<Result<Vec<_>, _>>()?;
         let cluster = Arc::new(Cluster {
             store: store::Store::new(),
             config: ClusterConfig {
@@ -183,8 +208,13 @@ impl Sandbox {
             root_ca: std::sync::OnceLock::new(),
             event_index: Default::default(),
             tokens: Default::default(),
+            faults: faults::Faults::new(faults),
         });
         controllers::bootstrap::seed(&cluster, &taints, &identity.ca_pem);
+        if let Some(spec) = &options.seed {
+            let report = scale::seed(&cluster, spec)?;
+            tracing::info!(%spec, %report, "seeded the sandbox");
+        }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let router = axum::Router::new()
             .fallback(api::handle)

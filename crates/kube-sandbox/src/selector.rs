@@ -128,7 +128,8 @@ impl LabelSelector {
 
     /// Whether the labels of `obj` satisfy every requirement.
     pub fn matches(&self, obj: &Value) -> bool {
-        self.matches_labels(obj.pointer("/metadata/labels"))
+        // Lists match every object against the (usually empty) selector: skip the lookup.
+        self.0.is_empty() || self.matches_labels(obj.pointer("/metadata/labels"))
     }
 
     /// Whether a labels map satisfies every requirement.

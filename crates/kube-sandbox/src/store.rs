@@ -9,7 +9,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::meta;
 use crate::resources::{RESOURCES, ResourceInfo};
 use serde_json::Value;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, watch};
 
@@ -59,6 +59,8 @@ type Key = (String, String);
 struct Inner {
     rv: u64,
     tables: Vec<BTreeMap<Key, Arc<Value>>>,
+    /// Per kind (as `tables`), the resourceVersion of its last change.
+    changed_at: Vec<u64>,
     log: VecDeque<Arc<WatchEvent>>,
 }
 
@@ -92,6 +94,7 @@ impl Store {
             inner: Mutex::new(Inner {
                 rv: 1,
                 tables: RESOURCES.iter().map(|_| BTreeMap::new()).collect(),
+                changed_at: RESOURCES.iter().map(|_| 0).collect(),
                 log: VecDeque::new(),
             }),
             events,
@@ -145,6 +148,55 @@ impl Store {
         (items, inner.rv)
     }
 
+    /// The resourceVersion of the last change to an object of `res` (0: none yet).
+    pub fn last_change(&self, res: &'static ResourceInfo) -> u64 {
+        self.lock().changed_at[res.index()]
+    }
+
+    /// Whether an object of a kind other than `except` changed after resourceVersion `rv`.
+    pub fn changed_since_except(&self, rv: u64, except: &'static ResourceInfo) -> bool {
+        let skip = except.index();
+        let inner = self.lock();
+        inner
+            .changed_at
+            .iter()
+            .enumerate()
+            .any(|(i, at)| i != skip && *at > rv)
+    }
+
+    /// Forgets past events, as an etcd compaction does: a watch from an older resourceVersion
+    /// gets 410 Gone (clients then list again). Bulk seeding uses it so that a burst of events
+    /// nobody watched does not keep every replaced object version alive.
+    pub fn drop_history(&self) {
+        self.lock().log.clear();
+    }
+
+    /// What changed after resourceVersion `rv`, or `None` when the event log no longer
+    /// reaches back that far.
+    pub fn changes_since(&self, rv: u64) -> Option<Changes> {
+        let inner = self.lock();
+        let oldest = inner.log.front().map_or(inner.rv + 1, |e| e.rv);
+        if rv + 1 < oldest && rv < inner.rv {
+            return None;
+        }
+        let mut changes = Changes::default();
+        for ev in inner.log.iter().rev().take_while(|e| e.rv > rv) {
+            if ev.resource.namespaced {
+                let ns = meta::namespace(&ev.object);
+                if !changes.namespaces.contains(ns) {
+                    changes.namespaces.insert(ns.to_string());
+                }
+            } else if !changes
+                .cluster_kinds
+                .iter()
+                .any(|k| std::ptr::eq(*k, ev.resource))
+            {
+                changes.cluster_kinds.push(ev.resource);
+            }
+        }
+        Some(changes)
+    }
+
     /// Number of objects of a kind.
     pub fn count(&self, res: &'static ResourceInfo) -> usize {
         self.lock().tables[res.index()].len()
@@ -169,6 +221,7 @@ impl Store {
             inner.log.pop_front();
         }
         inner.log.push_back(ev.clone());
+        inner.changed_at[res.index()] = inner.rv;
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(ev);
         self.changed.send_replace(inner.rv);
@@ -344,6 +397,61 @@ impl Store {
     }
 }
 
+/// What changed in the store after some resourceVersion (see [`Store::changes_since`]).
+#[derive(Debug, Default, PartialEq)]
+pub struct Changes {
+    /// Namespaces in which a namespaced object changed.
+    pub namespaces: BTreeSet<String>,
+    /// Cluster-scoped kinds of which an object changed.
+    pub cluster_kinds: Vec<&'static ResourceInfo>,
+}
+
+/// Decides when a level-triggered loop (the controllers, the kubelet) runs its next pass.
+///
+/// A store change wakes the loop, but a change to Events alone does not start a pass: no loop
+/// reads Events, and a pass that keeps failing records (or bumps) one every time, so passing
+/// again at once would spin. The periodic tick starts a pass when anything at all changed since
+/// the last pass began (failures are retried at the tick's pace, as before), and nothing in a
+/// settled cluster, whose passes would find nothing to do. A loop whose last pass left work
+/// waiting on something outside the store (the kubelet: a pod held by an injected fault) asks
+/// for every tick with [`PassGate::retry_on_tick`].
+#[derive(Debug, Default)]
+pub struct PassGate {
+    /// The store's resourceVersion when the last pass began (`None`: no pass yet).
+    last_pass: Option<u64>,
+    /// Whether every tick starts a pass, changes or not.
+    retry: bool,
+}
+
+/// A pass the [`PassGate`] let through.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PassStart {
+    /// The resourceVersion at which the previous pass began (`None`: this is the first pass);
+    /// what changed since then is all this pass can find to do.
+    pub previous: Option<u64>,
+}
+
+impl PassGate {
+    /// Whether to pass now (`tick`: woken by the periodic tick, not by a change); when it says
+    /// yes, the pass counts as begun.
+    pub fn begin(&mut self, store: &Store, tick: bool) -> Option<PassStart> {
+        let rv = store.resource_version();
+        let due = match self.last_pass {
+            None => true,
+            Some(last) if tick => self.retry || rv > last,
+            Some(last) => store.changed_since_except(last, crate::resources::known::events()),
+        };
+        due.then(|| PassStart {
+            previous: self.last_pass.replace(rv),
+        })
+    }
+
+    /// Whether every tick should start a pass (until told otherwise), whatever changed.
+    pub fn retry_on_tick(&mut self, retry: bool) {
+        self.retry = retry;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,6 +501,83 @@ mod tests {
             rest.iter().map(|o| meta::name(o)).collect::<Vec<_>>(),
             ["2", "1"]
         );
+    }
+
+    #[test]
+    fn event_changes_wait_for_the_tick_and_a_settled_store_passes_no_more() {
+        let s = Store::new();
+        let mut gate = PassGate::default();
+        let first = gate.begin(&s, false).expect("the first pass always runs");
+        assert_eq!(first.previous, None);
+        let rv = s.resource_version();
+        s.create(known::config_maps(), cm("x", "a")).unwrap();
+        let second = gate.begin(&s, false).expect("a ConfigMap changed");
+        assert_eq!(second.previous, Some(rv));
+        let event = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "x"}});
+        s.create(known::events(), event).unwrap();
+        assert!(gate.begin(&s, false).is_none(), "only an Event changed");
+        assert!(
+            gate.begin(&s, true).is_some(),
+            "the tick retries after an Event"
+        );
+        assert!(gate.begin(&s, true).is_none(), "nothing changed since");
+        assert!(gate.begin(&s, false).is_none());
+        gate.retry_on_tick(true);
+        assert!(
+            gate.begin(&s, true).is_some(),
+            "retrying: every tick passes"
+        );
+        assert!(
+            gate.begin(&s, false).is_none(),
+            "a wake-up by a change still needs one"
+        );
+    }
+
+    #[test]
+    fn changes_name_namespaces_and_cluster_kinds_until_the_log_runs_out() {
+        let s = Store::new();
+        let rv = s.resource_version();
+        assert_eq!(s.changes_since(rv), Some(Changes::default()));
+        s.create(known::config_maps(), cm("a", "1")).unwrap();
+        s.create(known::config_maps(), cm("b", "1")).unwrap();
+        let after_b = s.resource_version();
+        s.create(known::config_maps(), cm("a", "2")).unwrap();
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "c"}});
+        s.create(known::namespaces(), ns).unwrap();
+        let changes = s.changes_since(rv).unwrap();
+        assert_eq!(
+            changes
+                .namespaces
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(changes.cluster_kinds, [known::namespaces()]);
+        let later = s.changes_since(after_b).unwrap();
+        assert_eq!(later.namespaces.len(), 1);
+        for i in 0..EVENT_LOG_LEN {
+            s.create(known::config_maps(), cm("d", &i.to_string()))
+                .unwrap();
+        }
+        assert_eq!(s.changes_since(rv), None, "the log no longer reaches back");
+    }
+
+    #[test]
+    fn a_watch_from_before_dropped_history_is_gone() {
+        let s = Store::new();
+        let rv = s.resource_version();
+        s.create(known::config_maps(), cm("x", "a")).unwrap();
+        s.drop_history();
+        assert_eq!(
+            s.subscribe(known::config_maps(), Some(rv))
+                .err()
+                .map(|e| e.code),
+            Some(410)
+        );
+        let now = s.resource_version();
+        assert!(s.subscribe(known::config_maps(), Some(now)).is_ok());
+        assert_eq!(s.changes_since(rv), None);
     }
 
     #[test]

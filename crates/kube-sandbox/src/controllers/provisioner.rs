@@ -7,6 +7,8 @@ use crate::meta;
 use crate::quantity::parse_bytes;
 use crate::resources::known;
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Finalizer that keeps an in-use claim from disappearing under its pods.
 pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
@@ -15,24 +17,38 @@ pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
 
 /// One pass over claims and volumes.
 pub fn reconcile(cluster: &Cluster) {
-    let (pvcs, _) = cluster.store.list(known::pvcs(), None, None);
+    reconcile_in(cluster, &None);
+}
+
+/// One pass over the claims in `scope` and the volumes bound to them.
+pub fn reconcile_in(cluster: &Cluster, scope: &super::Scope) {
+    let (pvcs, _) = super::list_in(&cluster.store, known::pvcs(), scope);
     for pvc in &pvcs {
         if meta::is_deleting(pvc) {
             release_claim_if_unused(cluster, pvc);
             continue;
         }
-        ensure_finalizer(
-            cluster,
-            known::pvcs(),
-            meta::namespace(pvc),
-            meta::name(pvc),
-            PVC_PROTECTION,
-        );
+        // Checked on what the pass read first: asking the store means cloning every claim.
+        if !has_finalizer(pvc, PVC_PROTECTION) {
+            ensure_finalizer(
+                cluster,
+                known::pvcs(),
+                meta::namespace(pvc),
+                meta::name(pvc),
+                PVC_PROTECTION,
+            );
+        }
         if meta::str_at(pvc, "/status/phase") == "Pending" {
             bind(cluster, pvc);
         }
     }
-    reclaim(cluster);
+    reclaim(cluster, &pvcs, scope);
+}
+
+fn has_finalizer(obj: &Value, f: &str) -> bool {
+    meta::at(obj, "/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|list| list.iter().any(|x| x == f))
 }
 
 fn ensure_finalizer(
@@ -123,23 +139,7 @@ fn bind(cluster: &Cluster, pvc: &Value) {
             );
             return;
         }
-        let mut pv = json!({
-            "apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": super::bootstrap::PROVISIONER}},
-            "spec": {
-                "capacity": {"storage": pvc.pointer("/spec/resources/requests/storage").cloned().unwrap_or(json!("1Gi"))},
-                "accessModes": pvc["spec"]["accessModes"],
-                "volumeMode": pvc["spec"]["volumeMode"],
-                "persistentVolumeReclaimPolicy": class["reclaimPolicy"].as_str().unwrap_or("Delete"),
-                "storageClassName": class_name,
-                "hostPath": {"path": dir.to_string_lossy(), "type": ""},
-                "claimRef": claim_ref(pvc),
-            },
-        });
-        if !selected.is_empty() {
-            pv["spec"]["nodeAffinity"] = json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "kubernetes.io/hostname", "operator": "In", "values": [selected]}]}]}});
-        }
+        let pv = provisioned_volume(pvc, &class, &dir, selected);
         if crate::api::create_object(cluster, known::pvs(), None, pv, false).is_err() {
             return;
         }
@@ -153,6 +153,34 @@ fn bind(cluster: &Cluster, pvc: &Value) {
         );
     }
     complete_binding(cluster, ns, name, &pv_name, true);
+}
+
+/// The PV the provisioner makes for `pvc` of StorageClass `class`, its data in `dir`, pinned to
+/// node `selected` when set (WaitForFirstConsumer).
+pub(crate) fn provisioned_volume(
+    pvc: &Value,
+    class: &Value,
+    dir: &std::path::Path,
+    selected: &str,
+) -> Value {
+    let mut pv = json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": format!("pvc-{}", meta::uid(pvc)), "annotations": {"pv.kubernetes.io/provisioned-by": super::bootstrap::PROVISIONER}},
+        "spec": {
+            "capacity": {"storage": pvc.pointer("/spec/resources/requests/storage").cloned().unwrap_or(json!("1Gi"))},
+            "accessModes": pvc["spec"]["accessModes"],
+            "volumeMode": pvc["spec"]["volumeMode"],
+            "persistentVolumeReclaimPolicy": class["reclaimPolicy"].as_str().unwrap_or("Delete"),
+            "storageClassName": meta::str_at(pvc, "/spec/storageClassName"),
+            "hostPath": {"path": dir.to_string_lossy(), "type": ""},
+            "claimRef": claim_ref(pvc),
+        },
+    });
+    if !selected.is_empty() {
+        pv["spec"]["nodeAffinity"] = json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": [selected]}]}]}});
+    }
+    pv
 }
 
 fn claim_ref(pvc: &Value) -> Value {
@@ -220,40 +248,61 @@ fn complete_binding(cluster: &Cluster, ns: &str, name: &str, pv_name: &str, prov
         Ok(())
     });
     let _ = cluster.store.modify(known::pvcs(), ns, name, |pvc| {
-        pvc["spec"]["volumeName"] = json!(pv_name);
-        if !pvc["metadata"]["annotations"].is_object() {
-            pvc["metadata"]["annotations"] = json!({});
-        }
-        let a = &mut pvc["metadata"]["annotations"];
-        a["pv.kubernetes.io/bind-completed"] = json!("yes");
-        a["pv.kubernetes.io/bound-by-controller"] = json!("yes");
-        if provisioned {
-            a["volume.beta.kubernetes.io/storage-provisioner"] =
-                json!(super::bootstrap::PROVISIONER);
-            a["volume.kubernetes.io/storage-provisioner"] = json!(super::bootstrap::PROVISIONER);
-        }
-        pvc["status"] = json!({
-            "phase": "Bound",
-            "accessModes": pv["spec"]["accessModes"],
-            "capacity": pv["spec"]["capacity"],
-        });
+        mark_claim_bound(pvc, &pv, provisioned);
         Ok(())
     });
 }
 
+/// What binding writes into a claim: the volume's name, the bind annotations, status Bound.
+pub(crate) fn mark_claim_bound(pvc: &mut Value, pv: &Value, provisioned: bool) {
+    pvc["spec"]["volumeName"] = json!(meta::name(pv));
+    if !pvc["metadata"]["annotations"].is_object() {
+        pvc["metadata"]["annotations"] = json!({});
+    }
+    let a = &mut pvc["metadata"]["annotations"];
+    a["pv.kubernetes.io/bind-completed"] = json!("yes");
+    a["pv.kubernetes.io/bound-by-controller"] = json!("yes");
+    if provisioned {
+        a["volume.beta.kubernetes.io/storage-provisioner"] = json!(super::bootstrap::PROVISIONER);
+        a["volume.kubernetes.io/storage-provisioner"] = json!(super::bootstrap::PROVISIONER);
+    }
+    pvc["status"] = json!({
+        "phase": "Bound",
+        "accessModes": pv["spec"]["accessModes"],
+        "capacity": pv["spec"]["capacity"],
+    });
+}
+
 /// Volumes whose claim is gone are deleted (policy Delete, data removed) or Released.
-fn reclaim(cluster: &Cluster) {
+/// `pvcs` are the claims in `scope`, as this pass read them.
+fn reclaim(cluster: &Cluster, pvcs: &[Arc<Value>], scope: &super::Scope) {
+    // Claims are looked up in what the pass read (asking the store for each of thousands of
+    // volumes dominated a pass), except claims being deleted: this pass may have let them go.
+    let claims: HashMap<(&str, &str), &Arc<Value>> = pvcs
+        .iter()
+        .map(|c| ((meta::namespace(c), meta::name(c)), c))
+        .collect();
     let (pvs, _) = cluster.store.list(known::pvs(), None, None);
     for pv in &pvs {
+        // One lookup of the claim reference serves its three fields.
+        let claim_ref = meta::at(pv, "/spec/claimRef");
+        let claim_field = |f: &str| claim_ref.and_then(|c| c.get(f)?.as_str()).unwrap_or("");
+        let claim_ns = claim_field("namespace");
+        // Out of scope: neither the volume (cluster-scoped: the pass would be unscoped) nor
+        // its claim changed since the previous pass.
+        if scope.as_ref().is_some_and(|s| !s.contains(claim_ns)) {
+            continue;
+        }
+        let (claim_uid, claim_name) = (claim_field("uid"), claim_field("name"));
         let name = meta::name(pv);
-        let claim_uid = meta::str_at(pv, "/spec/claimRef/uid");
-        let claim_ns = meta::str_at(pv, "/spec/claimRef/namespace");
-        let claim_name = meta::str_at(pv, "/spec/claimRef/name");
         let claim_alive = !claim_uid.is_empty()
-            && cluster
-                .store
-                .get(known::pvcs(), claim_ns, claim_name)
-                .is_some_and(|c| meta::uid(&c) == claim_uid);
+            && match claims.get(&(claim_ns, claim_name)) {
+                Some(c) if !meta::is_deleting(c) => meta::uid(c) == claim_uid,
+                _ => cluster
+                    .store
+                    .get(known::pvcs(), claim_ns, claim_name)
+                    .is_some_and(|c| meta::uid(&c) == claim_uid),
+            };
         if meta::is_deleting(pv) {
             if !claim_alive {
                 remove_finalizer(cluster, known::pvs(), "", name, PV_PROTECTION);

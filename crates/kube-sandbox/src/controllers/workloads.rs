@@ -2,73 +2,118 @@
 //! volumeClaimTemplates, DaemonSet → one pod per eligible node, Job → Pods until complete.
 //! Status fields are kept the way `kubectl rollout status` and `kubectl wait` read them.
 
+use super::owner_status::{
+    daemon_set_status, deployment_status, is_job_active, is_ready, is_suspended, is_terminal,
+    job_status, replica_set_status, replicas, stateful_set_status,
+};
+use super::{Scope, list_in};
 use crate::api::{create_object, delete_object};
 use crate::cluster::Cluster;
 use crate::meta;
 use crate::resources::{ResourceInfo, known};
-use crate::selector::LabelSelector;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-/// One pass over every workload kind.
+/// One pass over every workload.
 pub fn reconcile(cluster: &Cluster) {
-    for d in active(cluster, known::deployments()) {
-        deployment(cluster, &d);
+    reconcile_in(cluster, &None);
+}
+
+/// One pass over the workloads in `scope`.
+pub fn reconcile_in(cluster: &Cluster, scope: &Scope) {
+    // Pods and ReplicaSets are read once and grouped by controller: with thousands of owners,
+    // listing each owner's namespace again would dominate a pass.
+    let (pods, pods_read_at) = list_in(&cluster.store, known::pods(), scope);
+    let (sets, sets_read_at) = list_in(&cluster.store, known::replica_sets(), scope);
+    let pass = Pass {
+        cluster,
+        pods: Dependents::new(known::pods(), &pods, pods_read_at),
+        replica_sets: Dependents::new(known::replica_sets(), &sets, sets_read_at),
+    };
+    let owners = |res| active(cluster, res, scope);
+    for d in owners(known::deployments()) {
+        deployment(&pass, &d);
     }
-    for rs in active(cluster, known::replica_sets()) {
-        replica_set(cluster, &rs);
+    for rs in owners(known::replica_sets()) {
+        replica_set(&pass, &rs);
     }
-    for s in active(cluster, known::stateful_sets()) {
-        stateful_set(cluster, &s);
+    for s in owners(known::stateful_sets()) {
+        stateful_set(&pass, &s);
     }
-    for ds in active(cluster, known::daemon_sets()) {
-        daemon_set(cluster, &ds);
+    for ds in owners(known::daemon_sets()) {
+        daemon_set(&pass, &ds);
     }
-    for j in active(cluster, known::jobs()) {
-        job(cluster, &j);
+    for j in owners(known::jobs()) {
+        job(&pass, &j);
     }
 }
 
-fn active(cluster: &Cluster, res: &'static ResourceInfo) -> Vec<Arc<Value>> {
-    let (all, _) = cluster.store.list(res, None, None);
+/// The cluster and what one pass read up front.
+struct Pass<'a> {
+    cluster: &'a Cluster,
+    pods: Dependents<'a>,
+    replica_sets: Dependents<'a>,
+}
+
+/// Objects of one kind grouped by the uid of their controller, as read at `read_at`.
+struct Dependents<'a> {
+    res: &'static ResourceInfo,
+    read_at: u64,
+    by_controller: HashMap<&'a str, Vec<&'a Arc<Value>>>,
+}
+
+impl<'a> Dependents<'a> {
+    fn new(res: &'static ResourceInfo, all: &'a [Arc<Value>], read_at: u64) -> Self {
+        let mut by_controller: HashMap<&str, Vec<&Arc<Value>>> = HashMap::new();
+        for o in all {
+            if let Some(uid) = meta::controller_uid(o) {
+                by_controller.entry(uid).or_default().push(o);
+            }
+        }
+        Dependents {
+            res,
+            read_at,
+            by_controller,
+        }
+    }
+}
+
+impl Pass<'_> {
+    /// Objects of `res` in the owner's namespace that the owner controls, in name order.
+    fn owned(&self, res: &'static ResourceInfo, owner: &Value) -> Vec<Arc<Value>> {
+        let (ns, uid) = (meta::namespace(owner), meta::uid(owner));
+        let grouped = [&self.pods, &self.replica_sets]
+            .into_iter()
+            .find(|g| std::ptr::eq(g.res, res));
+        // The groups hold only while no object of their kind changed (this pass creates and
+        // deletes some); then the store is asked, as it always was.
+        if let Some(g) = grouped
+            && self.cluster.store.last_change(res) <= g.read_at
+        {
+            return g
+                .by_controller
+                .get(uid)
+                .into_iter()
+                .flatten()
+                .filter(|o| meta::namespace(o) == ns)
+                .map(|o| Arc::clone(o))
+                .collect();
+        }
+        let (all, _) = self.cluster.store.list(res, Some(ns), None);
+        all.into_iter()
+            .filter(|o| meta::controller_uid(o) == Some(uid))
+            .collect()
+    }
+}
+
+fn active(cluster: &Cluster, res: &'static ResourceInfo, scope: &Scope) -> Vec<Arc<Value>> {
+    let (all, _) = list_in(&cluster.store, res, scope);
     all.into_iter().filter(|o| !meta::is_deleting(o)).collect()
 }
 
-/// Objects of `res` in the owner's namespace that the owner controls.
-fn owned(cluster: &Cluster, res: &'static ResourceInfo, owner: &Value) -> Vec<Arc<Value>> {
-    let (all, _) = cluster.store.list(res, Some(meta::namespace(owner)), None);
-    all.into_iter()
-        .filter(|o| meta::controller_uid(o) == Some(meta::uid(owner)))
-        .collect()
-}
-
-fn is_ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|c| {
-            c.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-}
-
-fn is_terminal(pod: &Value) -> bool {
-    matches!(meta::str_at(pod, "/status/phase"), "Succeeded" | "Failed")
-}
-
-fn replicas(obj: &Value) -> i64 {
-    obj.pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1)
-}
-
-fn generation(obj: &Value) -> Value {
-    obj.pointer("/metadata/generation")
-        .cloned()
-        .unwrap_or(json!(1))
-}
-
 /// A pod from `template`, controlled by `owner`.
-fn pod_from_template(owner: &Value, template: &Value, name: &str) -> Value {
+pub(crate) fn pod_from_template(owner: &Value, template: &Value, name: &str) -> Value {
     let mut md = template.get("metadata").cloned().unwrap_or(json!({}));
     md["name"] = json!(name);
     md["namespace"] = json!(meta::namespace(owner));
@@ -108,7 +153,21 @@ fn controller_name(kind: &str) -> String {
     format!("{}-controller", kind.to_lowercase())
 }
 
+/// Merges `status` into the status of `obj` (as read this pass), writing only on a change.
 fn set_status(cluster: &Cluster, res: &'static ResourceInfo, obj: &Value, status: Value) {
+    // Comparing with what the pass read saves cloning every owner each pass; a write since
+    // then wakes another pass, which sees it.
+    let current = obj.get("status").and_then(Value::as_object);
+    let unchanged = current.is_some_and(|current| {
+        status
+            .as_object()
+            .into_iter()
+            .flatten()
+            .all(|(k, v)| current.get(k) == Some(v))
+    });
+    if unchanged {
+        return;
+    }
     let _ = cluster
         .store
         .modify(res, meta::namespace(obj), meta::name(obj), |o| {
@@ -125,29 +184,14 @@ fn set_status(cluster: &Cluster, res: &'static ResourceInfo, obj: &Value, status
         });
 }
 
-fn condition(kind: &str, status: bool, reason: &str, message: &str, previous: &Value) -> Value {
-    let s = if status { "True" } else { "False" };
-    let now = meta::now();
-    let old = previous
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == kind));
-    let transition = old
-        .filter(|c| c["status"] == s)
-        .map(|c| c["lastTransitionTime"].clone())
-        .unwrap_or(json!(now));
-    let update = old
-        .filter(|c| c["status"] == s && c["reason"] == reason)
-        .map(|c| c["lastUpdateTime"].clone())
-        .unwrap_or(json!(now));
-    json!({"type": kind, "status": s, "reason": reason, "message": message, "lastTransitionTime": transition, "lastUpdateTime": update})
-}
-
-fn deployment(cluster: &Cluster, d: &Value) {
+fn deployment(pass: &Pass, d: &Value) {
+    let cluster = pass.cluster;
     let ns = meta::namespace(d);
-    let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
-    let hash = meta::short_hash(&template);
+    let empty = json!({});
+    let template = meta::at(d, "/spec/template").unwrap_or(&empty);
+    let hash = meta::short_hash(template);
     let rs_name = format!("{}-{hash}", meta::name(d));
-    let sets = owned(cluster, known::replica_sets(), d);
+    let sets = pass.owned(known::replica_sets(), d);
     let want = replicas(d);
     let revision = sets
         .iter()
@@ -164,29 +208,11 @@ fn deployment(cluster: &Cluster, d: &Value) {
     let current = sets.iter().find(|rs| meta::name(rs) == rs_name).cloned();
     let new_rs = match current {
         Some(rs) => {
-            let _ = cluster
-                .store
-                .modify(known::replica_sets(), ns, &rs_name, |rs| {
-                    rs["spec"]["replicas"] = json!(want);
-                    Ok(())
-                });
+            set_replicas(cluster, &rs, want);
             rs
         }
         None => {
-            let mut tmpl = template.clone();
-            tmpl["metadata"]["labels"]["pod-template-hash"] = json!(hash);
-            let mut selector = d.pointer("/spec/selector").cloned().unwrap_or(json!({}));
-            selector["matchLabels"]["pod-template-hash"] = json!(hash);
-            let mut labels = tmpl["metadata"]["labels"].clone();
-            labels["pod-template-hash"] = json!(hash);
-            let rs = json!({
-                "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                "metadata": {"name": rs_name, "labels": labels, "ownerReferences": [meta::controller_ref(d)],
-                    "annotations": {"deployment.kubernetes.io/revision": (revision + 1).to_string(),
-                        "deployment.kubernetes.io/desired-replicas": want.to_string(),
-                        "deployment.kubernetes.io/max-replicas": want.to_string()}},
-                "spec": {"replicas": want, "selector": selector, "template": tmpl},
-            });
+            let rs = new_replica_set(d, template, &hash, revision + 1);
             match create_object(cluster, known::replica_sets(), Some(ns), rs, false) {
                 Ok(rs) => {
                     crate::events::record(
@@ -205,100 +231,70 @@ fn deployment(cluster: &Cluster, d: &Value) {
     };
     // Old ReplicaSets go to zero at once (no surge pacing; see the crate docs).
     for old in sets.iter().filter(|rs| meta::name(rs) != rs_name) {
-        let _ = cluster
-            .store
-            .modify(known::replica_sets(), ns, meta::name(old), |rs| {
-                rs["spec"]["replicas"] = json!(0);
-                Ok(())
-            });
+        set_replicas(cluster, old, 0);
     }
-    let sets = owned(cluster, known::replica_sets(), d);
-    let sum = |f: &str| {
-        sets.iter()
-            .map(|rs| {
-                rs.pointer(&format!("/status/{f}"))
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0)
-            })
-            .sum::<i64>()
-    };
-    let updated = new_rs
-        .pointer("/status/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    let new_available = new_rs
-        .pointer("/status/availableReplicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    let (total, ready, available) = (
-        sum("replicas"),
-        sum("readyReplicas"),
-        sum("availableReplicas"),
-    );
-    let conds = d
-        .pointer("/status/conditions")
-        .cloned()
-        .unwrap_or(json!([]));
-    let complete = updated == want && total == want && new_available == want;
-    let available_cond = condition(
-        "Available",
-        available >= want,
-        if available >= want {
-            "MinimumReplicasAvailable"
-        } else {
-            "MinimumReplicasUnavailable"
-        },
-        if available >= want {
-            "Deployment has minimum availability."
-        } else {
-            "Deployment does not have minimum availability."
-        },
-        &conds,
-    );
-    let progressing = condition(
-        "Progressing",
-        true,
-        if complete {
-            "NewReplicaSetAvailable"
-        } else {
-            "ReplicaSetUpdated"
-        },
-        &format!(
-            "ReplicaSet \"{rs_name}\" {}",
-            if complete {
-                "has successfully progressed."
-            } else {
-                "is progressing."
-            }
-        ),
-        &conds,
-    );
-    let mut status = json!({
-        "observedGeneration": generation(d), "replicas": total, "updatedReplicas": updated,
-        "readyReplicas": ready, "availableReplicas": available, "conditions": [available_cond, progressing],
-    });
-    if total > available {
-        status["unavailableReplicas"] = json!(total - available);
-    }
+    let sets = pass.owned(known::replica_sets(), d);
+    let status = deployment_status(d, &rs_name, &new_rs, &sets);
     set_status(cluster, known::deployments(), d, status);
+    let rev = json!(meta::str_at(
+        &new_rs,
+        "/metadata/annotations/deployment.kubernetes.io~1revision",
+    ));
+    if d.pointer("/metadata/annotations/deployment.kubernetes.io~1revision") == Some(&rev)
+        && d["metadata"]["annotations"].is_object()
+    {
+        return;
+    }
     let _ = cluster
         .store
         .modify(known::deployments(), ns, meta::name(d), |o| {
             if !o["metadata"]["annotations"].is_object() {
                 o["metadata"]["annotations"] = json!({});
             }
-            let rev = meta::str_at(
-                &new_rs,
-                "/metadata/annotations/deployment.kubernetes.io~1revision",
-            )
-            .to_string();
-            o["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = json!(rev);
+            o["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = rev.clone();
             Ok(())
         });
 }
 
-fn replica_set(cluster: &Cluster, rs: &Value) {
-    let pods: Vec<Arc<Value>> = owned(cluster, known::pods(), rs)
+/// Sets `spec.replicas` of ReplicaSet `rs` (as read this pass), writing only on a change.
+fn set_replicas(cluster: &Cluster, rs: &Value, want: i64) {
+    if meta::at(rs, "/spec/replicas") == Some(&json!(want)) {
+        return;
+    }
+    let _ = cluster.store.modify(
+        known::replica_sets(),
+        meta::namespace(rs),
+        meta::name(rs),
+        |rs| {
+            rs["spec"]["replicas"] = json!(want);
+            Ok(())
+        },
+    );
+}
+
+/// The ReplicaSet a Deployment creates for `template` (whose hash is `hash`) at `revision`.
+pub(crate) fn new_replica_set(d: &Value, template: &Value, hash: &str, revision: i64) -> Value {
+    let want = replicas(d);
+    let mut tmpl = template.clone();
+    tmpl["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+    let mut selector = meta::at(d, "/spec/selector").cloned().unwrap_or(json!({}));
+    selector["matchLabels"]["pod-template-hash"] = json!(hash);
+    let mut labels = tmpl["metadata"]["labels"].clone();
+    labels["pod-template-hash"] = json!(hash);
+    json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": format!("{}-{hash}", meta::name(d)), "labels": labels, "ownerReferences": [meta::controller_ref(d)],
+            "annotations": {"deployment.kubernetes.io/revision": revision.to_string(),
+                "deployment.kubernetes.io/desired-replicas": want.to_string(),
+                "deployment.kubernetes.io/max-replicas": want.to_string()}},
+        "spec": {"replicas": want, "selector": selector, "template": tmpl},
+    })
+}
+
+fn replica_set(pass: &Pass, rs: &Value) {
+    let cluster = pass.cluster;
+    let pods: Vec<Arc<Value>> = pass
+        .owned(known::pods(), rs)
         .into_iter()
         .filter(|p| !meta::is_deleting(p) && !is_terminal(p))
         .collect();
@@ -340,37 +336,33 @@ fn replica_set(cluster: &Cluster, rs: &Value) {
             );
         }
     }
-    let pods: Vec<Arc<Value>> = owned(cluster, known::pods(), rs)
+    let pods: Vec<Arc<Value>> = pass
+        .owned(known::pods(), rs)
         .into_iter()
         .filter(|p| !meta::is_deleting(p) && !is_terminal(p))
         .collect();
-    let selector = LabelSelector::from_object(&rs["spec"]["template"]["metadata"]);
-    let ready = pods.iter().filter(|p| is_ready(p)).count();
-    let labeled = pods.iter().filter(|p| selector.matches(p)).count();
     set_status(
         cluster,
         known::replica_sets(),
         rs,
-        json!({
-            "replicas": pods.len(), "fullyLabeledReplicas": labeled, "readyReplicas": ready,
-            "availableReplicas": ready, "observedGeneration": generation(rs),
-        }),
+        replica_set_status(rs, &pods),
     );
 }
 
-fn stateful_set(cluster: &Cluster, sts: &Value) {
+fn stateful_set(pass: &Pass, sts: &Value) {
+    let cluster = pass.cluster;
     let ns = meta::namespace(sts);
     let name = meta::name(sts);
     let want = replicas(sts).max(0);
-    let template = sts.pointer("/spec/template").cloned().unwrap_or(json!({}));
-    let revision = format!("{name}-{}", meta::short_hash(&template));
+    let empty = json!({});
+    let template = meta::at(sts, "/spec/template").unwrap_or(&empty);
+    let revision = stateful_set_revision(sts);
     let parallel = meta::str_at(sts, "/spec/podManagementPolicy") == "Parallel";
-    let claim_templates = sts
-        .pointer("/spec/volumeClaimTemplates")
+    let claim_templates = meta::at(sts, "/spec/volumeClaimTemplates")
         .and_then(Value::as_array)
-        .cloned()
+        .map(Vec::as_slice)
         .unwrap_or_default();
-    let pods = owned(cluster, known::pods(), sts);
+    let pods = pass.owned(known::pods(), sts);
     let by_ordinal = |i: i64| {
         pods.iter()
             .find(|p| meta::name(p) == format!("{name}-{i}"))
@@ -386,13 +378,13 @@ fn stateful_set(cluster: &Cluster, sts: &Value) {
             Some(p) if !is_ready(&p) && !parallel => break,
             Some(_) => continue,
             None => {
-                for t in &claim_templates {
+                for t in claim_templates {
                     ensure_claim(cluster, sts, t, i);
                 }
                 create_pod(
                     cluster,
                     sts,
-                    sts_pod(sts, &template, &claim_templates, i, &revision),
+                    sts_pod(sts, template, claim_templates, i, &revision),
                 );
                 if !parallel {
                     break;
@@ -410,7 +402,8 @@ fn stateful_set(cluster: &Cluster, sts: &Value) {
             let _ = delete_object(cluster, known::pods(), ns, meta::name(p), None, false);
         }
     }
-    let pods: Vec<Arc<Value>> = owned(cluster, known::pods(), sts)
+    let pods: Vec<Arc<Value>> = pass
+        .owned(known::pods(), sts)
         .into_iter()
         .filter(|p| !meta::is_deleting(p))
         .collect();
@@ -430,29 +423,22 @@ fn stateful_set(cluster: &Cluster, sts: &Value) {
             let _ = delete_object(cluster, known::pods(), ns, meta::name(p), None, false);
         }
     }
-    let ready = pods.iter().filter(|p| is_ready(p)).count();
-    let updated = pods.len() - outdated.len();
-    let current_revision = if outdated.is_empty() {
-        revision.clone()
-    } else {
-        sts.pointer("/status/currentRevision")
-            .and_then(Value::as_str)
-            .unwrap_or(&revision)
-            .to_string()
-    };
     set_status(
         cluster,
         known::stateful_sets(),
         sts,
-        json!({
-            "observedGeneration": generation(sts), "replicas": pods.len(), "readyReplicas": ready,
-            "currentReplicas": if outdated.is_empty() { pods.len() } else { outdated.len() },
-            "updatedReplicas": updated, "availableReplicas": ready,
-            "currentRevision": current_revision, "updateRevision": revision, "collisionCount": 0,
-        }),
+        stateful_set_status(sts, &pods, outdated.len(), &revision),
     );
 }
 
+/// The revision name a StatefulSet's pods carry in `controller-revision-hash`.
+pub(crate) fn stateful_set_revision(sts: &Value) -> String {
+    let empty = json!({});
+    let template = meta::at(sts, "/spec/template").unwrap_or(&empty);
+    format!("{}-{}", meta::name(sts), meta::short_hash(template))
+}
+
+/// Creates the claim of template `t` for pod `ordinal` unless it exists.
 fn ensure_claim(cluster: &Cluster, sts: &Value, t: &Value, ordinal: i64) {
     let claim = format!("{}-{}-{ordinal}", meta::name(t), meta::name(sts));
     if cluster
@@ -462,30 +448,7 @@ fn ensure_claim(cluster: &Cluster, sts: &Value, t: &Value, ordinal: i64) {
     {
         return;
     }
-    let mut md = t.get("metadata").cloned().unwrap_or(json!({}));
-    md["name"] = json!(claim);
-    let mut labels = md
-        .get("labels")
-        .cloned()
-        .filter(Value::is_object)
-        .unwrap_or(json!({}));
-    for (k, v) in sts
-        .pointer("/spec/selector/matchLabels")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
-        labels[k] = v.clone();
-    }
-    md["labels"] = labels;
-    if meta::str_at(
-        sts,
-        "/spec/persistentVolumeClaimRetentionPolicy/whenDeleted",
-    ) == "Delete"
-    {
-        md["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": meta::name(sts), "uid": meta::uid(sts), "controller": true, "blockOwnerDeletion": true}]);
-    }
-    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": md, "spec": t["spec"]});
+    let pvc = claim_from_template(sts, t, ordinal);
     if let Err(e) = create_object(
         cluster,
         known::pvcs(),
@@ -504,7 +467,42 @@ fn ensure_claim(cluster: &Cluster, sts: &Value, t: &Value, ordinal: i64) {
     }
 }
 
-fn sts_pod(sts: &Value, template: &Value, claims: &[Value], ordinal: i64, revision: &str) -> Value {
+/// The claim a StatefulSet makes from volumeClaimTemplate `t` for pod `ordinal`.
+pub(crate) fn claim_from_template(sts: &Value, t: &Value, ordinal: i64) -> Value {
+    let claim = format!("{}-{}-{ordinal}", meta::name(t), meta::name(sts));
+    let mut md = t.get("metadata").cloned().unwrap_or(json!({}));
+    md["name"] = json!(claim);
+    let mut labels = md
+        .get("labels")
+        .cloned()
+        .filter(Value::is_object)
+        .unwrap_or(json!({}));
+    for (k, v) in meta::at(sts, "/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        labels[k] = v.clone();
+    }
+    md["labels"] = labels;
+    if meta::str_at(
+        sts,
+        "/spec/persistentVolumeClaimRetentionPolicy/whenDeleted",
+    ) == "Delete"
+    {
+        md["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": meta::name(sts), "uid": meta::uid(sts), "controller": true, "blockOwnerDeletion": true}]);
+    }
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": md, "spec": t["spec"]})
+}
+
+/// The pod of ordinal `ordinal`, with its claims as volumes.
+pub(crate) fn sts_pod(
+    sts: &Value,
+    template: &Value,
+    claims: &[Value],
+    ordinal: i64,
+    revision: &str,
+) -> Value {
     let name = format!("{}-{ordinal}", meta::name(sts));
     let mut pod = pod_from_template(sts, template, &name);
     if !pod["metadata"]["labels"].is_object() {
@@ -514,7 +512,7 @@ fn sts_pod(sts: &Value, template: &Value, claims: &[Value], ordinal: i64, revisi
     pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"] = json!(ordinal.to_string());
     pod["metadata"]["labels"]["controller-revision-hash"] = json!(revision);
     pod["spec"]["hostname"] = json!(name);
-    if let Some(svc) = sts.pointer("/spec/serviceName").and_then(Value::as_str) {
+    if let Some(svc) = meta::at(sts, "/spec/serviceName").and_then(Value::as_str) {
         pod["spec"]["subdomain"] = json!(svc);
     }
     if !pod["spec"]["volumes"].is_array() {
@@ -531,12 +529,14 @@ fn sts_pod(sts: &Value, template: &Value, claims: &[Value], ordinal: i64, revisi
     pod
 }
 
-fn daemon_set(cluster: &Cluster, ds: &Value) {
+fn daemon_set(pass: &Pass, ds: &Value) {
+    let cluster = pass.cluster;
     let ns = meta::namespace(ds);
     let (nodes, _) = cluster.store.list(known::nodes(), None, None);
     let template = ds.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let hash = meta::short_hash(&template);
-    let pods: Vec<Arc<Value>> = owned(cluster, known::pods(), ds)
+    let pods: Vec<Arc<Value>> = pass
+        .owned(known::pods(), ds)
         .into_iter()
         .filter(|p| !meta::is_deleting(p))
         .collect();
@@ -558,43 +558,43 @@ fn daemon_set(cluster: &Cluster, ds: &Value) {
             let _ = delete_object(cluster, known::pods(), ns, meta::name(p), None, false);
         }
         if existing.is_empty() {
-            let mut pod = pod_from_template(
-                ds,
-                &template,
-                &format!("{}-{}", meta::name(ds), meta::random_suffix(5)),
-            );
-            if !pod["metadata"]["labels"].is_object() {
-                pod["metadata"]["labels"] = json!({});
-            }
-            pod["metadata"]["labels"]["controller-revision-hash"] = json!(hash);
-            pod["spec"]["nodeName"] = json!(node);
-            create_pod(cluster, ds, pod);
+            let name = format!("{}-{}", meta::name(ds), meta::random_suffix(5));
+            create_pod(cluster, ds, daemon_pod(ds, &template, &hash, node, &name));
         }
     }
-    let pods: Vec<Arc<Value>> = owned(cluster, known::pods(), ds)
+    let pods: Vec<Arc<Value>> = pass
+        .owned(known::pods(), ds)
         .into_iter()
         .filter(|p| !meta::is_deleting(p))
         .collect();
-    let ready = pods.iter().filter(|p| is_ready(p)).count();
-    let updated = pods
-        .iter()
-        .filter(|p| meta::str_at(p, "/metadata/labels/controller-revision-hash") == hash)
-        .count();
     set_status(
         cluster,
         known::daemon_sets(),
         ds,
-        json!({
-            "observedGeneration": generation(ds), "desiredNumberScheduled": eligible.len(),
-            "currentNumberScheduled": pods.len(), "numberMisscheduled": 0, "numberReady": ready,
-            "updatedNumberScheduled": updated, "numberAvailable": ready,
-        }),
+        daemon_set_status(ds, &pods, eligible.len(), &hash),
     );
 }
 
-fn job(cluster: &Cluster, j: &Value) {
-    let conds = j
-        .pointer("/status/conditions")
+/// The pod a DaemonSet runs on `node`, from its `template` (whose hash is `hash`).
+pub(crate) fn daemon_pod(
+    ds: &Value,
+    template: &Value,
+    hash: &str,
+    node: &str,
+    name: &str,
+) -> Value {
+    let mut pod = pod_from_template(ds, template, name);
+    if !pod["metadata"]["labels"].is_object() {
+        pod["metadata"]["labels"] = json!({});
+    }
+    pod["metadata"]["labels"]["controller-revision-hash"] = json!(hash);
+    pod["spec"]["nodeName"] = json!(node);
+    pod
+}
+
+fn job(pass: &Pass, j: &Value) {
+    let cluster = pass.cluster;
+    let conds = meta::at(j, "/status/conditions")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
@@ -604,37 +604,19 @@ fn job(cluster: &Cluster, j: &Value) {
     {
         return;
     }
-    let pods = owned(cluster, known::pods(), j);
-    let succeeded = pods
-        .iter()
-        .filter(|p| meta::str_at(p, "/status/phase") == "Succeeded")
-        .count() as i64;
-    let failed = pods
-        .iter()
-        .filter(|p| meta::str_at(p, "/status/phase") == "Failed")
-        .count() as i64;
-    let active: Vec<&Arc<Value>> = pods
-        .iter()
-        .filter(|p| !is_terminal(p) && !meta::is_deleting(p))
-        .collect();
-    let completions = j
-        .pointer("/spec/completions")
+    let pods = pass.owned(known::pods(), j);
+    let active: Vec<&Arc<Value>> = pods.iter().filter(|p| is_job_active(p)).collect();
+    let completions = meta::at(j, "/spec/completions")
         .and_then(Value::as_i64)
         .unwrap_or(1);
-    let backoff = j
-        .pointer("/spec/backoffLimit")
+    let backoff = meta::at(j, "/spec/backoffLimit")
         .and_then(Value::as_i64)
         .unwrap_or(6);
-    let suspended = j.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true);
+    let suspended = is_suspended(j);
     let now = meta::now();
-    let mut status = json!({
-        "active": active.len(), "succeeded": succeeded, "failed": failed,
-        "ready": active.iter().filter(|p| is_ready(p)).count(), "terminating": 0,
-        "uncountedTerminatedPods": {},
-    });
-    if j.pointer("/status/startTime").is_none() && !suspended {
-        status["startTime"] = json!(now);
-    }
+    let mut status = job_status(j, &pods, &now);
+    let succeeded = status["succeeded"].as_i64().unwrap_or(0);
+    let failed = status["failed"].as_i64().unwrap_or(0);
     if succeeded >= completions {
         status["completionTime"] = json!(now);
         status["conditions"] = json!([

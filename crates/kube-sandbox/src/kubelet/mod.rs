@@ -3,6 +3,7 @@
 //! restarts per `restartPolicy`, and kills processes when pods go away.
 
 pub mod env;
+mod image;
 pub mod logs;
 pub mod runtime;
 pub mod scheduler;
@@ -77,41 +78,61 @@ impl Kubelet {
 pub async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
     let mut changes = cluster.store.changes();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut gate = crate::store::PassGate::default();
     loop {
-        tokio::select! {
-            _ = changes.changed() => {}
-            _ = tick.tick() => {}
+        let ticked = tokio::select! {
+            _ = changes.changed() => false,
+            _ = tick.tick() => true,
             _ = shutdown.changed() => break,
+        };
+        if gate.begin(&cluster.store, ticked).is_some() {
+            // On the blocking pool: a pass over tens of thousands of pods must not hold up the
+            // workers that answer API requests.
+            let cluster = cluster.clone();
+            let waiting = tokio::task::spawn_blocking(move || reconcile(&cluster))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "a kubelet pass failed");
+                    true
+                });
+            // Waiting pods are retried on every tick, changed store or not.
+            gate.retry_on_tick(waiting);
         }
-        reconcile(&cluster);
     }
     cluster.kubelet.stop_all();
 }
 
-fn reconcile(cluster: &Arc<Cluster>) {
+/// One pass over every pod; returns whether a pod is left waiting for a node or to start
+/// (what it waits for may not be in the store, an injected fault for one).
+fn reconcile(cluster: &Arc<Cluster>) -> bool {
     let (pods, _) = cluster.store.list(known::pods(), None, None);
-    let live: std::collections::HashSet<&str> = pods.iter().map(|p| meta::uid(p)).collect();
-    let orphaned: Vec<String> = cluster
-        .kubelet
-        .lock()
-        .keys()
-        .filter(|u| !live.contains(u.as_str()))
-        .cloned()
-        .collect();
+    // The kubelet runs few pods and the store may hold thousands: look up the few.
+    let mut orphaned: std::collections::HashSet<String> =
+        cluster.kubelet.lock().keys().cloned().collect();
+    for p in &pods {
+        if orphaned.is_empty() {
+            break;
+        }
+        orphaned.remove(meta::uid(p));
+    }
     for uid in orphaned {
         cluster.kubelet.stop(&uid);
     }
+    let mut waiting = false;
     for pod in &pods {
         if meta::is_deleting(pod) {
             finish_deletion(cluster, pod);
         } else if meta::str_at(pod, "/spec/nodeName").is_empty() {
+            waiting = true;
             schedule(cluster, pod);
         } else if meta::str_at(pod, "/status/phase") == "Pending"
             && !cluster.kubelet.is_running(meta::uid(pod))
         {
+            waiting = true;
             try_start(cluster, pod);
         }
     }
+    waiting
 }
 
 fn finish_deletion(cluster: &Cluster, pod: &Value) {
@@ -236,6 +257,11 @@ fn try_start(cluster: &Arc<Cluster>, pod: &Value) {
         meta::name(pod),
         meta::uid(pod).to_string(),
     );
+    if cluster.faults.pod_never_ready(name).is_some() {
+        // Bound by nodeName, so the scheduler's fault never saw it: hold it here instead.
+        hold_pending(cluster, ns, name);
+        return;
+    }
     let node = meta::str_at(pod, "/spec/nodeName").to_string();
     let attached = |p: &Value| {
         cluster.kubelet.is_running(meta::uid(p)) || meta::str_at(p, "/status/phase") == "Running"
@@ -315,6 +341,19 @@ fn try_start(cluster: &Arc<Cluster>, pod: &Value) {
     let specs = rt.specs.clone();
     cluster.kubelet.lock().insert(uid.clone(), rt);
     tokio::spawn(run_pod(cluster.clone(), pod.clone(), specs, pids, stop_rx));
+}
+
+/// Keeps a pod Pending with its containers waiting in `ContainerCreating` (writes only once,
+/// so repeated passes leave the store alone).
+fn hold_pending(cluster: &Cluster, ns: &str, name: &str) {
+    update_pod(cluster, ns, name, |p| {
+        let statuses: Vec<Value> = containers(p, "containers")
+            .iter()
+            .map(|c| waiting_status(c, "ContainerCreating", None))
+            .collect();
+        p["status"]["containerStatuses"] = json!(statuses);
+        p["status"]["phase"] = json!("Pending");
+    });
 }
 
 fn process_spec(
@@ -449,6 +488,9 @@ async fn run_pod(
         }
         Ok(())
     });
+    if let image::Pulled::Stopped = image::pull(&cluster, &pod, &mut stop.clone()).await {
+        return;
+    }
     let policy = meta::str_at(&pod, "/spec/restartPolicy").to_string();
     for c in &inits {
         loop {

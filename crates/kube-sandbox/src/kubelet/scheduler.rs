@@ -95,6 +95,12 @@ pub fn other_users(cluster: &Cluster, pod: &Value, claim: &str) -> Vec<std::sync
 pub fn schedule(cluster: &Cluster, pod: &Value) -> Decision {
     let ns = meta::namespace(pod);
     let (nodes, _) = cluster.store.list(known::nodes(), None, None);
+    if let Some(spec) = cluster.faults.pod_never_ready(meta::name(pod)) {
+        return Decision::Wait(Some(format!(
+            "0/{n} nodes are available: {n} node(s) refused the pod (injected fault {spec}). preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling.",
+            n = nodes.len()
+        )));
+    }
     let mut wffc_pending = Vec::new();
     for claim in claim_names(pod) {
         let Some(pvc) = cluster.store.get(known::pvcs(), ns, &claim) else {
@@ -179,17 +185,19 @@ pub fn schedule(cluster: &Cluster, pod: &Value) -> Decision {
 
 fn least_loaded(cluster: &Cluster, nodes: &[&std::sync::Arc<Value>]) -> Option<String> {
     let (pods, _) = cluster.store.list(known::pods(), None, None);
-    nodes
-        .iter()
-        .map(|n| {
-            let load = pods
-                .iter()
-                .filter(|p| meta::str_at(p, "/spec/nodeName") == meta::name(n) && pod_is_active(p))
-                .count();
-            (load, meta::name(n).to_string())
-        })
-        .min()
-        .map(|(_, name)| name)
+    // One walk over the pods for all nodes: the store may hold tens of thousands.
+    let mut load: Vec<(usize, &str)> = nodes.iter().map(|n| (0, meta::name(n))).collect();
+    for p in pods.iter() {
+        let Some(node) = p["spec"]["nodeName"].as_str() else {
+            continue;
+        };
+        if let Some(entry) = load.iter_mut().find(|(_, name)| *name == node)
+            && pod_is_active(p)
+        {
+            entry.0 += 1;
+        }
+    }
+    load.into_iter().min().map(|(_, name)| name.to_string())
 }
 
 fn unschedulable_message(pod: &Value, nodes: &[std::sync::Arc<Value>]) -> String {

@@ -244,14 +244,16 @@ async fn describe_shows_status_volumes_and_events() {
     .await
     .ok();
     let d = c.kubectl(&["-n", &ns, "describe", "pod", "p"]).await.ok();
+    // describe pads its columns to the widest label, so compare with whitespace squeezed.
+    let squeezed = d.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
     for want in [
-        "Status:           Running",
-        "ClaimName:   data",
+        "Status: Running",
+        "ClaimName: data",
         "Started container main",
         "Successfully assigned",
     ] {
         assert!(
-            d.stdout.contains(want),
+            squeezed.contains(want),
             "describe lacks {want:?}:\n{}",
             d.stdout
         );

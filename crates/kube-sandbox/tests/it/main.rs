@@ -4,10 +4,12 @@
 //! set `NKVM_TEST_KUBECONFIG` to its kubeconfig (tests that need the sandbox's fixed nodes,
 //! taints or StorageClasses skip themselves there).
 
+mod faults;
 mod harness;
 mod kube_client;
 mod kubectl_basics;
 mod kubectl_exec;
 mod rbac;
+mod scale;
 mod scheduling;
 mod workloads;
