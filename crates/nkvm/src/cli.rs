@@ -8,14 +8,116 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "nkvm", version, about)]
 pub struct Cli {
+    /// Connection, scope and storage settings shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Settings every command shares; each flag has an environment variable.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Kubeconfig file [default: $KUBECONFIG, then ~/.kube/config].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context [default: the current context].
+    #[arg(long, global = true, env = "NKVM_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+    /// How to authenticate: in-cluster or kubeconfig [default: in-cluster inside a pod,
+    /// else kubeconfig].
+    #[arg(
+        long,
+        global = true,
+        env = "NKVM_DEFAULT_AUTH_MODE",
+        value_name = "MODE"
+    )]
+    pub auth: Option<String>,
+    /// Namespaces nkvm may use, comma-separated [default: all the credentials can see].
+    #[arg(
+        long,
+        global = true,
+        env = "NKVM_NAMESPACES",
+        value_name = "NS,...",
+        default_value = ""
+    )]
+    pub namespaces: String,
+    /// Archive store directory.
+    #[arg(
+        long,
+        global = true,
+        env = "NKVM_BACKUP_DIR",
+        default_value = "./backups",
+        value_name = "DIR"
+    )]
+    pub backup_dir: PathBuf,
+    /// History database.
+    #[arg(
+        long,
+        global = true,
+        env = "NKVM_METADATA_DB_PATH",
+        default_value = "./data/backups.db",
+        value_name = "PATH"
+    )]
+    pub db: PathBuf,
+    /// Limit for one inventory, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "NKVM_DISCOVERY_TIMEOUT_SECONDS",
+        default_value_t = 20,
+        value_name = "SECONDS"
+    )]
+    pub discovery_timeout: u64,
+    /// Image of helper pods (needs `sleep` and GNU tar or BusyBox tar).
+    #[arg(long, global = true, env = "NKVM_HELPER_IMAGE", default_value = nkvm_engine::DEFAULT_HELPER_IMAGE, value_name = "IMAGE")]
+    pub helper_image: String,
+    /// How long a helper pod may take to start running, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "NKVM_HELPER_POD_TIMEOUT_SECONDS",
+        default_value_t = 120,
+        value_name = "SECONDS"
+    )]
+    pub helper_pod_timeout: u64,
+    /// Most objects (claims, pods, owners) one inventory may hold.
+    #[arg(
+        long,
+        global = true,
+        env = "NKVM_DISCOVERY_MAX_OBJECTS",
+        default_value_t = 500_000,
+        value_name = "N",
+        hide = true
+    )]
+    pub discovery_max_objects: usize,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Human-readable columns.
+    Table,
+    /// JSON (kubectl's camelCase).
+    Json,
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// List the contexts of the kubeconfig (current one marked).
+    Contexts(ContextsArgs),
+    /// Connect for real: server version, identity, and what RBAC allows where nkvm works.
+    Check(CheckArgs),
+    /// PVC inventory: owners, consumers, last backup, whether each can be backed up.
+    Pvcs(PvcsArgs),
+    /// Back up PVCs (NS/NAME ...), wait, and print the results.
+    Backup(BackupArgs),
+    /// Backup history, newest first.
+    Backups(BackupsArgs),
+    /// Re-read a stored backup: sha256 and a complete tar stream.
+    Verify(VerifyArgs),
     /// Run a sandbox Kubernetes API server (for tests, benchmarks and the demo).
     Sandbox(SandboxArgs),
     /// Sandbox cluster + sample workloads + web UI.
@@ -41,6 +143,16 @@ pub struct SandboxArgs {
     /// the same name); short caps let tests watch tokens expire.
     #[arg(long = "service-account-max-token-expiration", value_name = "SECONDS")]
     pub max_token_seconds: Option<i64>,
+    /// Inject a fault (repeatable): exec-cut-after=BYTES[,count=N],
+    /// exec-stall-after=BYTES[,count=N], api-error=VERB:RESOURCE:STATUS[,count=N],
+    /// pod-start-delay=SECONDS, pod-never-ready=NAME_PREFIX, image-pull-fail=NAME_PREFIX
+    /// (see docs/sandbox.md; change them at run time through /sandbox/faults).
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<String>,
+    /// Seed a large settled cluster before serving, e.g.
+    /// `namespaces=500,pvcs=10000,pods=20000` (namespaces `scale-0000`...; see docs/sandbox.md).
+    #[arg(long, value_name = "namespaces=N,pvcs=N,pods=N")]
+    pub seed_scale: Option<String>,
 }
 
 /// `nkvm demo`.
@@ -49,4 +161,81 @@ pub struct DemoArgs {
     /// Address for the web UI.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+}
+
+/// `nkvm contexts`.
+#[derive(Debug, Args)]
+pub struct ContextsArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// `nkvm check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// `nkvm pvcs`.
+#[derive(Debug, Args)]
+pub struct PvcsArgs {
+    /// Only this namespace.
+    #[arg(short = 'n', long = "namespace", conflicts_with = "all_namespaces")]
+    pub namespace: Option<String>,
+    /// Every allowed namespace (the default).
+    #[arg(short = 'A', long = "all-namespaces")]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// `nkvm backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Claims to back up, as NAMESPACE/NAME.
+    #[arg(required = true, value_name = "NS/PVC")]
+    pub claims: Vec<String>,
+    /// Compression: zstd (default), gzip, none.
+    #[arg(long, default_value = "zstd")]
+    pub compression: String,
+    /// Compression level (zstd 1-19, default 3; gzip 0-9, default 6).
+    #[arg(long)]
+    pub level: Option<i32>,
+    /// Claims backed up at once.
+    #[arg(long, default_value_t = 2)]
+    pub parallel: usize,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// `nkvm backups`.
+#[derive(Debug, Args)]
+pub struct BackupsArgs {
+    /// Only this namespace.
+    #[arg(short = 'n', long = "namespace")]
+    pub namespace: Option<String>,
+    /// Only this claim.
+    #[arg(long)]
+    pub pvc: Option<String>,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// `nkvm verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Backup id (as `nkvm backups` lists it).
+    pub id: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
 }

@@ -2,6 +2,8 @@
 
 mod cli;
 mod commands;
+mod settings;
+mod table;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -11,8 +13,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NKVM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("NKVM_LOG").unwrap_or_else(
+                |_| // kube logs connection failures that nkvm's own error already explains.
+                tracing_subscriber::EnvFilter::new("info,rusqlite_migration=warn,kube_client=off"),
+            ),
         )
         .init();
     // One crypto provider for every TLS user in the process (kube, the sandbox), chosen
@@ -29,7 +33,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(e.downcast_ref::<commands::UsageError>().map_or(1, |_| 2))
+            ExitCode::from(commands::exit_code(&e))
         }
     }
 }

@@ -1,8 +1,15 @@
-//! One module per subcommand; each parses nothing itself and calls into the libraries.
+//! One module per subcommand; each turns flags into library calls and renders the result.
 
+mod backup;
+mod backups;
+mod check;
+mod contexts;
+mod pvcs;
 mod sandbox;
+mod verify;
 
 use crate::cli::{Cli, Command};
+use nkvm_domain::FailureKind;
 use std::process::ExitCode;
 
 /// A usage or configuration error (exit code 2).
@@ -10,9 +17,47 @@ use std::process::ExitCode;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// A failed operation with its failure kind (decides the exit code).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Failed {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// What happened.
+    pub error: anyhow::Error,
+}
+
+impl Failed {
+    /// Wraps an error with its kind.
+    pub fn new(kind: FailureKind, error: impl Into<anyhow::Error>) -> Self {
+        Failed {
+            kind,
+            error: error.into(),
+        }
+    }
+}
+
+/// The exit code for an error that reached `main`.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<UsageError>().is_some() {
+        2
+    } else if let Some(f) = e.downcast_ref::<Failed>() {
+        f.kind.exit_code()
+    } else {
+        1
+    }
+}
+
 /// Runs the chosen subcommand.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = &cli.global;
     match cli.command {
+        Command::Contexts(args) => contexts::run(g, args),
+        Command::Check(args) => check::run(g, args).await,
+        Command::Pvcs(args) => pvcs::run(g, args).await,
+        Command::Backup(args) => backup::run(g, args).await,
+        Command::Backups(args) => backups::run(g, args),
+        Command::Verify(args) => verify::run(g, args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
         Command::Demo(_) => Err(UsageError(
             "`nkvm demo` is not built yet: it arrives with the web UI (issue #7). \

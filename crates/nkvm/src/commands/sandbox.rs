@@ -3,12 +3,19 @@
 use crate::cli::SandboxArgs;
 use crate::commands::UsageError;
 use anyhow::Context;
+use kube_sandbox::scale::ScaleSpec;
 use kube_sandbox::{Sandbox, SandboxOptions, StartError};
 use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Starts the sandbox, writes the kubeconfig, and serves until told to stop.
 pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
+    let seed = args
+        .seed_scale
+        .as_deref()
+        .map(ScaleSpec::parse)
+        .transpose()
+        .map_err(|e| UsageError(format!("--seed-scale: {e}")))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -16,11 +23,15 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         state_dir: args.state_dir.clone(),
         node_b_taints: args.node_taints,
         max_token_seconds: args.max_token_seconds,
+        faults: args.faults,
+        seed,
     };
     let sandbox = Sandbox::start(listener, options)
         .await
         .map_err(|e| match e {
-            StartError::Taint(_) => anyhow::Error::new(UsageError(e.to_string())),
+            StartError::Taint(_) | StartError::Fault(_) => {
+                anyhow::Error::new(UsageError(e.to_string()))
+            }
             other => anyhow::Error::new(other),
         })?;
     sandbox

@@ -1,3 +1,7 @@
 //! The `nkvm` binary's contracts, run as a user runs it.
 
+mod backup;
+mod connection;
+mod harness;
+mod inventory;
 mod sandbox_command;

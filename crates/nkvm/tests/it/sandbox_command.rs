@@ -147,3 +147,45 @@ fn a_bad_taint_is_a_usage_error_with_exit_code_2() {
         "{err}"
     );
 }
+
+#[test]
+fn a_bad_seed_scale_is_a_usage_error_naming_the_bad_part() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_nkvm"))
+        .args(["sandbox", "--seed-scale", "namespaces=5,pvcs=ten,pods=1"])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .arg("--kubeconfig-out")
+        .arg(dir.path().join("kc"))
+        .output()
+        .expect("nkvm runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--seed-scale") && err.contains("\"pvcs=ten\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_fault_is_a_usage_error_naming_it_and_the_valid_forms() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_nkvm"))
+        .args(["sandbox", "--fault", "exec-cut-after=1000"])
+        .args(["--fault", "api-error=create:pod:500"])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .arg("--kubeconfig-out")
+        .arg(dir.path().join("kc"))
+        .output()
+        .expect("nkvm runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid --fault \"api-error=create:pod:500\"")
+            && err.contains("RESOURCE \"pod\"")
+            && err.contains("exec-stall-after=BYTES[,count=N]"),
+        "{err}"
+    );
+    assert!(!dir.path().join("kc").exists(), "no sandbox was started");
+}

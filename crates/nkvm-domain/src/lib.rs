@@ -1,0 +1,13 @@
+//! nkvm's domain types, free of I/O: validated names and references, the namespace
+//! allowlist, inventory records as the CLI and UI show them, and the failure kinds that decide
+//! exit codes, HTTP statuses and history columns.
+
+mod backup;
+mod failure;
+mod inventory;
+mod names;
+
+pub use backup::{BackupId, Compression};
+pub use failure::FailureKind;
+pub use inventory::{Consumer, Owner, PvcRecord};
+pub use names::{Allowlist, NameError, PvcRef, ResourceName};

@@ -1,0 +1,148 @@
+//! nkvm's engine: the one `App` the CLI and the web UI call. It owns policy (the namespace
+//! allowlist is enforced here, for every operation) and composes the cluster adapter with the
+//! history; front-ends only parse input and render results.
+
+pub mod archive;
+mod backup;
+mod check;
+mod inventory;
+pub mod tar_check;
+pub mod verify;
+
+pub use backup::{BackupOptions, BackupResult, Progress, parse_claim, parse_namespace};
+pub use check::CheckReport;
+pub use inventory::{Scope, backupability};
+
+use nkvm_domain::{Allowlist, FailureKind};
+use nkvm_history::{History, HistoryError};
+use nkvm_kube::discovery::{DiscoveryError, DiscoveryOptions};
+use nkvm_kube::{ClusterInfo, Connection};
+use nkvm_store::ArchiveStore;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Engine settings (from flags and environment).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Namespaces nkvm may touch (empty: all the credentials can see).
+    pub allowlist: Allowlist,
+    /// Limit for one inventory run (`NKVM_DISCOVERY_TIMEOUT_SECONDS`).
+    pub discovery_timeout: Duration,
+    /// Most objects one inventory may hold (`NKVM_DISCOVERY_MAX_OBJECTS`).
+    pub discovery_max_objects: usize,
+    /// Image of helper pods (`NKVM_HELPER_IMAGE`); needs `sleep` and GNU tar or BusyBox.
+    pub helper_image: String,
+    /// How long a helper pod may take to run (`NKVM_HELPER_POD_TIMEOUT_SECONDS`).
+    pub helper_pod_timeout: Duration,
+}
+
+/// The helper image used unless configured: small, with GNU tar (numeric owners, sparse files).
+pub const DEFAULT_HELPER_IMAGE: &str = "docker.io/library/debian:bookworm-slim";
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            allowlist: Allowlist::default(),
+            discovery_timeout: Duration::from_secs(20),
+            discovery_max_objects: DiscoveryOptions::default().max_objects,
+            helper_image: DEFAULT_HELPER_IMAGE.into(),
+            helper_pod_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Why an engine operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The namespace is outside the allowlist.
+    #[error(
+        "namespace {namespace:?} is not in nkvm's allowlist ({allowlist}); add it to --namespaces / NKVM_NAMESPACES to use it"
+    )]
+    NamespaceNotAllowed {
+        /// The refused namespace.
+        namespace: String,
+        /// The allowlist in force.
+        allowlist: String,
+    },
+    /// Listing the cluster failed.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// Discovery took longer than allowed.
+    #[error(
+        "discovery did not finish within {seconds} s; raise NKVM_DISCOVERY_TIMEOUT_SECONDS or narrow --namespaces"
+    )]
+    DiscoveryTimeout {
+        /// The limit.
+        seconds: u64,
+    },
+    /// Reading or writing history failed.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// A bug or an unexpected state.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// An access review failed.
+    #[error("checking permissions: {0}")]
+    Access(#[source] kube::Error),
+}
+
+impl EngineError {
+    /// The failure kind (exit code, HTTP status, history column).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            EngineError::NamespaceNotAllowed { .. } => FailureKind::Forbidden,
+            EngineError::Discovery(e) => e.kind(),
+            EngineError::DiscoveryTimeout { .. } => FailureKind::Timeout,
+            EngineError::History(_) => FailureKind::StorageUnavailable,
+            EngineError::Access(_) => FailureKind::ClusterUnavailable,
+            EngineError::Internal(_) => FailureKind::Internal,
+        }
+    }
+}
+
+/// The engine, bound to one cluster connection, one history and one archive store.
+pub struct App {
+    conn: Connection,
+    history: Arc<History>,
+    store: Arc<dyn ArchiveStore>,
+    settings: Settings,
+}
+
+impl App {
+    /// An engine over an established connection, an opened history and a store.
+    pub fn new(
+        conn: Connection,
+        history: Arc<History>,
+        store: Arc<dyn ArchiveStore>,
+        settings: Settings,
+    ) -> Self {
+        App {
+            conn,
+            history,
+            store,
+            settings,
+        }
+    }
+
+    /// The cluster this engine talks to.
+    pub fn cluster(&self) -> &ClusterInfo {
+        &self.conn.info
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Refuses namespaces outside the allowlist.
+    pub fn require_allowed(&self, namespace: &str) -> Result<(), EngineError> {
+        if self.settings.allowlist.allows(namespace) {
+            Ok(())
+        } else {
+            Err(EngineError::NamespaceNotAllowed {
+                namespace: namespace.into(),
+                allowlist: self.settings.allowlist.to_string(),
+            })
+        }
+    }
+}

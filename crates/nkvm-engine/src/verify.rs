@@ -1,0 +1,162 @@
+//! Verifying a stored backup without the cluster: the archive is re-read, its sha256 compared
+//! with the manifest's and the history's, and it must decompress to a complete tar stream.
+
+use crate::EngineError;
+use crate::archive::check_archive;
+use nkvm_domain::{BackupId, FailureKind};
+use nkvm_history::History;
+use nkvm_store::ArchiveStore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+
+/// What verification found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    /// Backup id.
+    pub id: String,
+    /// Archive path in the store.
+    pub artifact: String,
+    /// sha256 of the stored bytes (as recomputed).
+    pub sha256: String,
+    /// Stored bytes.
+    pub bytes_stored: u64,
+    /// Tar bytes after decompression.
+    pub tar_bytes: u64,
+    /// Tar entries.
+    pub entries: u64,
+}
+
+/// Why verification failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// No such backup, or it kept no archive.
+    #[error("backup {0} has no archive to verify (see `nkvm backups`)")]
+    NoArchive(String),
+    /// The stored bytes changed.
+    #[error(
+        "backup {id} is damaged: its sha256 is {actual}, but {source_name} recorded {expected}"
+    )]
+    Checksum {
+        /// Backup id.
+        id: String,
+        /// Recomputed.
+        actual: String,
+        /// Recorded.
+        expected: String,
+        /// Where it was recorded.
+        source_name: &'static str,
+    },
+    /// The archive does not decompress to a complete tar stream.
+    #[error("backup {id} is damaged: {detail}")]
+    Content {
+        /// Backup id.
+        id: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// Reading failed.
+    #[error("reading backup {id}: {detail}")]
+    Read {
+        /// Backup id.
+        id: String,
+        /// What failed.
+        detail: String,
+    },
+    /// History failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl VerifyError {
+    /// The failure kind.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            VerifyError::NoArchive(_) => FailureKind::NotFound,
+            VerifyError::Checksum { .. } | VerifyError::Content { .. } => {
+                FailureKind::CommandFailed
+            }
+            VerifyError::Read { .. } => FailureKind::StorageUnavailable,
+            VerifyError::Engine(e) => e.kind(),
+        }
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Verifies backup `id` (blocking I/O: call from a blocking thread for large archives).
+pub fn verify(
+    store: &dyn ArchiveStore,
+    history: &History,
+    id: &BackupId,
+) -> Result<VerifyReport, VerifyError> {
+    let row = history.backup(id.as_str()).map_err(EngineError::from)?;
+    let artifact = row
+        .as_ref()
+        .map(|r| r.artifact.clone())
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| VerifyError::NoArchive(id.to_string()))?;
+    let read_err = |e: &dyn std::fmt::Display| VerifyError::Read {
+        id: id.to_string(),
+        detail: e.to_string(),
+    };
+    let manifest = store.manifest(&artifact).map_err(|e| read_err(&e))?;
+    let file = store.open(&artifact).map_err(|e| read_err(&e))?;
+    let mut hashing = HashingReader {
+        inner: file,
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let checked = check_archive(&mut hashing, manifest.compression);
+    // Read whatever the decoder left (padding, trailing frames) so the hash covers the file.
+    let mut rest = Vec::new();
+    hashing.read_to_end(&mut rest).map_err(|e| read_err(&e))?;
+    let sha256: String = hashing
+        .hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    for (expected, source_name) in [
+        (manifest.sha256.as_str(), "its manifest"),
+        (
+            row.as_ref().map_or("", |r| r.sha256.as_str()),
+            "the history",
+        ),
+    ] {
+        if !expected.is_empty() && expected != sha256 {
+            return Err(VerifyError::Checksum {
+                id: id.to_string(),
+                actual: sha256,
+                expected: expected.to_string(),
+                source_name,
+            });
+        }
+    }
+    let (tar_bytes, entries) = checked.map_err(|e| VerifyError::Content {
+        id: id.to_string(),
+        detail: e.to_string(),
+    })?;
+    Ok(VerifyReport {
+        id: id.to_string(),
+        artifact,
+        sha256,
+        bytes_stored: hashing.bytes,
+        tar_bytes,
+        entries,
+    })
+}

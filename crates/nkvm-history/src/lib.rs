@@ -1,0 +1,396 @@
+//! nkvm's history: one row per backup job and an append-only audit log, in SQLite (WAL,
+//! versioned migrations, busy timeout). The archive store is the source of truth for what was
+//! backed up; this is the index the inventory and the UI read, rebuildable from the store.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite_migration::{M, Migrations};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Why a history operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The database file could not be opened or created.
+    #[error(
+        "opening the history database {path}: {source}; check NKVM_METADATA_DB_PATH and that its directory is writable"
+    )]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The database's directory could not be created.
+    #[error("creating the directory of the history database {path}: {source}")]
+    CreateDir {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Schema migration failed.
+    #[error("migrating the history database {path}: {detail}")]
+    Migrate {
+        /// The file.
+        path: String,
+        /// Why.
+        detail: String,
+    },
+    /// A query failed.
+    #[error("history query failed: {0}")]
+    Query(#[from] rusqlite::Error),
+}
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        "CREATE TABLE backups (
+            id TEXT PRIMARY KEY,
+            cluster TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            pvc TEXT NOT NULL,
+            pvc_uid TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            status TEXT NOT NULL,
+            stage TEXT NOT NULL DEFAULT '',
+            failure_kind TEXT NOT NULL DEFAULT '',
+            error TEXT NOT NULL DEFAULT '',
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            bytes_read INTEGER NOT NULL DEFAULT 0,
+            bytes_stored INTEGER NOT NULL DEFAULT 0,
+            sha256 TEXT NOT NULL DEFAULT '',
+            compression TEXT NOT NULL,
+            artifact TEXT NOT NULL DEFAULT '',
+            helper_pod TEXT NOT NULL DEFAULT '',
+            node TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX backups_last_success ON backups (cluster, pvc_uid, status, finished_at);
+        CREATE INDEX backups_by_claim ON backups (cluster, namespace, pvc, started_at);
+        CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
+        );",
+    )])
+}
+
+/// One backup job's row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupRow {
+    /// Backup id.
+    pub id: String,
+    /// Cluster id.
+    pub cluster: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Claim name.
+    pub pvc: String,
+    /// Claim uid.
+    pub pvc_uid: String,
+    /// `cli`, `ui` or `schedule`.
+    pub trigger: String,
+    /// Who started it.
+    pub actor: String,
+    /// `running`, `succeeded`, `failed`, `cancelled`, `interrupted`.
+    pub status: String,
+    /// Stage reached or failed in.
+    pub stage: String,
+    /// Failure kind label, if failed.
+    pub failure_kind: String,
+    /// Error message, if failed.
+    pub error: String,
+    /// RFC 3339 start.
+    pub started_at: String,
+    /// RFC 3339 end.
+    pub finished_at: Option<String>,
+    /// Bytes read from the volume.
+    pub bytes_read: u64,
+    /// Bytes stored.
+    pub bytes_stored: u64,
+    /// sha256 of the stored bytes.
+    pub sha256: String,
+    /// `zstd`, `gzip`, `none`.
+    pub compression: String,
+    /// Archive path in the store.
+    pub artifact: String,
+    /// Helper pod name.
+    pub helper_pod: String,
+    /// Node the helper ran on.
+    pub node: String,
+}
+
+/// Which backups to list.
+#[derive(Debug, Clone, Default)]
+pub struct BackupFilter {
+    /// Only this cluster.
+    pub cluster: Option<String>,
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Only this claim name.
+    pub pvc: Option<String>,
+    /// At most this many.
+    pub limit: Option<u32>,
+}
+
+const COLUMNS: &str = "id, cluster, namespace, pvc, pvc_uid, trigger, actor, status, stage, failure_kind, error,
+    started_at, finished_at, bytes_read, bytes_stored, sha256, compression, artifact, helper_pod, node";
+
+fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
+    Ok(BackupRow {
+        id: r.get(0)?,
+        cluster: r.get(1)?,
+        namespace: r.get(2)?,
+        pvc: r.get(3)?,
+        pvc_uid: r.get(4)?,
+        trigger: r.get(5)?,
+        actor: r.get(6)?,
+        status: r.get(7)?,
+        stage: r.get(8)?,
+        failure_kind: r.get(9)?,
+        error: r.get(10)?,
+        started_at: r.get(11)?,
+        finished_at: r.get(12)?,
+        bytes_read: r.get::<_, i64>(13)? as u64,
+        bytes_stored: r.get::<_, i64>(14)? as u64,
+        sha256: r.get(15)?,
+        compression: r.get(16)?,
+        artifact: r.get(17)?,
+        helper_pod: r.get(18)?,
+        node: r.get(19)?,
+    })
+}
+
+/// The history database.
+pub struct History {
+    conn: Mutex<Connection>,
+}
+
+impl History {
+    /// Opens (creating and migrating) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, HistoryError> {
+        let shown = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| HistoryError::CreateDir {
+                path: shown.clone(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| HistoryError::Open {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::setup(conn, &shown)
+    }
+
+    /// An in-memory database (tests, dry runs).
+    pub fn in_memory() -> Result<Self, HistoryError> {
+        let conn = Connection::open_in_memory().map_err(|source| HistoryError::Open {
+            path: ":memory:".into(),
+            source,
+        })?;
+        Self::setup(conn, ":memory:")
+    }
+
+    fn setup(mut conn: Connection, shown: &str) -> Result<Self, HistoryError> {
+        conn.busy_timeout(Duration::from_secs(5))?;
+        // WAL lets the UI read while a backup writes; NORMAL is durable across app crashes.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations()
+            .to_latest(&mut conn)
+            .map_err(|e| HistoryError::Migrate {
+                path: shown.into(),
+                detail: e.to_string(),
+            })?;
+        Ok(History {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Inserts or replaces a backup row.
+    pub fn record_backup(&self, r: &BackupRow) -> Result<(), HistoryError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO backups (id, cluster, namespace, pvc, pvc_uid, trigger, actor, status, stage,
+                failure_kind, error, started_at, finished_at, bytes_read, bytes_stored, sha256, compression,
+                artifact, helper_pod, node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+            params![
+                r.id, r.cluster, r.namespace, r.pvc, r.pvc_uid, r.trigger, r.actor, r.status, r.stage,
+                r.failure_kind, r.error, r.started_at, r.finished_at, r.bytes_read as i64, r.bytes_stored as i64,
+                r.sha256, r.compression, r.artifact, r.helper_pod, r.node
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The finish time of the last successful backup of each claim (by uid) of a cluster.
+    pub fn last_successes(&self, cluster: &str) -> Result<HashMap<String, String>, HistoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT pvc_uid, MAX(finished_at) FROM backups
+             WHERE cluster = ?1 AND status = 'succeeded' AND finished_at IS NOT NULL
+             GROUP BY pvc_uid",
+        )?;
+        let rows = stmt.query_map(params![cluster], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One backup row by id.
+    pub fn backup(&self, id: &str) -> Result<Option<BackupRow>, HistoryError> {
+        let conn = self.conn();
+        let sql = format!("SELECT {COLUMNS} FROM backups WHERE id = ?1");
+        Ok(conn.query_row(&sql, params![id], row_from).optional()?)
+    }
+
+    /// Backups matching `filter`, newest first.
+    pub fn list_backups(&self, filter: &BackupFilter) -> Result<Vec<BackupRow>, HistoryError> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM backups
+             WHERE (?1 IS NULL OR cluster = ?1) AND (?2 IS NULL OR namespace = ?2) AND (?3 IS NULL OR pvc = ?3)
+             ORDER BY started_at DESC, id DESC LIMIT ?4"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let limit = filter.limit.map_or(-1, |l| l as i64);
+        let rows = stmt.query_map(
+            params![filter.cluster, filter.namespace, filter.pvc, limit],
+            row_from,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks every job still `running` as `interrupted` (the process that ran it is gone) and
+    /// returns them, so their partial archives and helper pods can be swept.
+    pub fn interrupt_running(&self, finished_at: &str) -> Result<Vec<BackupRow>, HistoryError> {
+        let conn = self.conn();
+        let sql = format!("SELECT {COLUMNS} FROM backups WHERE status = 'running'");
+        let running: Vec<BackupRow> = conn
+            .prepare(&sql)?
+            .query_map([], row_from)?
+            .collect::<Result<_, _>>()?;
+        conn.execute(
+            "UPDATE backups SET status = 'interrupted', finished_at = ?1, failure_kind = 'cancelled',
+                error = 'nkvm stopped while this job ran; no archive was kept' WHERE status = 'running'",
+            params![finished_at],
+        )?;
+        Ok(running)
+    }
+
+    /// Appends to the audit log.
+    pub fn audit(
+        &self,
+        at: &str,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+    ) -> Result<(), HistoryError> {
+        self.conn().execute(
+            "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![at, actor, action, target, detail],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, uid: &str, status: &str, finished: &str) -> BackupRow {
+        BackupRow {
+            id: id.into(),
+            cluster: "c1".into(),
+            namespace: "shop".into(),
+            pvc: "data".into(),
+            pvc_uid: uid.into(),
+            trigger: "cli".into(),
+            actor: "test".into(),
+            status: status.into(),
+            started_at: "2026-11-26T00:00:00Z".into(),
+            finished_at: Some(finished.into()),
+            compression: "zstd".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn last_success_ignores_failures_and_other_clusters() {
+        let h = History::in_memory().unwrap();
+        h.record_backup(&row("a", "u1", "succeeded", "2026-11-26T01:00:00Z"))
+            .unwrap();
+        h.record_backup(&row("b", "u1", "succeeded", "2026-11-26T02:00:00Z"))
+            .unwrap();
+        h.record_backup(&row("c", "u1", "failed", "2026-11-26T03:00:00Z"))
+            .unwrap();
+        let mut other = row("d", "u2", "succeeded", "2026-11-26T04:00:00Z");
+        other.cluster = "c2".into();
+        h.record_backup(&other).unwrap();
+        let last = h.last_successes("c1").unwrap();
+        assert_eq!(
+            last.get("u1").map(String::as_str),
+            Some("2026-11-26T02:00:00Z")
+        );
+        assert!(!last.contains_key("u2"));
+        assert_eq!(h.backup("c").unwrap().unwrap().status, "failed");
+    }
+
+    #[test]
+    fn a_database_file_is_created_migrated_and_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/backups.db");
+        History::open(&path)
+            .unwrap()
+            .record_backup(&row("a", "u", "succeeded", "t"))
+            .unwrap();
+        let again = History::open(&path).unwrap();
+        assert!(again.backup("a").unwrap().is_some());
+        again
+            .audit("t", "me", "backup.start", "shop/data", "")
+            .unwrap();
+    }
+
+    #[test]
+    fn listing_filters_and_orders_newest_first_and_running_jobs_become_interrupted() {
+        let h = History::in_memory().unwrap();
+        let mut a = row("20261126T000001Z-00000001", "u1", "succeeded", "t1");
+        a.started_at = "2026-11-26T00:00:01Z".into();
+        let mut b = row("20261126T000002Z-00000002", "u1", "running", "");
+        b.started_at = "2026-11-26T00:00:02Z".into();
+        b.finished_at = None;
+        let mut c = row("20261126T000003Z-00000003", "u2", "failed", "t3");
+        c.started_at = "2026-11-26T00:00:03Z".into();
+        c.pvc = "other".into();
+        for r in [&a, &b, &c] {
+            h.record_backup(r).unwrap();
+        }
+        let all = h.list_backups(&BackupFilter::default()).unwrap();
+        let ids: Vec<&str> = all.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, [c.id.as_str(), b.id.as_str(), a.id.as_str()]);
+        let filter = BackupFilter {
+            pvc: Some("data".into()),
+            limit: Some(1),
+            ..Default::default()
+        };
+        let data = h.list_backups(&filter).unwrap();
+        assert_eq!(data.len(), 1);
+        assert_eq!(data[0].id, b.id);
+        let interrupted = h.interrupt_running("2026-11-26T01:00:00Z").unwrap();
+        assert_eq!(interrupted.len(), 1);
+        assert_eq!(h.backup(&b.id).unwrap().unwrap().status, "interrupted");
+        assert!(h.interrupt_running("x").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,15 @@
+//! nkvm's cluster adapter: connecting to a cluster in each auth mode (in-cluster
+//! ServiceAccount, kubeconfig path, pasted kubeconfig), discovering PVCs with their
+//! consumers and owner workloads, and running helper pods (spec, lifecycle, exec streams,
+//! the `tar` command lines). Nothing here knows about history or the archive store.
+
+pub mod access;
+pub mod connect;
+pub mod discovery;
+pub mod exec;
+pub mod helper;
+pub mod helper_pod;
+pub mod kubeconfig;
+pub mod tar_command;
+
+pub use connect::{AuthMode, ClusterInfo, ConnectError, ConnectOptions, Connection, connect};

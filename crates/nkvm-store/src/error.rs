@@ -1,0 +1,125 @@
+//! The store's one error type and the [`FailureKind`] each variant maps to.
+
+use nkvm_domain::FailureKind;
+use std::io;
+use std::path::PathBuf;
+
+/// Why an archive store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A namespace or claim name that cannot be one directory of the store.
+    #[error(
+        "the {what} name {value:?} cannot be a directory of the archive store: use the Kubernetes name (lower-case letters, digits, '-' and '.')"
+    )]
+    InvalidKey {
+        /// What was being named (namespace, PVC).
+        what: &'static str,
+        /// The refused name.
+        value: String,
+    },
+    /// An artifact path that is not one of the store's archives, or leads out of the store.
+    #[error(
+        "{artifact:?} is not an archive in the store: {reason}; use the artifact that `nkvm backups` shows"
+    )]
+    InvalidArtifact {
+        /// The refused path, as given.
+        artifact: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A file is already where a new archive or manifest would go.
+    #[error("{} already exists and archives are never overwritten: run the backup again, it gets a new id", path.display())]
+    AlreadyExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// The artifact asked for is not in the store.
+    #[error("there is no {what} at {}: `nkvm backups` lists what the store holds", path.display())]
+    NotFound {
+        /// `archive` or `manifest`.
+        what: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The manifest handed to commit describes another archive than the one written.
+    #[error(
+        "the manifest's {field} {manifest:?} does not match the archive's {key:?}; nothing was stored (this is a bug in nkvm, please report it)"
+    )]
+    ManifestMismatch {
+        /// The field that differs.
+        field: &'static str,
+        /// Its value in the manifest.
+        manifest: String,
+        /// Its value in the archive key.
+        key: String,
+    },
+    /// A manifest that is not a valid manifest of a version this nkvm reads.
+    #[error("the manifest {} cannot be read: {detail}; restore it from a copy, or delete the backup", path.display())]
+    CorruptManifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// An archive without its manifest, or a manifest without its archive (found by listing).
+    #[error("{} has no {missing} beside it, so it is not listed: restore the {missing} or delete the file", path.display())]
+    Orphan {
+        /// The file found alone.
+        path: PathBuf,
+        /// `manifest` or `archive`.
+        missing: &'static str,
+    },
+    /// The filesystem refused an operation.
+    #[error("{action} {}: {source}; {}", path.display(), hint(source))]
+    Io {
+        /// What was being done, e.g. "creating the archive directory".
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's answer.
+        source: io::Error,
+    },
+}
+
+impl StoreError {
+    /// The failure kind that decides exit codes, HTTP statuses and history columns.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            StoreError::InvalidKey { .. } | StoreError::InvalidArtifact { .. } => {
+                FailureKind::InvalidInput
+            }
+            StoreError::AlreadyExists { .. } => FailureKind::Conflict,
+            StoreError::NotFound { .. } => FailureKind::NotFound,
+            StoreError::ManifestMismatch { .. } => FailureKind::Internal,
+            StoreError::CorruptManifest { .. }
+            | StoreError::Orphan { .. }
+            | StoreError::Io { .. } => FailureKind::StorageUnavailable,
+        }
+    }
+
+    /// An I/O failure while `action` on `path`.
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        StoreError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// What an operator can do about an I/O error, by its kind.
+fn hint(e: &io::Error) -> &'static str {
+    use io::ErrorKind as K;
+    match e.kind() {
+        K::PermissionDenied | K::ReadOnlyFilesystem => {
+            "check that NKVM_BACKUP_DIR (--backup-dir) is writable by the user nkvm runs as"
+        }
+        K::NotADirectory | K::AlreadyExists => {
+            "check that NKVM_BACKUP_DIR (--backup-dir) and everything under it are directories"
+        }
+        K::StorageFull | K::QuotaExceeded | K::FileTooLarge => {
+            "free space under NKVM_BACKUP_DIR (--backup-dir) or give it a larger volume"
+        }
+        _ => "check NKVM_BACKUP_DIR (--backup-dir) and the storage behind it",
+    }
+}

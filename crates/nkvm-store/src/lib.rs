@@ -1,0 +1,79 @@
+//! nkvm's archive store: where the backup engine writes archives, and where verify, restore,
+//! retention and the history rebuild find them again. The store is the source of truth for
+//! what was backed up (design §5); the history database is an index rebuilt from it.
+//!
+//! An archive only ever becomes visible whole: it is written to a hidden temp file, synced,
+//! moved into place without overwriting anything, and given its manifest. [`ArchiveStore`] is
+//! the interface the engine holds; [`LocalStore`] implements it over a directory, and object
+//! stores (S3, SFTP) can implement it later without the engine changing.
+
+mod error;
+mod layout;
+mod listing;
+mod local;
+mod manifest;
+mod partial;
+#[cfg(test)]
+mod tests;
+
+pub use error::StoreError;
+pub use layout::{ArchiveKey, cluster_segment};
+pub use local::LocalStore;
+pub use manifest::{FORMAT_VERSION, Manifest, PvcIdentity};
+pub use partial::PartialArchive;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+/// What a committed archive is, as the history row records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredArchive {
+    /// The archive's path relative to the store's root, `/`-separated.
+    pub artifact: String,
+    /// Bytes in the archive.
+    pub bytes_stored: u64,
+    /// Lower-case hex sha256 of the archive's bytes.
+    pub sha256: String,
+}
+
+/// The result of listing a store: what could be read, and what could not.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Each archive's artifact path and manifest, sorted by artifact.
+    pub archives: Vec<(String, Manifest)>,
+    /// Files and directories that could not be listed, and why.
+    pub warnings: Vec<StoreError>,
+}
+
+/// Where archives are kept. Blocking: call it from a blocking thread.
+pub trait ArchiveStore: Send + Sync {
+    /// Starts writing an archive; nothing is visible until the writer commits.
+    fn begin(&self, key: &ArchiveKey) -> Result<Box<dyn ArchiveWriter>, StoreError>;
+
+    /// Opens a committed archive for reading.
+    fn open(&self, artifact: &str) -> Result<Box<dyn Read + Send>, StoreError>;
+
+    /// Reads the manifest of a committed archive.
+    fn manifest(&self, artifact: &str) -> Result<Manifest, StoreError>;
+
+    /// Every archive with its manifest, and warnings for what could not be read.
+    fn list_manifests(&self) -> Result<Listing, StoreError>;
+
+    /// Deletes what crashed writers left, returning where it was; only before any `begin`.
+    fn sweep_partials(&self) -> Result<Vec<PathBuf>, StoreError>;
+
+    /// Deletes an archive and its manifest.
+    fn delete(&self, artifact: &str) -> Result<(), StoreError>;
+}
+
+/// An archive being written. Dropping it without committing discards it.
+pub trait ArchiveWriter: Write + Send {
+    /// Bytes written so far.
+    fn bytes_written(&self) -> u64;
+
+    /// Makes the archive durable and visible with its manifest; see [`PartialArchive::commit`].
+    fn commit(self: Box<Self>, manifest: &Manifest) -> Result<StoredArchive, StoreError>;
+
+    /// Discards the archive.
+    fn abort(self: Box<Self>) -> Result<(), StoreError>;
+}

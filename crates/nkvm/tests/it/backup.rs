@@ -1,0 +1,409 @@
+//! `nkvm backup`, `backups` and `verify` against the sandbox: byte-exact round trips of awkward
+//! trees, and every way a backup can fail ending as a failed job with no archive kept and no
+//! helper pod left behind.
+
+use crate::harness::{Env, Ran};
+use kube_sandbox::SandboxOptions;
+use serde_json::Value;
+
+const CLAIM: &str = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n";
+
+fn writer(script: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: app}}\nspec:\n  containers:\n  - name: app\n    image: busybox\n    command: [sh, -c, {script:?}]\n    volumeMounts: [{{name: d, mountPath: /data}}]\n  volumes:\n  - name: d\n    persistentVolumeClaim: {{claimName: data}}\n"
+    )
+}
+
+/// An awkward tree: odd names, long names, empty dirs, links, a sparse file, modes, owners.
+const AWKWARD: &str = r#"set -e
+cd /data
+mkdir -p "dir with spaces/ünïcödé" empty/nested deep/$(printf 'd%.0s' $(seq 1 60))
+printf 'plain\n' > "dir with spaces/ünïcödé/file.txt"
+printf 'x' > "$(printf 'name-\377\376-not-utf8')"
+printf 'long\n' > "deep/$(printf 'd%.0s' $(seq 1 60))/$(printf 'f%.0s' $(seq 1 140))"
+head -c 3000000 /dev/urandom > random.bin
+ln -s "dir with spaces/ünïcödé/file.txt" symlink
+ln random.bin hardlink.bin
+dd if=/dev/urandom of=sparse.img bs=4096 count=1 seek=25600 2>/dev/null
+chmod 600 random.bin
+chmod 751 "dir with spaces"
+chown 1234:5678 "dir with spaces/ünïcödé/file.txt"
+touch -d '2001-02-03 04:05:06' symlink -h
+touch -d '2011-12-13 14:15:16' "dir with spaces"
+sleep 3600
+"#;
+
+fn listing_script(root: &str) -> String {
+    format!(
+        "cd {root} && find . -printf '%p|%y|%m|%U|%G|%s|%l|%n|%T@\\n' | LC_ALL=C sort && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum"
+    )
+}
+
+async fn json_results(out: &Ran) -> Vec<Value> {
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("nkvm printed no JSON ({e}): {out:?}"))
+}
+
+async fn no_helper_pods(env: &Env) {
+    let left = env
+        .kubectl(
+            &[
+                "get",
+                "pods",
+                "-A",
+                "-l",
+                "app.kubernetes.io/managed-by=nkvm",
+                "-o",
+                "name",
+            ],
+            None,
+        )
+        .await
+        .ok();
+    assert_eq!(left.stdout.trim(), "", "helper pods left behind");
+}
+
+fn stored_files(env: &Env) -> Vec<String> {
+    let out = std::process::Command::new("find")
+        .arg(env.backups())
+        .arg("-type")
+        .arg("f")
+        .output()
+        .expect("find runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+async fn setup(env: &Env, ns: &str, script: &str) {
+    env.kubectl(&["create", "namespace", ns], None).await.ok();
+    env.apply(Some(ns), CLAIM).await;
+    env.apply(Some(ns), &writer(script)).await;
+    env.kubectl(
+        &[
+            "-n",
+            ns,
+            "wait",
+            "--for=condition=Ready",
+            "pod/app",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .await
+    .ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_awkward_tree_round_trips_byte_exact_and_verifies() {
+    let env = Env::start().await;
+    setup(&env, "shop", AWKWARD).await;
+    let out = env.nkvm(&["backup", "shop/data", "-o", "json"]).await.ok();
+    let results = json_results(&out).await;
+    let r = &results[0];
+    assert_eq!(r["status"], "succeeded", "{r}");
+    for key in [
+        "id",
+        "cluster",
+        "namespace",
+        "pvc",
+        "pvcUid",
+        "startedAt",
+        "finishedAt",
+        "bytesRead",
+        "bytesStored",
+        "sha256",
+        "compression",
+        "artifact",
+        "stage",
+        "error",
+    ] {
+        assert!(r.get(key).is_some(), "missing {key} in {r}");
+    }
+    no_helper_pods(&env).await;
+    let archive = env
+        .backups()
+        .join(r["artifact"].as_str().expect("artifact"));
+    assert!(archive.to_string_lossy().ends_with(".tar.zst"));
+    assert!(
+        archive.with_extension("").with_extension("json").exists(),
+        "manifest beside the archive"
+    );
+
+    let dir = tempfile::tempdir().expect("dir");
+    let untar = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "zstd -dc '{}' | tar --numeric-owner --same-owner -xpf - -C '{}'",
+            archive.display(),
+            dir.path().display()
+        ))
+        .output()
+        .expect("tar runs");
+    assert!(
+        untar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&untar.stderr)
+    );
+    let inside = env
+        .kubectl(
+            &[
+                "-n",
+                "shop",
+                "exec",
+                "app",
+                "--",
+                "sh",
+                "-c",
+                &listing_script("/data"),
+            ],
+            None,
+        )
+        .await
+        .ok()
+        .stdout;
+    let local = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(listing_script(&dir.path().display().to_string()))
+        .output()
+        .expect("find runs");
+    let local = String::from_utf8_lossy(&local.stdout).into_owned();
+    // The root directory's own mtime changes as files are written; compare everything else.
+    let strip_root = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with(".|"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        strip_root(&local),
+        strip_root(&inside),
+        "extracted tree differs from the volume"
+    );
+    let sparse = std::fs::metadata(dir.path().join("sparse.img")).expect("sparse file");
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        sparse.blocks() * 512 < sparse.len() / 4,
+        "sparse file stays sparse"
+    );
+
+    let id = r["id"].as_str().expect("id");
+    let verified = env.nkvm(&["verify", id]).await.ok();
+    assert!(verified.stdout.starts_with("ok: "), "{}", verified.stdout);
+    let listed = env
+        .nkvm(&["backups", "-n", "shop", "-o", "json"])
+        .await
+        .ok();
+    assert!(listed.stdout.contains(id));
+    let inventory = env.nkvm(&["pvcs", "-n", "shop", "-o", "json"]).await.ok();
+    assert!(
+        inventory.stdout.contains(&format!(
+            "\"lastSuccessfulBackup\": \"{}\"",
+            r["finishedAt"].as_str().unwrap_or("")
+        )),
+        "{}",
+        inventory.stdout
+    );
+
+    let mut bytes = std::fs::read(&archive).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&archive, bytes).expect("write");
+    let damaged = env.nkvm(&["verify", id]).await;
+    assert_eq!(damaged.code, 1);
+    assert!(
+        damaged.stderr.contains("is damaged: its sha256 is"),
+        "{}",
+        damaged.stderr
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_stream_a_pod_that_never_runs_and_a_changing_volume_all_fail_and_leave_nothing() {
+    let env = Env::start_with(SandboxOptions {
+        faults: vec!["exec-cut-after=200000,count=1".into()],
+        ..Default::default()
+    })
+    .await;
+    setup(
+        &env,
+        "shop",
+        "head -c 2000000 /dev/urandom > /data/f; sleep 3600",
+    )
+    .await;
+    let cut = json_results(&env.nkvm(&["backup", "shop/data", "-o", "json"]).await).await;
+    assert_eq!(cut[0]["status"], "failed", "{}", cut[0]);
+    assert_eq!(cut[0]["stage"], "stream");
+    assert!(
+        cut[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ended without an exit status")),
+        "{}",
+        cut[0]
+    );
+    assert_eq!(cut[0]["artifact"], "");
+    assert!(
+        stored_files(&env).is_empty(),
+        "no partial archive: {:?}",
+        stored_files(&env)
+    );
+    no_helper_pods(&env).await;
+    // The fault was for one stream: the next backup succeeds.
+    let again = json_results(&env.nkvm(&["backup", "shop/data", "-o", "json"]).await.ok()).await;
+    assert_eq!(again[0]["status"], "succeeded", "{}", again[0]);
+
+    env.kubectl(
+        &["create", "--raw", "/sandbox/faults", "-f", "-"],
+        Some(r#"{"spec": "pod-never-ready=nkvm-"}"#),
+    )
+    .await
+    .ok();
+    let stuck = env
+        .nkvm(&[
+            "--helper-pod-timeout",
+            "3",
+            "backup",
+            "shop/data",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(stuck.code, 1);
+    let stuck = json_results(&stuck).await;
+    assert_eq!(
+        (stuck[0]["status"].as_str(), stuck[0]["stage"].as_str()),
+        (Some("failed"), Some("helper-pod")),
+        "{}",
+        stuck[0]
+    );
+    // Pinned beside its ReadWriteOnce consumer (nodeName), the helper skips the scheduler and
+    // waits in ContainerCreating; the error says so and how to look closer.
+    assert!(
+        stuck[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not start") && e.contains("ContainerCreating")),
+        "{}",
+        stuck[0]
+    );
+    no_helper_pods(&env).await;
+    env.kubectl(&["delete", "--raw", "/sandbox/faults"], None)
+        .await
+        .ok();
+
+    setup(&env, "busy", "head -c 20000000 /dev/urandom > /data/grow; while true; do head -c 65536 /dev/urandom >> /data/grow; done").await;
+    let busy = json_results(&env.nkvm(&["backup", "busy/data", "-o", "json"]).await).await;
+    assert_eq!(busy[0]["status"], "failed", "{}", busy[0]);
+    assert!(
+        busy[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("files changed while tar read them")),
+        "{}",
+        busy[0]
+    );
+    no_helper_pods(&env).await;
+    let history = env.nkvm(&["backups", "-o", "json"]).await.ok();
+    let rows: Vec<Value> = serde_json::from_str(&history.stdout).expect("json");
+    assert_eq!(
+        rows.iter().filter(|r| r["status"] == "succeeded").count(),
+        1,
+        "only the one good backup counts"
+    );
+    let kept: Vec<String> = stored_files(&env);
+    assert_eq!(kept.len(), 2, "one archive and its manifest: {kept:?}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_claims_are_refused_before_any_pod_and_same_second_backups_do_not_collide() {
+    let env = Env::start().await;
+    setup(&env, "shop", "sleep 3600").await;
+    let extra = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: lazy}\nspec: {accessModes: [ReadWriteOnce], storageClassName: wffc, resources: {requests: {storage: 1Gi}}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: raw}\nspec: {accessModes: [ReadWriteOnce], volumeMode: Block, resources: {requests: {storage: 1Gi}}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: solo}\nspec: {accessModes: [ReadWriteOncePod], resources: {requests: {storage: 1Gi}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: solo-user}\nspec:\n  containers: [{name: c, image: busybox, command: [sleep, '3600'], volumeMounts: [{name: d, mountPath: /d}]}]\n  volumes: [{name: d, persistentVolumeClaim: {claimName: solo}}]\n";
+    env.apply(Some("shop"), extra).await;
+    env.kubectl(
+        &[
+            "-n",
+            "shop",
+            "wait",
+            "--for=condition=Ready",
+            "pod/solo-user",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .await
+    .ok();
+    let refused = env
+        .nkvm(&["backup", "shop/lazy", "shop/raw", "shop/solo", "-o", "json"])
+        .await;
+    assert_eq!(refused.code, 1);
+    let results = json_results(&refused).await;
+    let reasons: Vec<&str> = results
+        .iter()
+        .map(|r| r["error"].as_str().unwrap_or(""))
+        .collect();
+    assert!(reasons[0].contains("not bound"), "{reasons:?}");
+    assert!(reasons[1].contains("volumeMode Block"), "{reasons:?}");
+    assert!(
+        reasons[2].contains("ReadWriteOncePod claim in use by pod solo-user"),
+        "{reasons:?}"
+    );
+    assert!(results.iter().all(|r| r["stage"] == "resolve"));
+    let events = env
+        .kubectl(
+            &[
+                "-n",
+                "shop",
+                "get",
+                "events",
+                "-o",
+                "jsonpath={.items[*].involvedObject.name}",
+            ],
+            None,
+        )
+        .await
+        .ok();
+    assert!(
+        !events.stdout.contains("nkvm-"),
+        "no helper pod was ever created: {}",
+        events.stdout
+    );
+    let outside = env
+        .nkvm(&["--namespaces", "other", "backup", "shop/data"])
+        .await;
+    assert_eq!(outside.code, 1);
+    assert!(
+        outside
+            .stderr
+            .contains("namespace \"shop\" is not in nkvm's allowlist (other)"),
+        "{}",
+        outside.stderr
+    );
+    let bad = env.nkvm(&["backup", "not-a-reference"]).await;
+    assert_eq!(bad.code, 2);
+
+    let twice = json_results(
+        &env.nkvm(&[
+            "backup",
+            "shop/data",
+            "shop/data",
+            "--parallel",
+            "2",
+            "-o",
+            "json",
+        ])
+        .await
+        .ok(),
+    )
+    .await;
+    assert_eq!(twice.len(), 2);
+    assert!(
+        twice.iter().all(|r| r["status"] == "succeeded"),
+        "{twice:?}"
+    );
+    assert_ne!(twice[0]["id"], twice[1]["id"]);
+    assert_ne!(twice[0]["artifact"], twice[1]["artifact"]);
+    no_helper_pods(&env).await;
+    env.stop().await;
+}

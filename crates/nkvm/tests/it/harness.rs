@@ -1,0 +1,187 @@
+//! A sandbox cluster per test (in-process), kubectl to shape it, and the `nkvm` binary run
+//! against it as a user runs it.
+
+use kube_sandbox::{Sandbox, SandboxOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+/// A sandbox plus a scratch directory for nkvm's data.
+pub struct Env {
+    sandbox: Sandbox,
+    /// Scratch directory (kubeconfigs, the history database).
+    pub dir: tempfile::TempDir,
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+}
+
+/// What a command printed.
+#[derive(Debug)]
+pub struct Ran {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Ran {
+    fn from(out: Output) -> Self {
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Panics unless the command succeeded.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "command failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl Env {
+    /// Starts a sandbox.
+    pub async fn start() -> Env {
+        Env::start_with(SandboxOptions::default()).await
+    }
+
+    /// Starts a sandbox with options (faults, taints); its state dir is replaced.
+    pub async fn start_with(options: SandboxOptions) -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let options = SandboxOptions {
+            state_dir: dir.path().join("state"),
+            ..options
+        };
+        let sandbox = Sandbox::start(listener, options)
+            .await
+            .expect("sandbox starts");
+        let kubeconfig = dir.path().join("admin.kubeconfig");
+        sandbox.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+        Env {
+            sandbox,
+            dir,
+            kubeconfig,
+        }
+    }
+
+    /// The sandbox's URL.
+    pub fn url(&self) -> &str {
+        self.sandbox.url()
+    }
+
+    /// The admin kubeconfig's text.
+    pub fn kubeconfig_text(&self) -> &str {
+        self.sandbox.kubeconfig()
+    }
+
+    /// Runs kubectl as the admin, optionally feeding `stdin`.
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Ran {
+        let mut cmd = tokio::process::Command::new(
+            std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()),
+        );
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .kill_on_drop(true);
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl runs");
+        if let Some(input) = stdin {
+            use tokio::io::AsyncWriteExt;
+            let mut pipe = child.stdin.take().expect("piped");
+            pipe.write_all(input.as_bytes()).await.expect("write");
+        }
+        let out =
+            tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+                .await
+                .expect("kubectl in time")
+                .expect("output");
+        Ran::from(out)
+    }
+
+    /// `kubectl apply -f -` (namespace in the manifests or `-n`), panicking on failure.
+    pub async fn apply(&self, ns: Option<&str>, yaml: &str) {
+        let mut args = Vec::new();
+        if let Some(ns) = ns {
+            args.extend(["-n", ns]);
+        }
+        args.extend(["apply", "-f", "-"]);
+        self.kubectl(&args, Some(yaml)).await.ok();
+    }
+
+    /// A kubeconfig for the same server and CA with another bearer token.
+    pub fn kubeconfig_with_token(&self, name: &str, token: &str) -> PathBuf {
+        let text: String = self
+            .kubeconfig_text()
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("token:") {
+                    format!("    token: {token}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text + "\n").expect("write kubeconfig");
+        path
+    }
+
+    /// Runs `nkvm` with `args` against `kubeconfig`, using this env's history database.
+    pub async fn nkvm_with(&self, kubeconfig: &Path, args: &[&str]) -> Ran {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_nkvm"));
+        cmd.arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--db")
+            .arg(self.db())
+            .arg("--backup-dir")
+            .arg(self.backups())
+            .args(args);
+        cmd.env_remove("KUBECONFIG")
+            .env_remove("NKVM_NAMESPACES")
+            .env_remove("NKVM_DEFAULT_AUTH_MODE")
+            .env_remove("KUBERNETES_SERVICE_HOST");
+        cmd.stdin(Stdio::null()).kill_on_drop(true);
+        let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+            .await
+            .expect("nkvm in time")
+            .expect("nkvm runs");
+        Ran::from(out)
+    }
+
+    /// Runs `nkvm` as the admin.
+    pub async fn nkvm(&self, args: &[&str]) -> Ran {
+        self.nkvm_with(&self.kubeconfig.clone(), args).await
+    }
+
+    /// The archive store directory.
+    pub fn backups(&self) -> PathBuf {
+        self.dir.path().join("backups")
+    }
+
+    /// The history database path.
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("data/backups.db")
+    }
+
+    /// Stops the sandbox.
+    pub async fn stop(self) {
+        self.sandbox.shutdown().await;
+    }
+}
