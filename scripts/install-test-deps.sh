@@ -7,6 +7,7 @@ missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)   # runs sandbox pod processes
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux) # runAsUser in sandbox pods
 command -v tar >/dev/null 2>&1 || missing+=(tar)            # kubectl cp, backups
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)          # tests extract stored archives
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
