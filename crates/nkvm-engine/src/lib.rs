@@ -6,12 +6,17 @@ pub mod archive;
 mod backup;
 mod check;
 mod inventory;
+mod recovery;
 pub mod tar_check;
 pub mod verify;
 
 pub use backup::{BackupOptions, BackupResult, Progress, parse_claim, parse_namespace};
 pub use check::CheckReport;
 pub use inventory::{Scope, backupability};
+pub use recovery::{
+    INDEX_ACTOR, INDEX_TRIGGER, IndexError, IndexReport, RecoveryReport, rebuild_index,
+    row_from_manifest,
+};
 
 use nkvm_domain::{Allowlist, FailureKind};
 use nkvm_history::{History, HistoryError};

@@ -234,6 +234,51 @@ impl History {
         Ok(())
     }
 
+    /// Inserts each row whose id is not in the history yet, in one transaction, and returns
+    /// the ids it inserted; rows already there are left as they are (the index rebuild).
+    pub fn insert_missing(&self, rows: &[BackupRow]) -> Result<Vec<String>, HistoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut inserted = Vec::new();
+        {
+            let mut stmt = tx.prepare(
+                "INSERT OR IGNORE INTO backups (id, cluster, namespace, pvc, pvc_uid, trigger, actor, status, stage,
+                    failure_kind, error, started_at, finished_at, bytes_read, bytes_stored, sha256, compression,
+                    artifact, helper_pod, node)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+            )?;
+            for r in rows {
+                let changed = stmt.execute(params![
+                    r.id,
+                    r.cluster,
+                    r.namespace,
+                    r.pvc,
+                    r.pvc_uid,
+                    r.trigger,
+                    r.actor,
+                    r.status,
+                    r.stage,
+                    r.failure_kind,
+                    r.error,
+                    r.started_at,
+                    r.finished_at,
+                    r.bytes_read as i64,
+                    r.bytes_stored as i64,
+                    r.sha256,
+                    r.compression,
+                    r.artifact,
+                    r.helper_pod,
+                    r.node
+                ])?;
+                if changed > 0 {
+                    inserted.push(r.id.clone());
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(inserted)
+    }
+
     /// The finish time of the last successful backup of each claim (by uid) of a cluster.
     pub fn last_successes(&self, cluster: &str) -> Result<HashMap<String, String>, HistoryError> {
         let conn = self.conn();
@@ -346,6 +391,26 @@ mod tests {
         );
         assert!(!last.contains_key("u2"));
         assert_eq!(h.backup("c").unwrap().unwrap().status, "failed");
+    }
+
+    #[test]
+    fn missing_rows_are_inserted_and_existing_ones_are_left_alone() {
+        let h = History::in_memory().unwrap();
+        h.record_backup(&row("a", "u1", "failed", "t1")).unwrap();
+        let added = h
+            .insert_missing(&[
+                row("a", "u1", "succeeded", "t1"),
+                row("b", "u1", "succeeded", "t2"),
+            ])
+            .unwrap();
+        assert_eq!(added, ["b"]);
+        assert_eq!(h.backup("a").unwrap().unwrap().status, "failed");
+        assert_eq!(h.backup("b").unwrap().unwrap().status, "succeeded");
+        assert!(
+            h.insert_missing(&[row("b", "u1", "succeeded", "t2")])
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

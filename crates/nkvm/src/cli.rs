@@ -118,6 +118,12 @@ pub enum Command {
     Backups(BackupsArgs),
     /// Re-read a stored backup: sha256 and a complete tar stream.
     Verify(VerifyArgs),
+    /// Clean up after a crash: interrupted jobs, partial archives, helper pods. Not while
+    /// another nkvm process backs up with the same database.
+    Recover(RecoverArgs),
+    /// The history index over the archive store.
+    #[command(subcommand)]
+    Index(IndexCommand),
     /// Run a sandbox Kubernetes API server (for tests, benchmarks and the demo).
     Sandbox(SandboxArgs),
     /// Sandbox cluster + sample workloads + web UI.
@@ -235,6 +241,29 @@ pub struct BackupsArgs {
 pub struct VerifyArgs {
     /// Backup id (as `nkvm backups` lists it).
     pub id: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// `nkvm recover`.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// `nkvm index ...`.
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Add a history row for every archive in the store the history does not list.
+    Rebuild(IndexRebuildArgs),
+}
+
+/// `nkvm index rebuild`.
+#[derive(Debug, Args)]
+pub struct IndexRebuildArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,

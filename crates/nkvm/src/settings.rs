@@ -3,7 +3,7 @@
 
 use crate::cli::GlobalArgs;
 use crate::commands::{Failed, UsageError};
-use nkvm_domain::Allowlist;
+use nkvm_domain::{Allowlist, FailureKind};
 use nkvm_engine::{App, Settings};
 use nkvm_history::History;
 use nkvm_kube::{AuthMode, ConnectOptions};
@@ -41,6 +41,57 @@ pub fn engine_settings(g: &GlobalArgs) -> Result<Settings, UsageError> {
     })
 }
 
+/// Opens the history; when its file did not exist, first fills it from the archive store's
+/// manifests, so a lost or deleted database does not make the backups disappear.
+pub fn open_history(g: &GlobalArgs) -> anyhow::Result<History> {
+    let existed = g.db.try_exists().map_err(|e| {
+        Failed::new(
+            FailureKind::StorageUnavailable,
+            anyhow::anyhow!(
+                "checking the history database {}: {e}; check NKVM_METADATA_DB_PATH",
+                g.db.display()
+            ),
+        )
+    })?;
+    let history =
+        History::open(&g.db).map_err(|e| Failed::new(FailureKind::StorageUnavailable, e))?;
+    if !existed {
+        rebuild_new_history(g, &history);
+    }
+    Ok(history)
+}
+
+/// Rebuilds the history from the store if its database file does not exist yet.
+pub fn restore_missing_history(g: &GlobalArgs) -> anyhow::Result<()> {
+    open_history(g).map(drop)
+}
+
+/// Fills a just-created history from the store. A failure only warns: the command can still
+/// run, and `nkvm index rebuild` retries once the store is readable.
+fn rebuild_new_history(g: &GlobalArgs, history: &History) {
+    let store = nkvm_store::LocalStore::new(&g.backup_dir);
+    // Blocking here is fine: it happens once, before the command does anything else.
+    match nkvm_engine::rebuild_index(&store, history) {
+        Ok(report) => {
+            for warning in &report.warnings {
+                tracing::warn!("{warning}");
+            }
+            if report.archives > 0 {
+                tracing::info!(
+                    restored = report.added,
+                    db = %g.db.display(),
+                    "the history database did not exist; restored {} backups from the archive store",
+                    report.added
+                );
+            }
+        }
+        Err(e) => tracing::warn!(
+            "the history database {} did not exist and could not be rebuilt: {e}; run `nkvm index rebuild` once the archive store is readable",
+            g.db.display()
+        ),
+    }
+}
+
 /// Connects and opens the history: the engine every operational command uses.
 pub async fn app(g: &GlobalArgs) -> anyhow::Result<App> {
     let mut opts = connect_options(g)?;
@@ -54,8 +105,7 @@ pub async fn app(g: &GlobalArgs) -> anyhow::Result<App> {
     let conn = nkvm_kube::connect(&opts)
         .await
         .map_err(|e| Failed::new(e.kind(), e))?;
-    let history = History::open(&g.db)
-        .map_err(|e| Failed::new(nkvm_domain::FailureKind::StorageUnavailable, e))?;
+    let history = open_history(g)?;
     let store = Arc::new(nkvm_store::LocalStore::new(&g.backup_dir));
     Ok(App::new(conn, Arc::new(history), store, settings))
 }

@@ -4,11 +4,13 @@ mod backup;
 mod backups;
 mod check;
 mod contexts;
+mod index;
 mod pvcs;
+mod recover;
 mod sandbox;
 mod verify;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, IndexCommand};
 use nkvm_domain::FailureKind;
 use std::process::ExitCode;
 
@@ -51,6 +53,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 /// Runs the chosen subcommand.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
+    if reads_history(&cli.command) {
+        crate::settings::restore_missing_history(g)?;
+    }
     match cli.command {
         Command::Contexts(args) => contexts::run(g, args),
         Command::Check(args) => check::run(g, args).await,
@@ -58,6 +63,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(args) => backup::run(g, args).await,
         Command::Backups(args) => backups::run(g, args),
         Command::Verify(args) => verify::run(g, args).await,
+        Command::Recover(args) => recover::run(g, args).await,
+        Command::Index(IndexCommand::Rebuild(args)) => index::rebuild(g, args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
         Command::Demo(_) => Err(UsageError(
             "`nkvm demo` is not built yet: it arrives with the web UI (issue #7). \
@@ -65,5 +72,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .into(),
         )
         .into()),
+    }
+}
+
+/// Whether the command opens the history, so a missing database is rebuilt from the store
+/// first. `index rebuild` does that itself, and reports it.
+fn reads_history(command: &Command) -> bool {
+    match command {
+        Command::Pvcs(_)
+        | Command::Backup(_)
+        | Command::Backups(_)
+        | Command::Verify(_)
+        | Command::Recover(_) => true,
+        Command::Contexts(_)
+        | Command::Check(_)
+        | Command::Index(_)
+        | Command::Sandbox(_)
+        | Command::Demo(_) => false,
     }
 }

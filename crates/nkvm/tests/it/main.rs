@@ -4,4 +4,5 @@ mod backup;
 mod connection;
 mod harness;
 mod inventory;
+mod recovery;
 mod sandbox_command;

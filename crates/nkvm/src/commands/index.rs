@@ -1,0 +1,35 @@
+//! `nkvm index rebuild`: adds to the history every archive the store holds that the history
+//! does not list (from the manifests; no cluster needed).
+
+use crate::cli::{GlobalArgs, IndexRebuildArgs, Output};
+use crate::commands::Failed;
+use nkvm_domain::FailureKind;
+use nkvm_history::History;
+use nkvm_store::LocalStore;
+use std::process::ExitCode;
+
+/// Rebuilds the index and prints how many rows were added and what could not be listed.
+pub async fn rebuild(g: &GlobalArgs, args: IndexRebuildArgs) -> anyhow::Result<ExitCode> {
+    let history =
+        History::open(&g.db).map_err(|e| Failed::new(FailureKind::StorageUnavailable, e))?;
+    let store = LocalStore::new(&g.backup_dir);
+    let report = tokio::task::spawn_blocking(move || nkvm_engine::rebuild_index(&store, &history))
+        .await?
+        .map_err(|e| Failed::new(e.kind(), e))?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table => {
+            println!(
+                "added {} of {} archives to the history",
+                report.added, report.archives
+            );
+            for id in &report.added_ids {
+                println!("added: {id}");
+            }
+            for warning in &report.warnings {
+                println!("warning: {warning}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
