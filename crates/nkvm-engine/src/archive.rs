@@ -7,6 +7,7 @@ use crate::tar_check::{TarCheck, TarError};
 use bytes::Bytes;
 use nkvm_domain::Compression;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 /// zstd level used unless configured (fast, with a good ratio; see docs/adr).
@@ -113,6 +114,7 @@ pub fn archive<W: Write>(
     mut chunks: mpsc::Receiver<Bytes>,
     writer: W,
     opts: &CompressionOptions,
+    read_so_far: &AtomicU64,
 ) -> Result<Archived<W>, ArchiveError> {
     let mut encoder = Encoder::new(writer, opts)?;
     let mut check = TarCheck::new();
@@ -120,6 +122,7 @@ pub fn archive<W: Write>(
     while let Some(chunk) = chunks.blocking_recv() {
         check.feed(&chunk)?;
         bytes_read += chunk.len() as u64;
+        read_so_far.store(bytes_read, Ordering::Relaxed);
         encoder.write_all(&chunk)?;
     }
     check.finish()?;
@@ -183,7 +186,7 @@ mod tests {
             level: None,
             workers: 0,
         };
-        let worker = std::thread::spawn(move || archive(rx, Vec::new(), &opts));
+        let worker = std::thread::spawn(move || archive(rx, Vec::new(), &opts, &AtomicU64::new(0)));
         for c in tar.chunks(chunk) {
             tx.blocking_send(Bytes::copy_from_slice(c)).unwrap();
         }

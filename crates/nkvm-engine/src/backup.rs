@@ -114,6 +114,15 @@ pub enum Progress {
         /// Stage name.
         stage: &'static str,
     },
+    /// Tar bytes read so far by a running job (sent about once a second).
+    Bytes {
+        /// Claim.
+        pvc: String,
+        /// Backup id.
+        id: String,
+        /// Bytes read.
+        read: u64,
+    },
     /// A job ended.
     Done(Box<BackupResult>),
 }
@@ -426,8 +435,31 @@ impl App {
             .map_err(|e| fail("stream", e.kind(), e.to_string()))?;
         let (tx, rx) = mpsc::channel::<Bytes>(16);
         let compression = opts.compression;
-        let pipeline =
-            tokio::task::spawn_blocking(move || archive::archive(rx, partial, &compression));
+        let read_so_far = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = read_so_far.clone();
+        let pipeline = tokio::task::spawn_blocking(move || {
+            archive::archive(rx, partial, &compression, &counter)
+        });
+        let ticker = progress.cloned().map(|p| {
+            let (pvc, id, counter) = (claim.to_string(), result.id.clone(), read_so_far.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let read = counter.load(std::sync::atomic::Ordering::Relaxed);
+                    if p.send(Progress::Bytes {
+                        pvc: pvc.clone(),
+                        id: id.clone(),
+                        read,
+                    })
+                    .is_err()
+                    {
+                        return;
+                    }
+                }
+            })
+        });
         let argv = flavor.archive_command(helper_pod::DATA_DIR);
         let exec = nkvm_kube::exec::exec_stream(
             &self.conn.client,
@@ -438,6 +470,9 @@ impl App {
             &nkvm_kube::exec::ExecOptions::default(),
         )
         .await;
+        if let Some(t) = ticker {
+            t.abort();
+        }
         let archived = pipeline.await.map_err(|e| {
             fail(
                 "stream",

@@ -80,9 +80,28 @@ pub async fn run(g: &GlobalArgs, args: BackupArgs) -> anyhow::Result<ExitCode> {
     let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
     let tty = std::io::stderr().is_terminal();
     let printer = tokio::spawn(async move {
+        // When each job started streaming, for its average rate.
+        let mut streaming_since: std::collections::HashMap<String, std::time::Instant> =
+            Default::default();
         while let Some(p) = progress_rx.recv().await {
             match p {
-                Progress::Stage { pvc, id, stage } if tty => eprintln!("{pvc} [{id}]: {stage}"),
+                Progress::Stage { pvc, id, stage } if tty => {
+                    if stage == "stream" {
+                        streaming_since.insert(id.clone(), std::time::Instant::now());
+                    }
+                    eprintln!("{pvc} [{id}]: {stage}");
+                }
+                Progress::Bytes { pvc, id, read } if tty => {
+                    let since = streaming_since
+                        .entry(id.clone())
+                        .or_insert_with(std::time::Instant::now);
+                    let secs = since.elapsed().as_secs_f64().max(0.001);
+                    eprintln!(
+                        "{pvc} [{id}]: {} read, {}/s",
+                        human(read),
+                        human((read as f64 / secs) as u64)
+                    );
+                }
                 Progress::Done(r) => eprintln!(
                     "{}/{} [{}]: {} ({} read, {} stored)",
                     r.namespace,

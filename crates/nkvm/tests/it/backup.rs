@@ -407,3 +407,88 @@ async fn unsafe_claims_are_refused_before_any_pod_and_same_second_backups_do_not
     no_helper_pods(&env).await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_a_running_backup_cleanly() {
+    let env = Env::start_with(SandboxOptions {
+        faults: vec!["exec-stall-after=100000".into()],
+        ..Default::default()
+    })
+    .await;
+    setup(
+        &env,
+        "shop",
+        "head -c 3000000 /dev/urandom > /data/f; sleep 3600",
+    )
+    .await;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_nkvm"));
+    cmd.arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .arg("--db")
+        .arg(env.db())
+        .arg("--backup-dir")
+        .arg(env.backups());
+    cmd.args(["backup", "shop/data", "-o", "json"])
+        .env_remove("KUBECONFIG");
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().expect("nkvm runs");
+    let pid = child.id().expect("pid").to_string();
+    // Wait until the helper pod exists and the stream has stalled.
+    let mut seen = false;
+    for _ in 0..100 {
+        let pods = env
+            .kubectl(
+                &[
+                    "-n",
+                    "shop",
+                    "get",
+                    "pods",
+                    "-l",
+                    "app.kubernetes.io/managed-by=nkvm",
+                    "-o",
+                    "name",
+                ],
+                None,
+            )
+            .await
+            .ok();
+        if !pods.stdout.trim().is_empty() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the helper pod never appeared");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("nkvm stops after Ctrl-C")
+        .expect("output");
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(results[0]["status"], "cancelled", "{}", results[0]);
+    assert_eq!(results[0]["artifact"], "");
+    assert!(
+        stored_files(&env).is_empty(),
+        "a cancelled backup keeps no file: {:?}",
+        stored_files(&env)
+    );
+    no_helper_pods(&env).await;
+    let history = env.nkvm(&["backups", "-o", "json"]).await.ok();
+    assert!(
+        history.stdout.contains("\"status\": \"cancelled\""),
+        "{}",
+        history.stdout
+    );
+    env.stop().await;
+}
