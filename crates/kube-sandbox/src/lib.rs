@@ -8,7 +8,8 @@
 //!
 //! What it emulates:
 //! - Objects: uid, resourceVersion (one global counter), generation, creationTimestamp,
-//!   ownerReferences with background (or orphan) garbage collection at delete time,
+//!   ownerReferences with background (or orphan) garbage collection at delete time and of
+//!   dependents whose owners are all gone,
 //!   finalizers, namespace termination, label and field selectors (any field path, `=`,
 //!   `==`, `!=`), `limit`/`continue`, watch with `resourceVersion` (410 when too old),
 //!   `allowWatchBookmarks`, `timeoutSeconds`, `dryRun=All`, `metav1.Status` errors.

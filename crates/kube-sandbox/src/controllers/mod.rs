@@ -6,6 +6,7 @@
 //! cluster settles.
 
 pub mod bootstrap;
+pub mod garbage;
 pub mod namespaces;
 pub mod owner_status;
 pub mod provisioner;
@@ -71,6 +72,8 @@ fn pass(cluster: &Cluster, start: PassStart) {
         ],
     );
     workloads::reconcile_in(cluster, &scope);
+    // After the workload controllers, so what they just created from an older view is seen.
+    garbage::reconcile_in(cluster, &scope);
 }
 
 /// The namespaces a pass looks at; `None`: all of them.
