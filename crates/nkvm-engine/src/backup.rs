@@ -127,6 +127,15 @@ pub enum Progress {
     Done(Box<BackupResult>),
 }
 
+/// A spawned task that is aborted when this handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A job failure: the stage it happened in, its kind and message.
 struct JobFailure {
     stage: &'static str,
@@ -440,9 +449,11 @@ impl App {
         let pipeline = tokio::task::spawn_blocking(move || {
             archive::archive(rx, partial, &compression, &counter)
         });
+        // Aborted when dropped: a cancelled job drops this future, and a ticker left running
+        // would hold a progress sender open forever.
         let ticker = progress.cloned().map(|p| {
             let (pvc, id, counter) = (claim.to_string(), result.id.clone(), read_so_far.clone());
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
                 tick.tick().await;
                 loop {
@@ -458,7 +469,7 @@ impl App {
                         return;
                     }
                 }
-            })
+            }))
         });
         let argv = flavor.archive_command(helper_pod::DATA_DIR);
         let exec = nkvm_kube::exec::exec_stream(
@@ -470,9 +481,7 @@ impl App {
             &nkvm_kube::exec::ExecOptions::default(),
         )
         .await;
-        if let Some(t) = ticker {
-            t.abort();
-        }
+        drop(ticker);
         let archived = pipeline.await.map_err(|e| {
             fail(
                 "stream",
