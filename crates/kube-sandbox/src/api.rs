@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -1089,11 +1088,6 @@ fn delete_collection(cluster: &Cluster, t: &Target, query: &Query) -> ApiResult<
         &json!({"kind": t.res.list_kind(), "apiVersion": t.res.api_version(),
         "metadata": {"resourceVersion": rv.to_string()}, "items": deleted}),
     ))
-}
-
-/// Parsed exec/log options shared with the kubelet.
-pub fn query_map(q: &Query) -> HashMap<String, String> {
-    q.0.iter().cloned().collect()
 }
 
 /// `/sandbox/faults`: lists (GET), adds (POST `{"spec": "..."}`) and clears (DELETE) injected

@@ -197,11 +197,6 @@ impl Store {
         Some(changes)
     }
 
-    /// Number of objects of a kind.
-    pub fn count(&self, res: &'static ResourceInfo) -> usize {
-        self.lock().tables[res.index()].len()
-    }
-
     fn commit(
         &self,
         inner: &mut Inner,

@@ -9,7 +9,7 @@ use crate::{App, EngineError, Scope};
 use bytes::Bytes;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Api;
-use nkvm_domain::{BackupId, FailureKind, PvcRecord, PvcRef, ResourceName};
+use nkvm_domain::{BackupId, FailureKind, PvcRecord, PvcRef};
 use nkvm_history::BackupRow;
 use nkvm_kube::helper_pod::{self, HelperMode, HelperPodOptions};
 use nkvm_store::{ArchiveKey, Manifest, PvcIdentity};
@@ -555,14 +555,4 @@ impl App {
         result.sha256 = stored.sha256;
         Ok(())
     }
-}
-
-/// A claim reference from user input (`NS/NAME`), for front-ends.
-pub fn parse_claim(s: &str) -> Result<PvcRef, String> {
-    PvcRef::parse(s).map_err(|e| e.to_string())
-}
-
-/// A namespace name from user input, for front-ends.
-pub fn parse_namespace(s: &str) -> Result<ResourceName, String> {
-    ResourceName::namespace(s).map_err(|e| e.to_string())
 }

@@ -10,7 +10,7 @@ mod recovery;
 pub mod tar_check;
 pub mod verify;
 
-pub use backup::{BackupOptions, BackupResult, Progress, parse_claim, parse_namespace};
+pub use backup::{BackupOptions, BackupResult, Progress};
 pub use check::CheckReport;
 pub use inventory::{Scope, backupability};
 pub use recovery::{

@@ -80,8 +80,9 @@ fn migrations() -> Migrations<'static> {
     )])
 }
 
-/// One backup job's row.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// One backup job's row; serializes in the CLI/API JSON shape (kubectl's camelCase).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct BackupRow {
     /// Backup id.
     pub id: String,

@@ -3,7 +3,7 @@
 
 use crate::cli::{BackupArgs, GlobalArgs, Output};
 use crate::commands::{Failed, UsageError};
-use nkvm_domain::Compression;
+use nkvm_domain::{Compression, PvcRef};
 use nkvm_engine::archive::CompressionOptions;
 use nkvm_engine::{BackupOptions, BackupResult, Progress};
 use std::io::IsTerminal;
@@ -47,7 +47,7 @@ pub async fn run(g: &GlobalArgs, args: BackupArgs) -> anyhow::Result<ExitCode> {
     let claims = args
         .claims
         .iter()
-        .map(|c| nkvm_engine::parse_claim(c))
+        .map(|c| PvcRef::parse(c).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(UsageError)?;
     let compression: Compression = args
