@@ -13,7 +13,7 @@
 use crate::api::{Query, Target};
 use crate::cluster::Cluster;
 use crate::error::{ApiError, ApiResult};
-use crate::faults::{ExecAction, StdoutBudget};
+use crate::faults::{ExecAction, StdinBudget, StdoutBudget};
 use crate::kubelet::runtime::{self, ProcessSpec};
 use crate::meta;
 use crate::resources::known;
@@ -187,11 +187,15 @@ async fn write_frames(
     }
 }
 
-/// Feeds client frames to the process's stdin until the client goes away.
+/// Feeds client frames to the process's stdin until the client goes away, or until an
+/// `exec-stdin-cut-after` fault fires: then the process is killed and the writer aborted, so
+/// the connection drops without a status or close frame.
 async fn read_frames(
     mut incoming: SplitStream<WebSocket>,
     mut stdin: Option<tokio::process::ChildStdin>,
     v5: bool,
+    mut budget: StdinBudget,
+    cut: impl FnOnce(),
 ) {
     while let Some(Ok(msg)) = incoming.next().await {
         let data = match msg {
@@ -201,10 +205,15 @@ async fn read_frames(
         };
         match data.first() {
             Some(0) => {
+                let (keep, cut_now) = budget.admit(data.len() - 1);
                 if let Some(s) = stdin.as_mut()
-                    && s.write_all(&data[1..]).await.is_err()
+                    && s.write_all(&data[1..=keep]).await.is_err()
                 {
                     stdin = None;
+                }
+                if cut_now {
+                    cut();
+                    return;
                 }
             }
             Some(255) if v5 && data.get(1) == Some(&0) => {
@@ -258,7 +267,18 @@ async fn session(
     if let Some(err) = child.stderr.take() {
         pumps.push(tokio::spawn(pump(err, 2, tx.clone())));
     }
-    let mut reader = tokio::spawn(read_frames(incoming, child.stdin.take(), v5));
+    let writer_handle = writer.abort_handle();
+    let cut = move || {
+        runtime::kill_group(pid);
+        writer_handle.abort();
+    };
+    let mut reader = tokio::spawn(read_frames(
+        incoming,
+        child.stdin.take(),
+        v5,
+        cluster.faults.stdin_budget(),
+        cut,
+    ));
     let argv = req.argv;
     let exited = async move {
         let status = child.wait().await;

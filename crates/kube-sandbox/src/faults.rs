@@ -17,6 +17,7 @@ use std::time::Duration;
 
 /// Every accepted form, for error messages and `--help`.
 pub const VALID_FORMS: &str = "exec-cut-after=BYTES[,count=N], exec-stall-after=BYTES[,count=N], \
+     exec-stdin-cut-after=BYTES[,count=N], \
      api-error=VERB:RESOURCE:STATUS[,count=N], pod-start-delay=SECONDS, \
      pod-never-ready=NAME_PREFIX, image-pull-fail=NAME_PREFIX";
 
@@ -47,6 +48,12 @@ pub enum FaultKind {
     /// Stop sending on exec connections, leaving them open, after this many stdout bytes.
     ExecStallAfter {
         /// Stdout bytes sent before the stall.
+        bytes: u64,
+    },
+    /// Drop exec connections (no status, no close frame, process killed) after this many
+    /// stdin bytes arrived from the client: a restore's stream cut on its way in.
+    ExecStdinCutAfter {
+        /// Stdin bytes delivered to the process before the cut.
         bytes: u64,
     },
     /// Fail matching API requests with this HTTP status.
@@ -118,11 +125,12 @@ impl Fault {
             kind,
             FaultKind::ExecCutAfter { .. }
                 | FaultKind::ExecStallAfter { .. }
+                | FaultKind::ExecStdinCutAfter { .. }
                 | FaultKind::ApiError { .. }
         );
         if count.is_some() && !countable {
             return Err(fail(format!(
-                "count= applies only to exec-cut-after, exec-stall-after and api-error, not {name}"
+                "count= applies only to exec-cut-after, exec-stall-after, exec-stdin-cut-after and api-error, not {name}"
             )));
         }
         Ok(Fault {
@@ -147,6 +155,9 @@ fn parse_kind(name: &str, value: &str) -> Result<FaultKind, String> {
             bytes: parse_bytes(value)?,
         }),
         "exec-stall-after" => Ok(FaultKind::ExecStallAfter {
+            bytes: parse_bytes(value)?,
+        }),
+        "exec-stdin-cut-after" => Ok(FaultKind::ExecStdinCutAfter {
             bytes: parse_bytes(value)?,
         }),
         "api-error" => parse_api_error(value),
@@ -226,6 +237,7 @@ impl FaultKind {
         match self {
             FaultKind::ExecCutAfter { .. } => "exec-cut-after",
             FaultKind::ExecStallAfter { .. } => "exec-stall-after",
+            FaultKind::ExecStdinCutAfter { .. } => "exec-stdin-cut-after",
             FaultKind::ApiError { .. } => "api-error",
             FaultKind::PodStartDelay { .. } => "pod-start-delay",
             FaultKind::PodNeverReady { .. } => "pod-never-ready",
@@ -401,6 +413,24 @@ impl Faults {
         }
     }
 
+    /// The stdin budget of a new exec stream: the lowest active `exec-stdin-cut-after`.
+    pub fn stdin_budget(&self) -> StdinBudget {
+        let cut = self
+            .lock()
+            .active
+            .iter()
+            .filter_map(|a| match a.fault.kind {
+                FaultKind::ExecStdinCutAfter { bytes } => Some((a.id, bytes)),
+                _ => None,
+            })
+            .min_by_key(|(_, bytes)| *bytes);
+        StdinBudget {
+            faults: self.clone(),
+            received: 0,
+            cut,
+        }
+    }
+
     /// Uses up one count of fault `id`; false when it is gone (cleared or used up).
     fn fire(&self, id: u64) -> bool {
         let mut reg = self.lock();
@@ -452,6 +482,35 @@ struct Trigger {
     id: u64,
     after: u64,
     action: ExecAction,
+}
+
+/// One exec stream's stdin accounting against the `exec-stdin-cut-after` fault active when
+/// it started.
+#[derive(Debug)]
+pub struct StdinBudget {
+    faults: Faults,
+    received: u64,
+    cut: Option<(u64, u64)>,
+}
+
+impl StdinBudget {
+    /// On receiving `len` more stdin bytes: how many to pass to the process, and whether to
+    /// cut the stream after that.
+    pub fn admit(&mut self, len: usize) -> (usize, bool) {
+        let end = self.received + len as u64;
+        if let Some((id, after)) = self.cut
+            && after < end
+        {
+            self.cut = None;
+            if self.faults.fire(id) {
+                let keep = after.saturating_sub(self.received);
+                self.received = after;
+                return (usize::try_from(keep).unwrap_or(len).min(len), true);
+            }
+        }
+        self.received = end;
+        (len, false)
+    }
 }
 
 /// One exec stream's stdout accounting against the exec faults active when it started.
@@ -625,6 +684,22 @@ mod tests {
         // The other stream started while the fault was active, but its count is spent.
         assert_eq!(second.admit(5000), (5000, None));
         assert_eq!(faults.exec_budget().admit(5000), (5000, None));
+    }
+
+    #[test]
+    fn stdin_is_cut_after_its_budget_once() {
+        let faults = Faults::new(vec![
+            Fault::parse("exec-stdin-cut-after=1000,count=1").unwrap(),
+        ]);
+        let mut first = faults.stdin_budget();
+        assert_eq!(
+            first.admit(1000),
+            (1000, false),
+            "exactly the budget passes"
+        );
+        assert_eq!(first.admit(10), (0, true));
+        assert!(faults.list().is_empty());
+        assert_eq!(faults.stdin_budget().admit(5000), (5000, false));
     }
 
     #[test]

@@ -53,7 +53,8 @@
 //! - Table responses for `kubectl get` (kubectl prints names and ages only).
 //! - CronJob schedules (no clock), Job parallelism beyond one pod at a time, Deployment
 //!   rolling-update pacing (old ReplicaSets scale to zero at once), HPA, PDBs, CRDs,
-//!   aggregated APIs, admission webhooks, leases, endpoints controllers.
+//!   aggregated APIs, admission webhooks, leases, endpoints controllers. NetworkPolicies are
+//!   stored and served but not enforced (pods share the host's network).
 //! - List `continue` tokens resume after a key on current data, not on a snapshot.
 //! - Authentication other than bearer tokens (no client certificates, OIDC, webhooks);
 //!   tokens look like JWTs but are validated by lookup, not by signature; anonymous

@@ -177,6 +177,16 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ),
     kind("batch", "v1", "Job", "jobs", true, &[], true),
     kind("batch", "v1", "CronJob", "cronjobs", true, &["cj"], true),
+    // Stored and served, not enforced: pods in the sandbox share the host's network.
+    kind(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        true,
+        &["netpol"],
+        false,
+    ),
     kind(
         "storage.k8s.io",
         "v1",
