@@ -6,8 +6,10 @@ mod backup;
 mod failure;
 mod inventory;
 mod names;
+pub mod quantity;
 
 pub use backup::{BackupId, Compression};
 pub use failure::FailureKind;
 pub use inventory::{Consumer, Owner, PvcRecord};
 pub use names::{Allowlist, NameError, PvcRef, ResourceName};
+pub use quantity::QuantityError;

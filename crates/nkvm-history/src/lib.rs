@@ -9,6 +9,9 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod restores;
+pub use restores::{RestoreFilter, RestoreRow};
+
 /// Why a history operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -44,8 +47,9 @@ pub enum HistoryError {
 }
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        "CREATE TABLE backups (
+    Migrations::new(vec![
+        M::up(
+            "CREATE TABLE backups (
             id TEXT PRIMARY KEY,
             cluster TEXT NOT NULL,
             namespace TEXT NOT NULL,
@@ -77,7 +81,32 @@ fn migrations() -> Migrations<'static> {
             target TEXT NOT NULL,
             detail TEXT NOT NULL DEFAULT ''
         );",
-    )])
+        ),
+        M::up(
+            "CREATE TABLE restores (
+            id TEXT PRIMARY KEY,
+            backup_id TEXT NOT NULL,
+            cluster TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            pvc TEXT NOT NULL,
+            created INTEGER NOT NULL DEFAULT 0,
+            cleaned INTEGER NOT NULL DEFAULT 0,
+            trigger TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            status TEXT NOT NULL,
+            stage TEXT NOT NULL DEFAULT '',
+            failure_kind TEXT NOT NULL DEFAULT '',
+            error TEXT NOT NULL DEFAULT '',
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            bytes_written INTEGER NOT NULL DEFAULT 0,
+            helper_pod TEXT NOT NULL DEFAULT '',
+            node TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX restores_by_target ON restores (cluster, namespace, pvc, started_at);
+        CREATE INDEX restores_by_backup ON restores (backup_id);",
+        ),
+    ])
 }
 
 /// One backup job's row; serializes in the CLI/API JSON shape (kubectl's camelCase).
@@ -215,7 +244,7 @@ impl History {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 

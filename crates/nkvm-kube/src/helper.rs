@@ -272,7 +272,7 @@ impl HelperError {
     }
 }
 
-fn kind_of_status(code: Option<u16>) -> FailureKind {
+pub(crate) fn kind_of_status(code: Option<u16>) -> FailureKind {
     match code {
         Some(403) => FailureKind::Forbidden,
         Some(404) => FailureKind::NotFound,

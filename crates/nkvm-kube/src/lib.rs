@@ -13,3 +13,12 @@ pub mod kubeconfig;
 pub mod tar_command;
 
 pub use connect::{AuthMode, ClusterInfo, ConnectError, ConnectOptions, Connection, connect};
+
+/// The failure kind of an API error: 403 forbidden, 404 not found, 409 conflict, 400/422
+/// invalid input, anything else the cluster being unavailable.
+pub fn failure_kind(e: &kube::Error) -> nkvm_domain::FailureKind {
+    match e {
+        kube::Error::Api(s) => helper::kind_of_status(Some(s.code)),
+        _ => nkvm_domain::FailureKind::ClusterUnavailable,
+    }
+}
