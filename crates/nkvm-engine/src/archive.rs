@@ -3,6 +3,7 @@
 //! archive. It runs on a blocking thread fed by a bounded channel, so the async runtime never
 //! compresses and memory stays flat whatever the volume's size.
 
+use crate::archive_safety::{Contents, UnsafeArchive, check_tar};
 use crate::tar_check::{TarCheck, TarError};
 use bytes::Bytes;
 use nkvm_domain::Compression;
@@ -107,16 +108,95 @@ impl<W: Write> Encoder<W> {
     }
 }
 
+/// Compressed bytes handed to the store's thread at a time.
+const HANDOFF_CHUNK: usize = 256 * 1024;
+/// Chunks in flight between the compressing and the storing thread (bounds memory at
+/// about 2 MiB).
+const HANDOFF_DEPTH: usize = 8;
+
+/// The compressor's output: batches bytes and passes them to the storing thread.
+struct Handoff {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Handoff {
+    fn pass(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(HANDOFF_CHUNK));
+        self.tx
+            .send(full)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "store writer ended"))
+    }
+}
+
+impl Write for Handoff {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= HANDOFF_CHUNK {
+            self.pass()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.pass()
+    }
+}
+
 /// Consumes the tar stream from `chunks` until the sender is dropped, writing the compressed
 /// archive into `writer`. Call from a blocking thread. Fails if the stream is not a complete
 /// tar archive; the caller then discards the writer's partial output.
-pub fn archive<W: Write>(
-    mut chunks: mpsc::Receiver<Bytes>,
+///
+/// Compression (with the tar check) and storing (the store hashes as it writes) run on two
+/// threads, so sha256 and file I/O overlap with zstd instead of following it.
+pub fn archive<W: Write + Send>(
+    chunks: mpsc::Receiver<Bytes>,
     writer: W,
     opts: &CompressionOptions,
     read_so_far: &AtomicU64,
 ) -> Result<Archived<W>, ArchiveError> {
-    let mut encoder = Encoder::new(writer, opts)?;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(HANDOFF_DEPTH);
+        let storing = scope.spawn(move || -> std::io::Result<W> {
+            let mut writer = writer;
+            for chunk in rx {
+                writer.write_all(&chunk)?;
+            }
+            writer.flush()?;
+            Ok(writer)
+        });
+        let handoff = Handoff {
+            tx,
+            buf: Vec::with_capacity(HANDOFF_CHUNK),
+        };
+        let compressed = compress(chunks, handoff, opts, read_so_far);
+        let stored = storing
+            .join()
+            .map_err(|_| std::io::Error::other("the store writer panicked"))?;
+        // The store's own error explains a broken hand-off better than the hand-off does.
+        match (compressed, stored) {
+            (Ok((bytes_read, entries)), Ok(writer)) => Ok(Archived {
+                bytes_read,
+                entries,
+                writer,
+            }),
+            (Err(ArchiveError::Write(_)), Err(e)) | (Ok(_), Err(e)) => Err(e.into()),
+            (Err(e), _) => Err(e),
+        }
+    })
+}
+
+/// The compressing half of [`archive`]: returns tar bytes read and tar entries.
+fn compress(
+    mut chunks: mpsc::Receiver<Bytes>,
+    out: Handoff,
+    opts: &CompressionOptions,
+    read_so_far: &AtomicU64,
+) -> Result<(u64, u64), ArchiveError> {
+    let mut encoder = Encoder::new(out, opts)?;
     let mut check = TarCheck::new();
     let mut bytes_read = 0u64;
     while let Some(chunk) = chunks.blocking_recv() {
@@ -126,38 +206,31 @@ pub fn archive<W: Write>(
         encoder.write_all(&chunk)?;
     }
     check.finish()?;
-    let writer = encoder.finish()?;
-    Ok(Archived {
-        bytes_read,
-        entries: check.entries(),
-        writer,
-    })
+    // Flushed by `finish`; dropping it then ends the storing thread's input.
+    drop(encoder.finish()?);
+    Ok((bytes_read, check.entries()))
 }
 
-/// Reads an archive back, decompressing it, and checks it is a complete tar stream; returns
-/// the tar bytes and entries. Used by `verify`.
-pub fn check_archive(
-    reader: impl std::io::Read,
+/// The decompressing reader for a stored archive.
+pub fn decoder<'a>(
+    reader: impl std::io::Read + 'a,
     compression: Compression,
-) -> Result<(u64, u64), ArchiveError> {
-    let mut reader: Box<dyn std::io::Read> = match compression {
+) -> std::io::Result<Box<dyn std::io::Read + 'a>> {
+    Ok(match compression {
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
         Compression::None => Box::new(reader),
-    };
-    let mut check = TarCheck::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        check.feed(&buf[..n])?;
-        total += n as u64;
-    }
-    check.finish()?;
-    Ok((total, check.entries()))
+    })
+}
+
+/// Reads an archive back, decompressing it, and checks that it is a complete tar stream whose
+/// members all stay inside the directory it would be extracted to. Used by `verify` and
+/// before every restore.
+pub fn check_archive(
+    reader: impl std::io::Read,
+    compression: Compression,
+) -> Result<Contents, UnsafeArchive> {
+    check_tar(decoder(reader, compression)?)
 }
 
 #[cfg(test)]
@@ -207,12 +280,61 @@ mod tests {
         for c in [Compression::Zstd, Compression::Gzip, Compression::None] {
             let out = run(&tar, c, 5000).unwrap();
             assert_eq!(out.bytes_read, tar.len() as u64);
-            let (read, entries) = check_archive(&out.writer[..], c).unwrap();
-            assert_eq!((read, entries >= 3), (tar.len() as u64, true), "{c:?}");
+            let contents = check_archive(&out.writer[..], c).unwrap();
+            assert_eq!(
+                (contents.tar_bytes, contents.members >= 3),
+                (tar.len() as u64, true),
+                "{c:?}"
+            );
             if c == Compression::Zstd {
                 assert!(out.writer.len() < tar.len() / 3, "zstd compresses text");
             }
         }
+    }
+
+    /// A store that fills up after `room` bytes.
+    struct FullDisk {
+        room: usize,
+    }
+
+    impl Write for FullDisk {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            if data.len() > self.room {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left on device",
+                ));
+            }
+            self.room -= data.len();
+            Ok(data.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_store_write_failure_fails_the_archive_with_the_store_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let random: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(dir.path().join("r"), random).unwrap();
+        let tar = tar_of(dir.path());
+        let (tx, rx) = mpsc::channel(4);
+        let opts = CompressionOptions::default();
+        let worker = std::thread::spawn(move || {
+            archive(rx, FullDisk { room: 300_000 }, &opts, &AtomicU64::new(0)).map(|_| ())
+        });
+        for c in tar.chunks(64 * 1024) {
+            if tx.blocking_send(Bytes::copy_from_slice(c)).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        let err = worker.join().unwrap().unwrap_err().to_string();
+        assert!(err.contains("no space left on device"), "{err}");
     }
 
     #[test]

@@ -123,12 +123,14 @@ pub enum Progress {
         /// Bytes read.
         read: u64,
     },
-    /// A job ended.
+    /// A backup job ended.
     Done(Box<BackupResult>),
+    /// A restore job ended.
+    RestoreDone(Box<crate::RestoreResult>),
 }
 
 /// A spawned task that is aborted when this handle is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -136,14 +138,46 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A job failure: the stage it happened in, its kind and message.
-struct JobFailure {
-    stage: &'static str,
-    kind: FailureKind,
-    message: String,
+/// Sends `Progress::Bytes` with `counter`'s value about once a second until dropped.
+/// Aborted when dropped: a cancelled job drops its future, and a ticker left running would
+/// hold a progress sender open forever.
+pub(crate) fn progress_ticker(
+    progress: Option<&mpsc::UnboundedSender<Progress>>,
+    pvc: String,
+    id: &str,
+    counter: &Arc<std::sync::atomic::AtomicU64>,
+) -> Option<AbortOnDrop> {
+    let (p, id, counter) = (progress?.clone(), id.to_string(), counter.clone());
+    Some(AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let read = counter.load(std::sync::atomic::Ordering::Relaxed);
+            let update = Progress::Bytes {
+                pvc: pvc.clone(),
+                id: id.clone(),
+                read,
+            };
+            if p.send(update).is_err() {
+                return;
+            }
+        }
+    })))
 }
 
-fn fail(stage: &'static str, kind: FailureKind, message: impl Into<String>) -> JobFailure {
+/// A job failure: the stage it happened in, its kind and message.
+pub(crate) struct JobFailure {
+    pub(crate) stage: &'static str,
+    pub(crate) kind: FailureKind,
+    pub(crate) message: String,
+}
+
+pub(crate) fn fail(
+    stage: &'static str,
+    kind: FailureKind,
+    message: impl Into<String>,
+) -> JobFailure {
     JobFailure {
         stage,
         kind,
@@ -151,13 +185,13 @@ fn fail(stage: &'static str, kind: FailureKind, message: impl Into<String>) -> J
     }
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }
 
-fn new_id() -> BackupId {
+pub(crate) fn new_id() -> BackupId {
     let stamp = jiff::Timestamp::now()
         .strftime("%Y%m%dT%H%M%SZ")
         .to_string();
@@ -449,28 +483,7 @@ impl App {
         let pipeline = tokio::task::spawn_blocking(move || {
             archive::archive(rx, partial, &compression, &counter)
         });
-        // Aborted when dropped: a cancelled job drops this future, and a ticker left running
-        // would hold a progress sender open forever.
-        let ticker = progress.cloned().map(|p| {
-            let (pvc, id, counter) = (claim.to_string(), result.id.clone(), read_so_far.clone());
-            AbortOnDrop(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let read = counter.load(std::sync::atomic::Ordering::Relaxed);
-                    if p.send(Progress::Bytes {
-                        pvc: pvc.clone(),
-                        id: id.clone(),
-                        read,
-                    })
-                    .is_err()
-                    {
-                        return;
-                    }
-                }
-            }))
-        });
+        let ticker = progress_ticker(progress, claim.to_string(), &result.id, &read_so_far);
         let argv = flavor.archive_command(helper_pod::DATA_DIR);
         let exec = nkvm_kube::exec::exec_stream(
             &self.conn.client,

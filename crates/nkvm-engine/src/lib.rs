@@ -3,10 +3,14 @@
 //! history; front-ends only parse input and render results.
 
 pub mod archive;
+pub mod archive_safety;
 mod backup;
 mod check;
 mod inventory;
+pub mod jobs;
 mod recovery;
+pub mod restore;
+pub mod session;
 pub mod tar_check;
 pub mod verify;
 
@@ -17,6 +21,7 @@ pub use recovery::{
     INDEX_ACTOR, INDEX_TRIGGER, IndexError, IndexReport, RecoveryReport, rebuild_index,
     row_from_manifest,
 };
+pub use restore::{RestoreOptions, RestorePlan, RestoreRequest, RestoreResult};
 
 use nkvm_domain::{Allowlist, FailureKind};
 use nkvm_history::{History, HistoryError};
@@ -83,6 +88,12 @@ pub enum EngineError {
     /// Reading or writing history failed.
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// Something the operation names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Reading the cluster failed.
+    #[error("reading the cluster: {0}")]
+    Cluster(#[source] kube::Error),
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -100,6 +111,8 @@ impl EngineError {
             EngineError::DiscoveryTimeout { .. } => FailureKind::Timeout,
             EngineError::History(_) => FailureKind::StorageUnavailable,
             EngineError::Access(_) => FailureKind::ClusterUnavailable,
+            EngineError::NotFound(_) => FailureKind::NotFound,
+            EngineError::Cluster(e) => nkvm_kube::failure_kind(e),
             EngineError::Internal(_) => FailureKind::Internal,
         }
     }

@@ -21,7 +21,7 @@ pub const INDEX_TRIGGER: &str = "index";
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecoveryReport {
-    /// Backup ids found `running` and marked `interrupted`.
+    /// Backup and restore ids found `running` and marked `interrupted`.
     pub interrupted: Vec<String>,
     /// Partial archives deleted (paths in the store).
     pub partials_deleted: Vec<String>,
@@ -98,6 +98,18 @@ impl App {
                 &at,
                 RECOVERY_ACTOR,
                 "recover.interrupted",
+                &target,
+                &row.id,
+            );
+            report.interrupted.push(row.id);
+        }
+        for row in self.history.interrupt_running_restores(&at)? {
+            let target = format!("{}/{}", row.namespace, row.pvc);
+            audit(
+                &self.history,
+                &at,
+                RECOVERY_ACTOR,
+                "recover.restore-interrupted",
                 &target,
                 &row.id,
             );

@@ -24,7 +24,7 @@ pub struct VerifyReport {
     pub bytes_stored: u64,
     /// Tar bytes after decompression.
     pub tar_bytes: u64,
-    /// Tar entries.
+    /// Tar members (files, directories, links...).
     pub entries: u64,
 }
 
@@ -83,10 +83,36 @@ impl VerifyError {
     }
 }
 
-struct HashingReader<R> {
+/// Hashes (sha256) and counts what is read through it.
+pub(crate) struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     bytes: u64,
+}
+
+impl<R> HashingReader<R> {
+    /// Wraps `inner`.
+    pub(crate) fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes read so far.
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Lower-case hex sha256 of what was read.
+    pub(crate) fn hex(self) -> String {
+        self.hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -116,21 +142,13 @@ pub fn verify(
     };
     let manifest = store.manifest(&artifact).map_err(|e| read_err(&e))?;
     let file = store.open(&artifact).map_err(|e| read_err(&e))?;
-    let mut hashing = HashingReader {
-        inner: file,
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
+    let mut hashing = HashingReader::new(file);
     let checked = check_archive(&mut hashing, manifest.compression);
     // Read whatever the decoder left (padding, trailing frames) so the hash covers the file.
     let mut rest = Vec::new();
     hashing.read_to_end(&mut rest).map_err(|e| read_err(&e))?;
-    let sha256: String = hashing
-        .hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let bytes_stored = hashing.bytes_read();
+    let sha256 = hashing.hex();
     for (expected, source_name) in [
         (manifest.sha256.as_str(), "its manifest"),
         (
@@ -147,7 +165,7 @@ pub fn verify(
             });
         }
     }
-    let (tar_bytes, entries) = checked.map_err(|e| VerifyError::Content {
+    let contents = checked.map_err(|e| VerifyError::Content {
         id: id.to_string(),
         detail: e.to_string(),
     })?;
@@ -155,8 +173,8 @@ pub fn verify(
         id: id.to_string(),
         artifact,
         sha256,
-        bytes_stored: hashing.bytes,
-        tar_bytes,
-        entries,
+        bytes_stored,
+        tar_bytes: contents.tar_bytes,
+        entries: contents.members,
     })
 }

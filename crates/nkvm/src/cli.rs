@@ -118,6 +118,10 @@ pub enum Command {
     Backups(BackupsArgs),
     /// Re-read a stored backup: sha256 and a complete tar stream.
     Verify(VerifyArgs),
+    /// Restore a backup into a new or existing claim (plan first with --dry-run).
+    Restore(RestoreArgs),
+    /// List restores, newest first.
+    Restores(RestoresArgs),
     /// Clean up after a crash: interrupted jobs, partial archives, helper pods. Not while
     /// another nkvm process backs up with the same database.
     Recover(RecoverArgs),
@@ -128,6 +132,8 @@ pub enum Command {
     Sandbox(SandboxArgs),
     /// Sandbox cluster + sample workloads + web UI.
     Demo(DemoArgs),
+    /// Web UI + /healthz, /readyz and /metrics (login required; see docs/web-ui.md).
+    Serve(ServeArgs),
 }
 
 /// `nkvm sandbox`.
@@ -150,7 +156,8 @@ pub struct SandboxArgs {
     #[arg(long = "service-account-max-token-expiration", value_name = "SECONDS")]
     pub max_token_seconds: Option<i64>,
     /// Inject a fault (repeatable): exec-cut-after=BYTES[,count=N],
-    /// exec-stall-after=BYTES[,count=N], api-error=VERB:RESOURCE:STATUS[,count=N],
+    /// exec-stall-after=BYTES[,count=N], exec-stdin-cut-after=BYTES[,count=N],
+    /// api-error=VERB:RESOURCE:STATUS[,count=N],
     /// pod-start-delay=SECONDS, pod-never-ready=NAME_PREFIX, image-pull-fail=NAME_PREFIX
     /// (see docs/sandbox.md; change them at run time through /sandbox/faults).
     #[arg(long = "fault", value_name = "SPEC")]
@@ -161,10 +168,18 @@ pub struct SandboxArgs {
     pub seed_scale: Option<String>,
 }
 
+/// `nkvm serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address for the web UI (the container image sets 0.0.0.0:8080).
+    #[arg(long, env = "NKVM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
 /// `nkvm demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Address for the web UI.
+    /// Address for the web UI; port 0 picks a free port (the printed URL shows it).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 }
@@ -214,6 +229,52 @@ pub struct BackupArgs {
     /// Claims backed up at once.
     #[arg(long, default_value_t = 2)]
     pub parallel: usize,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// `nkvm restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup to restore (an id from `nkvm backups`).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Target claim, as NAMESPACE/NAME.
+    #[arg(long = "to", value_name = "NS/PVC")]
+    pub to: String,
+    /// Create the target claim from the backup's saved spec (it must not exist).
+    #[arg(long)]
+    pub create: bool,
+    /// Storage class of the created claim (default: the source's).
+    #[arg(long, requires = "create", value_name = "CLASS")]
+    pub storage_class: Option<String>,
+    /// Size of the created claim, e.g. 10Gi (default: the source's; never below the data).
+    #[arg(long, requires = "create", value_name = "SIZE")]
+    pub size: Option<String>,
+    /// Delete everything in the target before extracting.
+    #[arg(long)]
+    pub clean: bool,
+    /// Write into a claim that running pods mount.
+    #[arg(long)]
+    pub force: bool,
+    /// Show the plan and stop; nothing changes.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// `nkvm restores`.
+#[derive(Debug, Args)]
+pub struct RestoresArgs {
+    /// Only this target namespace.
+    #[arg(short = 'n', long = "namespace")]
+    pub namespace: Option<String>,
+    /// Only this target claim.
+    #[arg(long)]
+    pub pvc: Option<String>,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,

@@ -94,18 +94,11 @@ fn rebuild_new_history(g: &GlobalArgs, history: &History) {
 
 /// Connects and opens the history: the engine every operational command uses.
 pub async fn app(g: &GlobalArgs) -> anyhow::Result<App> {
-    let mut opts = connect_options(g)?;
+    let opts = connect_options(g)?;
     let settings = engine_settings(g)?;
-    opts.probe_namespaces = settings
-        .allowlist
-        .namespaces()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    let conn = nkvm_kube::connect(&opts)
-        .await
-        .map_err(|e| Failed::new(e.kind(), e))?;
-    let history = open_history(g)?;
+    let history = Arc::new(open_history(g)?);
     let store = Arc::new(nkvm_store::LocalStore::new(&g.backup_dir));
-    Ok(App::new(conn, Arc::new(history), store, settings))
+    nkvm_engine::session::connect_app(opts, history, store, settings)
+        .await
+        .map_err(|e| Failed::new(e.kind(), e).into())
 }

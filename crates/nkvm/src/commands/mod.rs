@@ -4,10 +4,13 @@ mod backup;
 mod backups;
 mod check;
 mod contexts;
+mod demo;
 mod index;
 mod pvcs;
 mod recover;
+mod restore;
 mod sandbox;
+pub mod serve;
 mod verify;
 
 use crate::cli::{Cli, Command, IndexCommand};
@@ -63,15 +66,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(args) => backup::run(g, args).await,
         Command::Backups(args) => backups::run(g, args),
         Command::Verify(args) => verify::run(g, args).await,
+        Command::Restore(args) => restore::run(g, args).await,
+        Command::Restores(args) => restore::list(g, args),
         Command::Recover(args) => recover::run(g, args).await,
         Command::Index(IndexCommand::Rebuild(args)) => index::rebuild(g, args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
-        Command::Demo(_) => Err(UsageError(
-            "`nkvm demo` is not built yet: it arrives with the web UI (issue #7). \
-             Meanwhile `nkvm sandbox` runs the sandbox cluster on its own."
-                .into(),
-        )
-        .into()),
+        Command::Demo(args) => demo::run(g, args).await,
+        Command::Serve(args) => serve::run(g, args).await,
     }
 }
 
@@ -83,11 +84,14 @@ fn reads_history(command: &Command) -> bool {
         | Command::Backup(_)
         | Command::Backups(_)
         | Command::Verify(_)
+        | Command::Restore(_)
+        | Command::Restores(_)
         | Command::Recover(_) => true,
         Command::Contexts(_)
         | Command::Check(_)
         | Command::Index(_)
         | Command::Sandbox(_)
-        | Command::Demo(_) => false,
+        | Command::Demo(_)
+        | Command::Serve(_) => false,
     }
 }

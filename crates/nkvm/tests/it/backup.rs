@@ -6,16 +6,16 @@ use crate::harness::{Env, Ran};
 use kube_sandbox::SandboxOptions;
 use serde_json::Value;
 
-const CLAIM: &str = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n";
+pub(crate) const CLAIM: &str = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n";
 
-fn writer(script: &str) -> String {
+pub(crate) fn writer(script: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: app}}\nspec:\n  containers:\n  - name: app\n    image: busybox\n    command: [sh, -c, {script:?}]\n    volumeMounts: [{{name: d, mountPath: /data}}]\n  volumes:\n  - name: d\n    persistentVolumeClaim: {{claimName: data}}\n"
     )
 }
 
 /// An awkward tree: odd names, long names, empty dirs, links, a sparse file, modes, owners.
-const AWKWARD: &str = r#"set -e
+pub(crate) const AWKWARD: &str = r#"set -e
 cd /data
 mkdir -p "dir with spaces/ünïcödé" empty/nested deep/$(printf 'd%.0s' $(seq 1 60))
 printf 'plain\n' > "dir with spaces/ünïcödé/file.txt"
@@ -39,12 +39,12 @@ fn listing_script(root: &str) -> String {
     )
 }
 
-async fn json_results(out: &Ran) -> Vec<Value> {
+pub(crate) async fn json_results(out: &Ran) -> Vec<Value> {
     serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("nkvm printed no JSON ({e}): {out:?}"))
 }
 
-async fn no_helper_pods(env: &Env) {
+pub(crate) async fn no_helper_pods(env: &Env) {
     let left = env
         .kubectl(
             &[
@@ -76,23 +76,11 @@ fn stored_files(env: &Env) -> Vec<String> {
         .collect()
 }
 
-async fn setup(env: &Env, ns: &str, script: &str) {
+pub(crate) async fn setup(env: &Env, ns: &str, script: &str) {
     env.kubectl(&["create", "namespace", ns], None).await.ok();
     env.apply(Some(ns), CLAIM).await;
     env.apply(Some(ns), &writer(script)).await;
-    env.kubectl(
-        &[
-            "-n",
-            ns,
-            "wait",
-            "--for=condition=Ready",
-            "pod/app",
-            "--timeout=60s",
-        ],
-        None,
-    )
-    .await
-    .ok();
+    env.wait_ready(ns, "app").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

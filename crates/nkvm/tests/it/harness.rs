@@ -34,6 +34,13 @@ impl Ran {
         }
     }
 
+    /// Standard output parsed as JSON, panicking with the whole run otherwise.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("nkvm printed no JSON ({e}): {self:?}"))
+    }
+
     /// Panics unless the command succeeded.
     #[track_caller]
     pub fn ok(self) -> Self {
@@ -122,6 +129,24 @@ impl Env {
         }
         args.extend(["apply", "-f", "-"]);
         self.kubectl(&args, Some(yaml)).await.ok();
+    }
+
+    /// Waits (up to a minute) until pod `ns/name` is Ready, panicking otherwise.
+    pub async fn wait_ready(&self, ns: &str, name: &str) {
+        let pod = format!("pod/{name}");
+        self.kubectl(
+            &[
+                "-n",
+                ns,
+                "wait",
+                "--for=condition=Ready",
+                &pod,
+                "--timeout=60s",
+            ],
+            None,
+        )
+        .await
+        .ok();
     }
 
     /// A kubeconfig for the same server and CA with another bearer token.

@@ -1,8 +1,12 @@
 //! The `nkvm` binary's contracts, run as a user runs it.
 
 mod backup;
+mod browser;
 mod connection;
+mod demo;
+mod deploy;
 mod harness;
 mod inventory;
 mod recovery;
+mod restore;
 mod sandbox_command;

@@ -2,8 +2,7 @@
 //! still `running`, a partial archive, a helper pod) are cleaned up without touching anything
 //! else, and a lost history database comes back from the archive store's manifests.
 
-use crate::harness::{Env, Ran};
-use serde_json::Value;
+use crate::harness::Env;
 
 const CLAIM: &str = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n";
 
@@ -22,27 +21,6 @@ fn stale_helper(name: &str, id: &str) -> String {
     )
 }
 
-fn json(out: &Ran) -> Value {
-    serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("nkvm printed no JSON ({e}): {out:?}"))
-}
-
-async fn wait_ready(env: &Env, ns: &str, pod: &str) {
-    env.kubectl(
-        &[
-            "-n",
-            ns,
-            "wait",
-            "--for=condition=Ready",
-            &format!("pod/{pod}"),
-            "--timeout=60s",
-        ],
-        None,
-    )
-    .await
-    .ok();
-}
-
 async fn pod_names(env: &Env, ns: &str) -> Vec<String> {
     let out = env
         .kubectl(&["-n", ns, "get", "pods", "-o", "name"], None)
@@ -57,7 +35,7 @@ async fn shop_with_app(env: &Env) {
         .ok();
     env.apply(Some("shop"), CLAIM).await;
     env.apply(Some("shop"), &workload("app", "app: shop")).await;
-    wait_ready(env, "shop", "app").await;
+    env.wait_ready("shop", "app").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,7 +43,7 @@ async fn a_deleted_history_database_is_rebuilt_from_the_store() {
     let env = Env::start().await;
     shop_with_app(&env).await;
     let out = env.nkvm(&["backup", "shop/data", "-o", "json"]).await.ok();
-    let backed_up = json(&out)[0].clone();
+    let backed_up = out.json()[0].clone();
     assert_eq!(backed_up["status"], "succeeded", "{backed_up}");
     for suffix in ["", "-wal", "-shm"] {
         let path = format!("{}{suffix}", env.db().display());
@@ -77,7 +55,7 @@ async fn a_deleted_history_database_is_rebuilt_from_the_store() {
     }
 
     let out = env.nkvm(&["backups", "-o", "json"]).await.ok();
-    let listed = json(&out);
+    let listed = out.json();
     let rows = listed.as_array().expect("an array");
     assert_eq!(rows.len(), 1, "{listed}");
     let row = &rows[0];
@@ -108,7 +86,11 @@ async fn a_deleted_history_database_is_rebuilt_from_the_store() {
     let id = row["id"].as_str().expect("id");
     env.nkvm(&["verify", id]).await.ok();
 
-    let again = json(&env.nkvm(&["index", "rebuild", "-o", "json"]).await.ok());
+    let again = env
+        .nkvm(&["index", "rebuild", "-o", "json"])
+        .await
+        .ok()
+        .json();
     assert_eq!(again["added"], 0, "{again}");
     assert_eq!(again["archives"], 1, "{again}");
     env.stop().await;
@@ -121,7 +103,7 @@ async fn recover_interrupts_running_jobs_and_sweeps_partials_and_helper_pods() {
     let id = "20261126T010203Z-deadbeef";
     env.apply(Some("shop"), &stale_helper("nkvm-backup-crashed", id))
         .await;
-    wait_ready(&env, "shop", "nkvm-backup-crashed").await;
+    env.wait_ready("shop", "nkvm-backup-crashed").await;
     {
         let history = nkvm_history::History::open(&env.db()).expect("history opens");
         history
@@ -147,7 +129,7 @@ async fn recover_interrupts_running_jobs_and_sweeps_partials_and_helper_pods() {
     let partial = claim_dir.join(format!(".{id}.tar.zst.partial"));
     std::fs::write(&partial, b"half an archive").expect("partial written");
 
-    let report = json(&env.nkvm(&["recover", "-o", "json"]).await.ok());
+    let report = env.nkvm(&["recover", "-o", "json"]).await.ok().json();
     assert_eq!(report["interrupted"], serde_json::json!([id]), "{report}");
     assert_eq!(
         report["helperPodsDeleted"],
