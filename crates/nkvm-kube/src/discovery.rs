@@ -339,8 +339,14 @@ async fn list_scoped<T: serde::de::DeserializeOwned + Clone + Send + 'static>(
     if opts.namespaces.is_empty() {
         return list_all(client, group, resource, None, opts).await;
     }
-    let pages: Vec<Vec<T>> = futures_util::stream::iter(opts.namespaces.iter())
+    // The futures are made before they enter the stream: a closure inside the stream's type
+    // hides their Send-ness from rustc (rust-lang/rust#102211), and callers spawn this.
+    let lists: Vec<_> = opts
+        .namespaces
+        .iter()
         .map(|ns| list_all::<T>(client, group, resource, Some(ns), opts))
+        .collect();
+    let pages: Vec<Vec<T>> = futures_util::stream::iter(lists)
         .buffer_unordered(opts.concurrency.max(1))
         .try_collect()
         .await?;

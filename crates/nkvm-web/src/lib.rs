@@ -1,0 +1,208 @@
+//! nkvm's web UI: an axum router over the engine's [`Session`] (the cluster connection) and
+//! [`Jobs`] (the job registry). Pages are rendered with maud (which escapes everything) and
+//! updated with htmx partials; job progress streams over server-sent events. Nobody gets past
+//! the login except to `/healthz`, `/readyz`, the login page, the vendored static files and,
+//! when configured public, `/metrics`; every state-changing request carries a CSRF token.
+//! Handlers extract, call one engine method, and render; they never touch SQLite or kube.
+
+mod assets;
+mod auth;
+mod form;
+mod health;
+mod inventory_cache;
+mod layout;
+mod metrics;
+mod pages;
+
+pub use auth::AdminPassword;
+pub use inventory_cache::{InventoryCache, Snapshot, VolumeQuery};
+
+use axum::Router;
+use nkvm_engine::jobs::{JobObserver, Jobs};
+use nkvm_engine::session::Session;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the web UI behaves; see docs/web-ui.md for the environment variables.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// The admin password (`NKVM_ADMIN_PASSWORD` / `NKVM_ADMIN_PASSWORD_FILE`).
+    pub admin_password: AdminPassword,
+    /// Whether cookies carry `Secure` (`NKVM_COOKIE_SECURE`).
+    pub cookie_secure: bool,
+    /// A request header a trusted auth proxy sets to the user's name
+    /// (`NKVM_TRUSTED_USER_HEADER`); `None` disables it.
+    pub trusted_user_header: Option<http::HeaderName>,
+    /// Whether `/metrics` answers without a session (`NKVM_METRICS_PUBLIC`).
+    pub metrics_public: bool,
+    /// How long a login lasts without use.
+    pub session_idle: Duration,
+    /// The kubeconfig file the connection form proposes (the global `--kubeconfig`).
+    pub default_kubeconfig: Option<PathBuf>,
+    /// The context the connection form proposes (the global `--context`).
+    pub default_context: Option<String>,
+    /// How long shutdown waits for running jobs before cancelling them.
+    pub shutdown_grace: Duration,
+}
+
+impl WebConfig {
+    /// Defaults around a password: Secure cookies, no trusted header, private metrics.
+    pub fn new(admin_password: AdminPassword) -> Self {
+        WebConfig {
+            admin_password,
+            cookie_secure: true,
+            trusted_user_header: None,
+            metrics_public: false,
+            session_idle: Duration::from_secs(12 * 3600),
+            default_kubeconfig: None,
+            default_context: None,
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Everything the handlers share.
+pub struct WebState {
+    session: Arc<Session>,
+    jobs: Jobs,
+    auth: auth::Auth,
+    inventory: InventoryCache,
+    metrics: Arc<metrics::Metrics>,
+    config: WebConfig,
+    /// Set when the server begins shutting down; ends event streams, which would otherwise
+    /// keep graceful shutdown waiting forever.
+    closing: tokio::sync::watch::Sender<bool>,
+    /// Restore plans shown and not yet run.
+    plans: pages::history::PendingPlans,
+}
+
+/// The jobs observer: metrics, and the inventory's last-backup column.
+struct Observer {
+    metrics: Arc<metrics::Metrics>,
+    inventory: InventoryCache,
+}
+
+impl JobObserver for Observer {
+    fn item_finished(
+        &self,
+        kind: nkvm_engine::jobs::JobKind,
+        item: &nkvm_engine::jobs::ItemState,
+        elapsed: Duration,
+    ) {
+        self.metrics.item_finished(kind, item, elapsed);
+        if kind == nkvm_engine::jobs::JobKind::Backup
+            && item.status == nkvm_engine::jobs::ItemStatus::Succeeded
+        {
+            self.inventory
+                .record_backup(&item.namespace, &item.pvc, &item.finished_at);
+        }
+    }
+}
+
+impl WebState {
+    /// The shared state over a session.
+    pub fn new(session: Arc<Session>, config: WebConfig) -> Arc<WebState> {
+        let metrics = Arc::new(metrics::Metrics::new());
+        let inventory = InventoryCache::default();
+        let observer = Arc::new(Observer {
+            metrics: metrics.clone(),
+            inventory: inventory.clone(),
+        });
+        Arc::new(WebState {
+            session,
+            jobs: Jobs::new(Some(observer as Arc<dyn JobObserver>)),
+            auth: auth::Auth::new(&config),
+            inventory,
+            metrics,
+            config,
+            closing: tokio::sync::watch::channel(false).0,
+            plans: pages::history::PendingPlans::default(),
+        })
+    }
+
+    /// The job registry.
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
+    /// The cluster session.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// The inventory cache (benchmarks fill it directly).
+    pub fn inventory(&self) -> &InventoryCache {
+        &self.inventory
+    }
+
+    /// Loads the inventory of the live connection into the cache (after connecting).
+    pub async fn refresh_inventory(&self) {
+        pages::volumes::refresh(self).await;
+    }
+}
+
+/// The router: public routes, and everything else behind the login.
+pub fn router(state: Arc<WebState>) -> Router {
+    let private = pages::routes()
+        .merge(health::private_routes(&state))
+        .merge(auth::private_routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_login,
+        ));
+    Router::new()
+        .merge(health::public_routes(&state))
+        .merge(auth::routes())
+        .merge(assets::routes())
+        .merge(private)
+        .layer(axum::middleware::map_response(layout::security_headers))
+        .with_state(state)
+}
+
+/// Serves the UI on an already-bound listener until `shutdown` resolves, then shuts the jobs
+/// down gracefully (running ones get `config.shutdown_grace`, then are cancelled; what still
+/// runs is marked interrupted).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<WebState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let closing = state.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.send_replace(true);
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    let running = state.jobs.in_flight();
+    if running > 0 {
+        tracing::info!(
+            running,
+            "waiting up to {} s for running jobs",
+            state.config.shutdown_grace.as_secs()
+        );
+    }
+    let report = state
+        .jobs
+        .shutdown(
+            state.config.shutdown_grace,
+            Duration::from_secs(15),
+            state.session.workspace(),
+        )
+        .await;
+    if report.cancelled > 0 {
+        tracing::warn!(
+            cancelled = report.cancelled,
+            "cancelled jobs still running at shutdown"
+        );
+    }
+    if !report.interrupted.is_empty() {
+        tracing::warn!(ids = ?report.interrupted, "marked jobs interrupted at shutdown");
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! Prometheus metrics (`/metrics`, text format): jobs by kind and status, bytes moved,
+//! durations, jobs in flight, discovery duration, and the last successful backup of each
+//! claim. Names are listed in docs/web-ui.md.
+
+use nkvm_engine::jobs::{ItemState, ItemStatus, JobKind};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+type Labels = Vec<(String, String)>;
+
+fn job_duration_histogram() -> Histogram {
+    // 1 s to about 9 h.
+    Histogram::new(exponential_buckets(1.0, 2.0, 16))
+}
+
+/// nkvm's metrics.
+pub struct Metrics {
+    registry: Registry,
+    jobs_finished: Family<Labels, Counter>,
+    bytes: Family<Labels, Counter>,
+    durations: Family<Labels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    discovery: Histogram,
+    last_success: Family<Labels, Gauge<f64, AtomicU64>>,
+    connected: Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let jobs_finished = Family::<Labels, Counter>::default();
+        registry.register(
+            "nkvm_jobs_finished",
+            "Backup and restore items that ended, by kind and status",
+            jobs_finished.clone(),
+        );
+        let bytes = Family::<Labels, Counter>::default();
+        registry.register(
+            "nkvm_job_bytes",
+            "Tar bytes read by backups and written by restores",
+            bytes.clone(),
+        );
+        let durations: Family<Labels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(job_duration_histogram);
+        registry.register(
+            "nkvm_job_duration_seconds",
+            "How long backup and restore items ran, by kind and status",
+            durations.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "nkvm_jobs_in_flight",
+            "Backup and restore items queued or running",
+            in_flight.clone(),
+        );
+        let discovery = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register(
+            "nkvm_discovery_duration_seconds",
+            "How long loading the PVC inventory took",
+            discovery.clone(),
+        );
+        let last_success = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "nkvm_last_successful_backup_timestamp_seconds",
+            "Unix time of the last successful backup of each claim (namespace, pvc)",
+            last_success.clone(),
+        );
+        let connected = Gauge::default();
+        registry.register(
+            "nkvm_cluster_connected",
+            "1 while nkvm has a cluster connection",
+            connected.clone(),
+        );
+        Metrics {
+            registry,
+            jobs_finished,
+            bytes,
+            durations,
+            in_flight,
+            discovery,
+            last_success,
+            connected,
+        }
+    }
+
+    /// Counts an ended item.
+    pub fn item_finished(&self, kind: JobKind, item: &ItemState, elapsed: Duration) {
+        let status = item.status.as_str().to_string();
+        let by_status: Labels = vec![
+            ("kind".into(), kind.as_str().into()),
+            ("status".into(), status),
+        ];
+        self.jobs_finished.get_or_create(&by_status).inc();
+        self.durations
+            .get_or_create(&by_status)
+            .observe(elapsed.as_secs_f64());
+        self.bytes
+            .get_or_create(&vec![("kind".into(), kind.as_str().into())])
+            .inc_by(item.bytes);
+        if kind == JobKind::Backup && item.status == ItemStatus::Succeeded {
+            self.set_last_success(&item.namespace, &item.pvc, &item.finished_at);
+        }
+    }
+
+    /// Records a claim's last successful backup (RFC 3339).
+    pub fn set_last_success(&self, namespace: &str, pvc: &str, at: &str) {
+        if let Ok(t) = at.parse::<jiff::Timestamp>() {
+            let labels: Labels = vec![
+                ("namespace".into(), namespace.into()),
+                ("pvc".into(), pvc.into()),
+            ];
+            self.last_success
+                .get_or_create(&labels)
+                .set(t.as_millisecond() as f64 / 1000.0);
+        }
+    }
+
+    /// Records how long loading the inventory took.
+    pub fn discovery_took(&self, took: Duration) {
+        self.discovery.observe(took.as_secs_f64());
+    }
+
+    /// The text exposition, with the gauges read now.
+    pub fn render(&self, in_flight: usize, connected: bool) -> String {
+        self.in_flight.set(in_flight as i64);
+        self.connected.set(i64::from(connected));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_backups_are_counted_with_their_bytes_and_times() {
+        let m = Metrics::new();
+        let item = ItemState {
+            job: 1,
+            kind: JobKind::Backup,
+            index: 0,
+            namespace: "shop".into(),
+            pvc: "data".into(),
+            id: "x".into(),
+            status: ItemStatus::Succeeded,
+            stage: "commit".into(),
+            bytes: 4096,
+            rate: None,
+            expected_bytes: None,
+            eta_seconds: None,
+            error: String::new(),
+            hint: String::new(),
+            artifact: String::new(),
+            started_at: String::new(),
+            finished_at: "2026-11-26T00:00:10Z".into(),
+        };
+        m.item_finished(JobKind::Backup, &item, Duration::from_secs(3));
+        let text = m.render(2, true);
+        assert!(text.contains(r#"nkvm_jobs_finished_total{kind="backup",status="succeeded"} 1"#));
+        assert!(text.contains(r#"nkvm_job_bytes_total{kind="backup"} 4096"#));
+        assert!(text.contains("nkvm_jobs_in_flight 2"));
+        assert!(text.contains(
+            r#"nkvm_last_successful_backup_timestamp_seconds{namespace="shop",pvc="data"} 1795651210"#
+        ));
+    }
+}

@@ -1,0 +1,288 @@
+//! The connection page: the three auth modes with guidance, a real check on connect (server,
+//! identity, permissions per allowlisted namespace), and disconnect, which drops a pasted
+//! kubeconfig's credentials.
+
+use crate::WebState;
+use crate::auth::CurrentUser;
+use crate::form::FormData;
+use crate::layout::{self, Nav, error_box};
+use crate::pages::see_other;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use http::HeaderMap;
+use maud::{Markup, html};
+use nkvm_engine::session::{self, AuthMode, ConnectOptions, Connected};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// `/connection...` routes.
+pub fn routes() -> Router<Arc<WebState>> {
+    Router::new()
+        .route("/connection", get(page))
+        .route("/connection/contexts", get(contexts))
+        .route("/connection/connect", post(connect))
+        .route("/connection/disconnect", post(disconnect))
+}
+
+async fn page(State(state): State<Arc<WebState>>, user: CurrentUser) -> Html<String> {
+    let status = state.session.status();
+    let body = html! {
+        section #connection-status {
+            @match &status.connected {
+                Some(c) => (connected_view(c)),
+                None => p.muted { "Not connected. Choose how nkvm reaches your cluster below." },
+            }
+            @if let Some(e) = &status.last_error {
+                (error_box("connection-error", e))
+            }
+        }
+        (connect_form(&state, &user))
+    };
+    layout::page("Connection", &user, Nav::Connection, body)
+}
+
+fn connected_view(c: &Connected) -> Markup {
+    let info = c.app.cluster();
+    html! {
+        p.ok { "Connected to " strong { (info.server) } " (" (info.version) ")" }
+        @if c.pasted {
+            p.muted { "Credentials from a pasted kubeconfig: held in memory only, dropped on disconnect or restart." }
+        }
+        @match &c.report {
+            Err(e) => (error_box("check-error", &format!("Connected, but checking permissions failed: {e}"))),
+            Ok(r) => {
+                dl.facts #check-report {
+                    dt { "Auth mode" } dd { (r.auth_mode) @if let Some(ctx) = &r.context { " (context " (ctx) ")" } }
+                    dt { "Identity" } dd { (r.identity.as_deref().unwrap_or("(the server does not answer SelfSubjectReview)")) }
+                    dt { "Cluster id" } dd.mono { (r.cluster_id) }
+                    dt { "Namespaces" } dd { (r.allowlist) }
+                    dt { "List PVCs cluster-wide" } dd { (if r.list_claims_cluster_wide { "yes" } else { "no" }) }
+                }
+                @if !r.all_allowed() {
+                    p.warning { "Some permissions nkvm needs are missing (marked NO): apply deploy/k8s/rbac, binding the runtime ClusterRole in each allowed namespace." }
+                }
+                table #permissions {
+                    thead { tr { th { "Namespace" } th { "Permission" } th { "Allowed" } th { "Needed for" } } }
+                    tbody {
+                        @for g in &r.grants {
+                            tr class=(if g.allowed { "allowed" } else { "denied" }) {
+                                td { (if g.namespace.is_empty() { "(all)" } else { g.namespace.as_str() }) }
+                                td.mono { (g.permission) }
+                                td { (if g.allowed { "yes" } else { "NO" }) }
+                                td { (g.purpose) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        form #disconnect-form method="post" action="/connection/disconnect" {
+            button #disconnect type="submit" { "Disconnect" }
+        }
+    }
+}
+
+fn connect_form(state: &WebState, user: &CurrentUser) -> Markup {
+    let in_cluster = session::in_cluster_available();
+    let path = state
+        .config
+        .default_kubeconfig
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let default_mode = if in_cluster {
+        "in-cluster"
+    } else {
+        "kubeconfig"
+    };
+    html! {
+        form #connect-form method="post" action="/connection/connect" {
+            input type="hidden" name="csrf" value=(user.csrf);
+            fieldset.mode {
+                label {
+                    input type="radio" name="mode" value="in-cluster" checked[default_mode == "in-cluster"] disabled[!in_cluster];
+                    strong { " In-cluster" }
+                }
+                p.muted {
+                    @if in_cluster { "nkvm runs in a pod: use its ServiceAccount (the deployment's RBAC decides what it may do)." }
+                    @else { "Not available: nkvm is not running in a pod with a ServiceAccount token." }
+                }
+            }
+            fieldset.mode {
+                label {
+                    input type="radio" name="mode" value="kubeconfig" checked[default_mode == "kubeconfig"];
+                    strong { " Kubeconfig file" }
+                }
+                p.muted { "A kubeconfig on the nkvm server's disk (empty: $KUBECONFIG, then ~/.kube/config), and one of its contexts." }
+                label for="kubeconfig-path" { "Path" }
+                input #kubeconfig-path type="text" name="kubeconfig_path" value=(path) placeholder="~/.kube/config"
+                    hx-get="/connection/contexts" hx-trigger="load, change" hx-target="#context-choice" hx-include="this";
+                div #context-choice {
+                    label for="context" { "Context" }
+                    select #context name="context" { option value="" { "(current context)" } }
+                }
+            }
+            fieldset.mode {
+                label {
+                    input type="radio" name="mode" value="paste";
+                    strong { " Paste a kubeconfig" }
+                }
+                p.muted {
+                    "Kept in memory only. Refused when it would make the server run a program (exec, auth-provider), read its own files "
+                    "(tokenFile, client-certificate, client-key, certificate-authority) or use a proxy: paste one with inline token or *-data fields."
+                }
+                textarea #pasted name="pasted" rows="8" spellcheck="false" placeholder="apiVersion: v1\nkind: Config\n..." {}
+            }
+            button #connect type="submit" { "Connect" }
+            span.htmx-indicator { " Connecting…" }
+        }
+    }
+}
+
+async fn contexts(
+    State(state): State<Arc<WebState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Html<String> {
+    let preferred = state.config.default_context.clone().unwrap_or_default();
+    let path = q
+        .get("kubeconfig_path")
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    let configured = state.config.default_kubeconfig.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        if let Some(p) = &path {
+            permitted_kubeconfig(p, configured.as_deref())?;
+        }
+        session::kubeconfig_contexts(path.as_deref()).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    Html(
+        html! {
+            label for="context" { "Context" }
+            select #context name="context" {
+                option value="" { "(current context)" }
+                @if let Ok(list) = &read {
+                    @for c in list {
+                        option value=(c.name) selected[c.name == preferred] {
+                            (c.name) " — " (c.server) @if c.current { " (current)" }
+                        }
+                    }
+                }
+            }
+            @if let Err(e) = &read { p.muted.small #contexts-error { (e) } }
+        }
+        .into_string(),
+    )
+}
+
+/// Where the UI may open kubeconfig files besides the one nkvm was started with: the
+/// deployment mounts remote kubeconfigs here (deploy/k8s/app, `/etc/nkvm/remote/config`).
+pub const KUBECONFIG_DIR: &str = "/etc/nkvm";
+
+/// Refuses kubeconfig paths typed into the UI that nkvm was not given: the file is read (and
+/// its exec plugins run) on the server, and parse errors quote what they read, so an arbitrary
+/// path would let a UI user read server files or run programs. Allowed: empty (nkvm's own
+/// default), the `--kubeconfig` nkvm was started with, files in `$KUBECONFIG`, and files
+/// below [`KUBECONFIG_DIR`].
+fn permitted_kubeconfig(path: &Path, configured: Option<&Path>) -> Result<(), String> {
+    let real = |p: &Path| std::fs::canonicalize(p).ok();
+    let Some(wanted) = real(path) else {
+        return Err(format!(
+            "kubeconfig {} does not exist or cannot be read",
+            path.display()
+        ));
+    };
+    let from_env = std::env::var_os("KUBECONFIG")
+        .map(|v| std::env::split_paths(&v).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let known = configured
+        .into_iter()
+        .map(Path::to_path_buf)
+        .chain(from_env)
+        .filter_map(|p| real(&p))
+        .any(|p| p == wanted);
+    let below_dir = real(Path::new(KUBECONFIG_DIR)).is_some_and(|dir| wanted.starts_with(dir));
+    if known || below_dir {
+        Ok(())
+    } else {
+        Err(format!(
+            "the UI opens only the kubeconfig nkvm was started with (--kubeconfig or KUBECONFIG) \
+             or files below {KUBECONFIG_DIR}; mount {} there (a Secret volume) or start nkvm \
+             with --kubeconfig",
+            path.display()
+        ))
+    }
+}
+
+/// Connect options from the form; `Err` with a message for a bad mode or a kubeconfig path the
+/// UI may not open.
+fn options_from(form: &FormData, configured: Option<&Path>) -> Result<ConnectOptions, String> {
+    let mode: AuthMode = form.get("mode").unwrap_or("kubeconfig").parse()?;
+    let mut opts = ConnectOptions::new(mode);
+    match mode {
+        AuthMode::InCluster => {}
+        AuthMode::Kubeconfig => {
+            opts.kubeconfig = form.text("kubeconfig_path").map(PathBuf::from);
+            if let Some(path) = &opts.kubeconfig {
+                permitted_kubeconfig(path, configured)?;
+            }
+            opts.context = form.text("context");
+        }
+        AuthMode::Paste => {
+            // The paste's own current context is used: the drop-down lists the file's.
+            opts.pasted = form.get("pasted").map(str::to_string);
+        }
+    }
+    Ok(opts)
+}
+
+async fn connect(
+    State(state): State<Arc<WebState>>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let form = FormData::parse(&body);
+    let opts = match options_from(&form, state.config.default_kubeconfig.as_deref()) {
+        Ok(o) => o,
+        Err(e) => {
+            return layout::error_page(&user, http::StatusCode::BAD_REQUEST, "Connection", &e);
+        }
+    };
+    let mode = opts.mode;
+    match state.session.connect(opts).await {
+        Ok(c) => {
+            let server = &c.app.cluster().server;
+            tracing::info!(%server, %mode, user = %user.name, "connected");
+            state
+                .session
+                .workspace()
+                .audit(&user.actor(), "connect", server, &mode.to_string());
+            let background = state.clone();
+            tokio::spawn(async move { background.refresh_inventory().await });
+        }
+        // The session keeps the message for the page; the reason is logged without secrets.
+        Err(e) => tracing::warn!(%mode, user = %user.name, error = %e, "connecting failed"),
+    }
+    see_other(&headers, "/connection")
+}
+
+async fn disconnect(
+    State(state): State<Arc<WebState>>,
+    user: CurrentUser,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    state.session.disconnect();
+    state
+        .session
+        .workspace()
+        .audit(&user.actor(), "disconnect", "", "");
+    tracing::info!(user = %user.name, "disconnected");
+    see_other(&headers, "/connection")
+}

@@ -1,0 +1,200 @@
+//! The Jobs page: every kept job with its items; live over server-sent events (each item's
+//! box is replaced as it changes); cancel per item or per job.
+
+use crate::WebState;
+use crate::auth::CurrentUser;
+use crate::layout::{self, Nav};
+use crate::pages::see_other;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, StatusCode};
+use maud::{Markup, html};
+use nkvm_engine::jobs::{ItemState, ItemStatus, JobEvent, JobId, JobKind, JobState, Jobs};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
+
+/// `/jobs...` routes.
+pub fn routes() -> Router<Arc<WebState>> {
+    Router::new()
+        .route("/jobs", get(page))
+        .route("/jobs/events", get(events))
+        .route("/jobs/{job}/cancel", post(cancel_job))
+        .route("/jobs/{job}/items/{index}/cancel", post(cancel_item))
+}
+
+async fn page(State(state): State<Arc<WebState>>, user: CurrentUser) -> Html<String> {
+    let jobs = state.jobs.list();
+    let body = html! {
+        div #jobs hx-ext="sse" sse-connect="/jobs/events" {
+            // Reloaded on new jobs, and whenever the stream (re)opens: changes made between
+            // this render and the subscription, or while disconnected, are not lost.
+            div #jobs-list hx-get="/jobs" hx-select="#jobs-list" hx-swap="outerHTML"
+                hx-trigger="sse:job-submitted, htmx:sseOpen from:#jobs" {
+                @if jobs.is_empty() {
+                    p.muted #no-jobs { "No jobs yet. Select volumes on the " a href="/volumes" { "Volumes" } " page and back them up." }
+                }
+                @for job in &jobs { (job_view(job)) }
+            }
+        }
+    };
+    layout::page("Jobs", &user, Nav::Jobs, body)
+}
+
+fn job_view(job: &JobState) -> Markup {
+    html! {
+        section.job #(format!("job-{}", job.id)) data-job-id=(job.id) {
+            header sse-swap=(format!("job-{}", job.id)) hx-swap="innerHTML" { (job_head(job)) }
+            @for item in &job.items {
+                div.job-item #(item_event(item)) data-pvc=(format!("{}/{}", item.namespace, item.pvc))
+                    sse-swap=(item_event(item)) hx-swap="innerHTML" {
+                    (item_body(item))
+                }
+            }
+        }
+    }
+}
+
+/// A job's heading; sent again over SSE whenever one of its items changes.
+fn job_head(job: &JobState) -> Markup {
+    let done = job.items.iter().filter(|i| i.status.is_final()).count();
+    html! {
+        h2 { "Job " (job.id) " · " (job.kind.as_str()) }
+        span.muted.job-progress { (done) " of " (job.items.len()) " done · " (job.summary) " · by " (job.actor) " · " (layout::time(Some(&job.submitted_at))) }
+        @if !job.finished() {
+            button.cancel-job type="button" hx-post=(format!("/jobs/{}/cancel", job.id)) hx-swap="none"
+                hx-confirm="Cancel every unfinished item of this job?" { "Cancel job" }
+        }
+    }
+}
+
+/// The SSE event name (and element id) of an item.
+fn item_event(item: &ItemState) -> String {
+    format!("item-{}-{}", item.job, item.index)
+}
+
+/// What an item's box shows; sent again over SSE whenever the item changes.
+pub fn item_body(item: &ItemState) -> Markup {
+    let status = item.status.as_str();
+    html! {
+        div.item-state data-status=(status) {
+            div.item-head {
+                span.target { (item.namespace) "/" (item.pvc) }
+                span class=(format!("status badge {status}")) { (status) }
+                @if item.status != ItemStatus::Succeeded { span.stage { (item.stage) } }
+                @if !item.status.is_final() {
+                    button.cancel-item type="button" hx-swap="none"
+                        hx-post=(format!("/jobs/{}/items/{}/cancel", item.job, item.index)) { "Cancel" }
+                }
+            }
+            @if let Some(total) = item.expected_bytes.filter(|_| !item.status.is_final()) {
+                progress max=(total) value=(item.bytes.min(total)) {}
+            }
+            div.item-numbers {
+                span.bytes { (layout::bytes(item.bytes)) }
+                @if let Some(rate) = item.rate { span.rate { (layout::bytes(rate as u64)) "/s" } }
+                @if let Some(eta) = item.eta_seconds { span.eta { "about " (layout::duration(eta)) " left" } }
+                @if !item.id.is_empty() {
+                    @if item.status == ItemStatus::Succeeded && item.kind == JobKind::Backup {
+                        a.backup-id href=(format!("/history/{}", item.id)) { (item.id) }
+                    } @else {
+                        span.backup-id.mono { (item.id) }
+                    }
+                }
+            }
+            @if !item.error.is_empty() {
+                p.error { "Failed at " strong { (item.stage) } ": " (item.error) }
+            }
+            @if !item.hint.is_empty() { p.hint { (item.hint) } }
+        }
+    }
+}
+
+async fn events(
+    State(state): State<Arc<WebState>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let updates = state.jobs.subscribe();
+    let closing = state.closing.subscribe();
+    let jobs = state.jobs.clone();
+    let stream = futures_util::stream::unfold(
+        (updates, closing, jobs),
+        |(mut updates, mut closing, jobs)| async move {
+            let next = tokio::select! {
+                e = updates.recv() => e,
+                _ = closing.wait_for(|c| *c) => return None,
+            };
+            let events = match next {
+                Ok(JobEvent::Item(item)) => item_events(&jobs, &item),
+                Ok(JobEvent::Submitted(job)) => {
+                    vec![
+                        Event::default()
+                            .event("job-submitted")
+                            .data(job.to_string()),
+                    ]
+                }
+                // Missed updates: have the page reload its list.
+                Err(RecvError::Lagged(_)) => {
+                    vec![Event::default().event("job-submitted").data("lagged")]
+                }
+                Err(RecvError::Closed) => return None,
+            };
+            Some((
+                futures_util::stream::iter(events.into_iter().map(Ok)),
+                (updates, closing, jobs),
+            ))
+        },
+    )
+    .flatten();
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// The events for a changed item: its box, and its job's heading (counts, cancel button).
+fn item_events(jobs: &Jobs, item: &ItemState) -> Vec<Event> {
+    let mut events = vec![
+        Event::default()
+            .event(item_event(item))
+            .data(item_body(item).into_string()),
+    ];
+    if let Some(job) = jobs.get(item.job) {
+        events.push(
+            Event::default()
+                .event(format!("job-{}", job.id))
+                .data(job_head(&job).into_string()),
+        );
+    }
+    events
+}
+
+fn cancelled(found: bool, headers: &HeaderMap) -> Response {
+    if found && crate::auth::is_htmx(headers) {
+        StatusCode::NO_CONTENT.into_response()
+    } else if found {
+        see_other(headers, "/jobs")
+    } else {
+        (StatusCode::NOT_FOUND, "no such job or item\n").into_response()
+    }
+}
+
+async fn cancel_job(
+    State(state): State<Arc<WebState>>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Path(job): Path<JobId>,
+) -> Response {
+    tracing::info!(job, user = %user.name, "cancel job");
+    cancelled(state.jobs.cancel(job, None), &headers)
+}
+
+async fn cancel_item(
+    State(state): State<Arc<WebState>>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Path((job, index)): Path<(JobId, usize)>,
+) -> Response {
+    tracing::info!(job, index, user = %user.name, "cancel item");
+    cancelled(state.jobs.cancel(job, Some(index)), &headers)
+}

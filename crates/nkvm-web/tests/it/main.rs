@@ -1,0 +1,8 @@
+//! The web UI's handlers, in process: authentication of every route, CSRF, escaping of
+//! hostile text, and the pages against a sandbox cluster (connected, backing up, down).
+
+mod auth;
+mod cluster;
+mod escaping;
+mod harness;
+mod serving;
