@@ -8,6 +8,8 @@ command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)   # runs sandbox pod p
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux) # runAsUser in sandbox pods
 command -v tar >/dev/null 2>&1 || missing+=(tar)            # kubectl cp, backups
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)          # tests extract stored archives
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # real-browser tests of the web UI
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver) # drives it (WebDriver)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -23,4 +25,20 @@ fi
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "error: kubectl is not on PATH; the conformance tests drive the real kubectl (machines of this kind ship it at /usr/bin/kubectl)" >&2
   exit 2
+fi
+
+# Offline manifest validation (scripts/validate-manifests.sh): kubernetes-validate from PyPI in
+# a private venv, so the system Python stays untouched. Quick when it is there already.
+tools_venv="${NKVM_TOOLS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/nkvm-tools/venv}"
+if ! command -v kubernetes-validate >/dev/null 2>&1 && [ ! -x "$tools_venv/bin/kubernetes-validate" ]; then
+  if ! command -v python3 >/dev/null 2>&1; then
+    echo "error: python3 is needed to install kubernetes-validate (apt-get install -y python3 python3-venv)" >&2
+    exit 2
+  fi
+  echo "installing: kubernetes-validate (into $tools_venv)"
+  python3 -m venv "$tools_venv" || {
+    echo "error: python3 -m venv failed; install python3-venv (apt-get install -y python3-venv)" >&2
+    exit 2
+  }
+  "$tools_venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate
 fi
