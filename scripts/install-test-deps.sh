@@ -3,13 +3,19 @@
 # only what is missing. Needs root (CI and development machines run as root).
 set -euo pipefail
 
+# --runtime-only: just what the sandbox cluster needs to run pods (scripts/demo.sh).
+runtime_only=false
+[ "${1:-}" = "--runtime-only" ] && runtime_only=true
+
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)   # runs sandbox pod processes
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux) # runAsUser in sandbox pods
 command -v tar >/dev/null 2>&1 || missing+=(tar)            # kubectl cp, backups
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)          # tests extract stored archives
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # real-browser tests of the web UI
-command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver) # drives it (WebDriver)
+if ! $runtime_only; then
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # real-browser tests of the web UI
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver) # drives it (WebDriver)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -20,6 +26,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if $runtime_only; then
+  exit 0
 fi
 
 if ! command -v kubectl >/dev/null 2>&1; then

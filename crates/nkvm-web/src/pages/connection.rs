@@ -116,7 +116,7 @@ fn connect_form(state: &WebState, user: &CurrentUser) -> Markup {
                     input type="radio" name="mode" value="kubeconfig" checked[default_mode == "kubeconfig"];
                     strong { " Kubeconfig file" }
                 }
-                p.muted { "A kubeconfig on the nkvm server's disk (empty: $KUBECONFIG, then ~/.kube/config), and one of its contexts." }
+                p.muted { "A kubeconfig on the nkvm server's disk, and one of its contexts: the one nkvm was started with (empty: $KUBECONFIG, then ~/.kube/config) or a file below " code { (KUBECONFIG_DIR) } ", where remote kubeconfigs are mounted." }
                 label for="kubeconfig-path" { "Path" }
                 input #kubeconfig-path type="text" name="kubeconfig_path" value=(path) placeholder="~/.kube/config"
                     hx-get="/connection/contexts" hx-trigger="load, change" hx-target="#context-choice" hx-include="this";
