@@ -287,20 +287,31 @@ impl Workspace {
         }
     }
 
-    /// Marks every history row still `running` as `interrupted` (jobs that could not finish
-    /// before shutdown); returns their ids.
+    /// Marks every history row (backups and restores) still `running` as `interrupted` (jobs
+    /// that could not finish before shutdown); returns their ids.
     pub fn interrupt_running(&self) -> Result<Vec<String>, EngineError> {
         let at = jiff::Timestamp::now()
             .strftime("%Y-%m-%dT%H:%M:%SZ")
             .to_string();
-        let rows = self.history.interrupt_running(&at)?;
-        for r in &rows {
-            let target = format!("{}/{}", r.namespace, r.pvc);
+        let backups = self
+            .history
+            .interrupt_running(&at)?
+            .into_iter()
+            .map(|r| (r.id, r.namespace, r.pvc));
+        let restores = self
+            .history
+            .interrupt_running_restores(&at)?
+            .into_iter()
+            .map(|r| (r.id, r.namespace, r.pvc));
+        let mut ids = Vec::new();
+        for (id, namespace, pvc) in backups.chain(restores) {
+            let target = format!("{namespace}/{pvc}");
             let _ = self
                 .history
-                .audit(&at, "serve", "shutdown.interrupted", &target, &r.id);
+                .audit(&at, "serve", "shutdown.interrupted", &target, &id);
+            ids.push(id);
         }
-        Ok(rows.into_iter().map(|r| r.id).collect())
+        Ok(ids)
     }
 }
 
