@@ -237,14 +237,14 @@ pub fn decide(f: PlanFacts) -> RestorePlan {
         (Some(_), true) => plan.refuse(
             FailureKind::Conflict,
             format!(
-                "{} already exists; leave out --create to restore into it",
+                "{} already exists; restore into it without --create (in the UI: untick Create the PVC)",
                 r.target
             ),
         ),
         (None, false) => plan.refuse(
             FailureKind::NotFound,
             format!(
-                "{} does not exist; add --create to create it from the backup's saved spec",
+                "{} does not exist; create it from the backup's saved spec with --create (in the UI: tick Create the PVC)",
                 r.target
             ),
         ),
@@ -317,7 +317,7 @@ fn check_existing(f: &PlanFacts, existing: &PvcRecord, plan: &mut RestorePlan) {
             plan.refuse(
                 FailureKind::Conflict,
                 format!(
-                    "running pods mount {target} ({pods}); stop them (scale the workload to 0) or pass --force"
+                    "running pods mount {target} ({pods}); stop them (scale the workload to 0), or write anyway with --force (in the UI: Write even though running pods mount it)"
                 ),
             );
         }
@@ -331,7 +331,7 @@ fn check_existing(f: &PlanFacts, existing: &PvcRecord, plan: &mut RestorePlan) {
     }
     if !f.request.clean {
         plan.warnings.push(format!(
-            "{target} exists: files also in the backup are overwritten, other files stay; pass --clean to empty it first"
+            "{target} exists: files also in the backup are overwritten, other files stay; --clean (in the UI: Empty the target first) empties it first"
         ));
     }
 }
@@ -652,10 +652,10 @@ mod tests {
         f.target = Some(existing("100Mi", &[]));
         assert!(decide(f.clone()).refusals[0].contains("holds 100Mi"));
         f.target = None;
-        assert!(decide(f.clone()).refusals[0].contains("add --create"));
+        assert!(decide(f.clone()).refusals[0].contains("with --create"));
         f.request.create = true;
         f.target = Some(existing("5Gi", &[]));
-        assert!(decide(f).refusals[0].contains("leave out --create"));
+        assert!(decide(f).refusals[0].contains("without --create"));
     }
 
     #[test]

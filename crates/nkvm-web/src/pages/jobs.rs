@@ -31,18 +31,30 @@ async fn page(State(state): State<Arc<WebState>>, user: CurrentUser) -> Html<Str
     let jobs = state.jobs.list();
     let body = html! {
         div #jobs hx-ext="sse" sse-connect="/jobs/events" {
-            // Reloaded on new jobs, and whenever the stream (re)opens: changes made between
-            // this render and the subscription, or while disconnected, are not lost.
-            div #jobs-list hx-get="/jobs" hx-select="#jobs-list" hx-swap="outerHTML"
-                hx-trigger="sse:job-submitted, htmx:sseOpen from:#jobs" {
-                @if jobs.is_empty() {
-                    p.muted #no-jobs { "No jobs yet. Select volumes on the " a href="/volumes" { "Volumes" } " page and back them up." }
-                }
-                @for job in &jobs { (job_view(job)) }
-            }
+            // Replaced by the stream's first event and on every new job: the list then comes
+            // in order with the item updates, so a job that finishes while the page connects
+            // never shows a stale state (a separate reload could land after the final event).
+            div #jobs-list sse-swap="jobs-list" hx-swap="innerHTML" { (jobs_list(&jobs)) }
         }
     };
     layout::page("Jobs", &user, Nav::Jobs, body)
+}
+
+/// Every kept job, newest first (the list's content).
+fn jobs_list(jobs: &[JobState]) -> Markup {
+    html! {
+        @if jobs.is_empty() {
+            p.muted #no-jobs { "No jobs yet. Select volumes on the " a href="/volumes" { "Volumes" } " page and back them up." }
+        }
+        @for job in jobs { (job_view(job)) }
+    }
+}
+
+/// The whole list as an event.
+fn list_event(jobs: &Jobs) -> Event {
+    Event::default()
+        .event("jobs-list")
+        .data(jobs_list(&jobs.list()).into_string())
 }
 
 fn job_view(job: &JobState) -> Markup {
@@ -117,10 +129,13 @@ pub fn item_body(item: &ItemState) -> Markup {
 async fn events(
     State(state): State<Arc<WebState>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // Subscribe first, then snapshot: updates published in between come after the snapshot
+    // and only repeat states it already holds or newer ones.
     let updates = state.jobs.subscribe();
     let closing = state.closing.subscribe();
     let jobs = state.jobs.clone();
-    let stream = futures_util::stream::unfold(
+    let snapshot = futures_util::stream::iter([Ok(list_event(&jobs))]);
+    let live = futures_util::stream::unfold(
         (updates, closing, jobs),
         |(mut updates, mut closing, jobs)| async move {
             let next = tokio::select! {
@@ -129,17 +144,8 @@ async fn events(
             };
             let events = match next {
                 Ok(JobEvent::Item(item)) => item_events(&jobs, &item),
-                Ok(JobEvent::Submitted(job)) => {
-                    vec![
-                        Event::default()
-                            .event("job-submitted")
-                            .data(job.to_string()),
-                    ]
-                }
-                // Missed updates: have the page reload its list.
-                Err(RecvError::Lagged(_)) => {
-                    vec![Event::default().event("job-submitted").data("lagged")]
-                }
+                // A new job, or missed updates: the whole list again.
+                Ok(JobEvent::Submitted(_)) | Err(RecvError::Lagged(_)) => vec![list_event(&jobs)],
                 Err(RecvError::Closed) => return None,
             };
             Some((
@@ -149,7 +155,7 @@ async fn events(
         },
     )
     .flatten();
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(snapshot.chain(live)).keep_alive(KeepAlive::default())
 }
 
 /// The events for a changed item: its box, and its job's heading (counts, cancel button).
