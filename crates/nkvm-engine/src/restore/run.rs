@@ -94,14 +94,27 @@ impl RestoreResult {
 }
 
 /// What the archive feeder read.
+#[derive(Debug)]
 struct Fed {
     /// Tar bytes decompressed (all of them sent, but for trailing zero padding).
     tar_bytes: u64,
 }
 
+/// Why feeding the archive stopped.
+#[derive(Debug)]
+enum FeedError {
+    /// The exec stream stopped taking stdin (tar exited, or the connection ended): the exec's
+    /// own outcome says why.
+    Stopped,
+    /// Reading, decompressing or checking the archive failed.
+    Archive(String),
+}
+
 /// Streams the archive into `tx` as tar bytes, checking its sha256 against `expected` and its
 /// tar structure. The last chunk is held back until the whole file is hashed, so a changed
-/// archive usually fails before tar sees its end; the result decides either way.
+/// archive usually fails before tar sees its end; the result decides either way. When the
+/// archive fails, the error goes into the stream too, so the exec ends with an error instead
+/// of closing stdin on a short archive.
 fn feed_archive(
     store: &dyn ArchiveStore,
     artifact: &str,
@@ -109,8 +122,25 @@ fn feed_archive(
     expected: &str,
     tx: &mpsc::Sender<std::io::Result<Bytes>>,
     sent: &AtomicU64,
-) -> Result<Fed, String> {
-    let file = store.open(artifact).map_err(|e| e.to_string())?;
+) -> Result<Fed, FeedError> {
+    let fed = feed(store, artifact, compression, expected, tx, sent);
+    if let Err(FeedError::Archive(why)) = &fed {
+        let _ = tx.blocking_send(Err(std::io::Error::other(why.clone())));
+    }
+    fed
+}
+
+fn feed(
+    store: &dyn ArchiveStore,
+    artifact: &str,
+    compression: Compression,
+    expected: &str,
+    tx: &mpsc::Sender<std::io::Result<Bytes>>,
+    sent: &AtomicU64,
+) -> Result<Fed, FeedError> {
+    let archive =
+        |e: &dyn std::fmt::Display| FeedError::Archive(format!("reading {artifact}: {e}"));
+    let file = store.open(artifact).map_err(|e| archive(&e))?;
     let mut hashing = HashingReader::new(file);
     let mut check = TarCheck::new();
     let mut held: Option<Bytes> = None;
@@ -118,38 +148,33 @@ fn feed_archive(
     let send = |chunk: Bytes| {
         let n = chunk.len() as u64;
         tx.blocking_send(Ok(chunk))
-            .map_err(|_| "the helper pod stopped reading the archive".to_string())?;
+            .map_err(|_| FeedError::Stopped)?;
         sent.fetch_add(n, Ordering::Relaxed);
-        Ok::<_, String>(())
+        Ok(())
     };
     {
-        let mut tar = decoder(&mut hashing, compression).map_err(|e| e.to_string())?;
+        let mut tar = decoder(&mut hashing, compression).map_err(|e| archive(&e))?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = tar
-                .read(&mut buf)
-                .map_err(|e| format!("reading {artifact}: {e}"))?;
+            let n = tar.read(&mut buf).map_err(|e| archive(&e))?;
             if n == 0 {
                 break;
             }
-            check.feed(&buf[..n]).map_err(|e| e.to_string())?;
+            check.feed(&buf[..n]).map_err(|e| archive(&e))?;
             total += n as u64;
             if let Some(previous) = held.replace(Bytes::copy_from_slice(&buf[..n])) {
                 send(previous)?;
             }
         }
     }
-    std::io::copy(&mut hashing, &mut std::io::sink())
-        .map_err(|e| format!("reading {artifact}: {e}"))?;
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| archive(&e))?;
     let actual = hashing.hex();
     if actual != expected {
-        let why = format!(
-            "the archive changed after it was planned: its sha256 is now {actual}, the plan verified {expected}; the target may hold part of it"
-        );
-        let _ = tx.blocking_send(Err(std::io::Error::other(why.clone())));
-        return Err(why);
+        return Err(FeedError::Archive(format!(
+            "the archive changed after it was planned: its sha256 is now {actual}, the plan verified {expected}"
+        )));
     }
-    check.finish().map_err(|e| e.to_string())?;
+    check.finish().map_err(|e| archive(&e))?;
     if let Some(last) = held {
         // A tar that stops reading after its end-of-archive blocks may not take the zero
         // padding that follows them; it has everything it needs.
@@ -482,6 +507,14 @@ impl App {
             )
         })?;
         result.bytes_written = sent.load(Ordering::Relaxed);
+        // A failing archive is the cause of whatever the exec then saw.
+        if let Err(FeedError::Archive(why)) = &fed {
+            return Err(fail(
+                "stream",
+                FailureKind::CommandFailed,
+                format!("{why}; the target may hold part of the data"),
+            ));
+        }
         let outcome = exec.map_err(|e| fail("stream", e.kind(), e.to_string()))?;
         if outcome.exit_code != 0 {
             return Err(fail(
@@ -494,7 +527,13 @@ impl App {
                 ),
             ));
         }
-        let fed = fed.map_err(|e| fail("stream", FailureKind::CommandFailed, e))?;
+        let fed = fed.map_err(|_| {
+            fail(
+                "stream",
+                FailureKind::CommandFailed,
+                "tar in the helper pod exited before reading the whole archive; the target may hold part of the data",
+            )
+        })?;
         if fed.tar_bytes != plan.source.tar_bytes {
             return Err(fail(
                 "stream",
@@ -506,5 +545,81 @@ impl App {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nkvm_store::LocalStore;
+
+    const ARTIFACT: &str = "c/ns/data/20261126T000000Z-0000abcd.tar.zst";
+
+    /// A store holding one zstd archive of a small tree; returns it with the archive's sha256.
+    fn stored() -> (tempfile::TempDir, LocalStore, Vec<u8>, String) {
+        let mut tar = tar::Builder::new(Vec::new());
+        let data = vec![7u8; 3 << 20];
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "big.bin", &data[..]).unwrap();
+        let tar = tar.into_inner().unwrap();
+        let compressed = zstd::encode_all(&tar[..], 3).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ARTIFACT);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &compressed).unwrap();
+        let mut hashing = HashingReader::new(&compressed[..]);
+        std::io::copy(&mut hashing, &mut std::io::sink()).unwrap();
+        let store = LocalStore::new(dir.path());
+        (dir, store, tar, hashing.hex())
+    }
+
+    /// Runs the feeder against a reader thread; returns its result and what was received.
+    fn run(store: &LocalStore, expected: &str) -> (Result<Fed, FeedError>, Vec<u8>, bool) {
+        let (tx, mut rx) = mpsc::channel::<std::io::Result<Bytes>>(2);
+        let reader = std::thread::spawn(move || {
+            let (mut got, mut errored) = (Vec::<u8>::new(), false);
+            while let Some(item) = rx.blocking_recv() {
+                match item {
+                    Ok(chunk) => got.extend_from_slice(&chunk),
+                    Err(_) => errored = true,
+                }
+            }
+            (got, errored)
+        });
+        let fed = feed_archive(
+            store,
+            ARTIFACT,
+            Compression::Zstd,
+            expected,
+            &tx,
+            &AtomicU64::new(0),
+        );
+        drop(tx);
+        let (got, errored) = reader.join().unwrap();
+        (fed, got, errored)
+    }
+
+    #[test]
+    fn the_whole_tar_stream_is_fed_when_the_archive_is_unchanged() {
+        let (_dir, store, tar, sha) = stored();
+        let (fed, got, errored) = run(&store, &sha);
+        assert_eq!(fed.unwrap().tar_bytes, tar.len() as u64);
+        assert!(!errored);
+        assert_eq!(got, tar);
+    }
+
+    #[test]
+    fn an_archive_changed_since_the_plan_ends_the_stream_with_an_error_before_its_end() {
+        let (_dir, store, tar, _) = stored();
+        let (fed, got, errored) = run(&store, &"0".repeat(64));
+        match fed {
+            Err(FeedError::Archive(why)) => assert!(why.contains("changed after it was planned")),
+            other => panic!("{other:?}"),
+        }
+        assert!(errored, "the exec sees an error, not a clean end of stdin");
+        assert!(got.len() < tar.len(), "the last chunk was held back");
     }
 }
