@@ -97,6 +97,17 @@ pub struct PvcRecord {
     pub reason: String,
 }
 
+/// The short form kubectl prints for an access mode (`RWO`, `ROX`, `RWX`, `RWOP`).
+pub fn short_access_mode(mode: &str) -> &str {
+    match mode {
+        "ReadWriteOnce" => "RWO",
+        "ReadOnlyMany" => "ROX",
+        "ReadWriteMany" => "RWX",
+        "ReadWriteOncePod" => "RWOP",
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

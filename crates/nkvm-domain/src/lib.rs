@@ -10,6 +10,6 @@ pub mod quantity;
 
 pub use backup::{BackupId, Compression};
 pub use failure::FailureKind;
-pub use inventory::{Consumer, Owner, PvcRecord};
+pub use inventory::{Consumer, Owner, PvcRecord, short_access_mode};
 pub use names::{Allowlist, NameError, PvcRef, ResourceName};
 pub use quantity::QuantityError;

@@ -173,6 +173,17 @@ pub(crate) struct JobFailure {
     pub(crate) message: String,
 }
 
+impl JobFailure {
+    /// The job status it leaves: `cancelled` when asked to stop, else `failed`.
+    pub(crate) fn status(&self) -> &'static str {
+        if self.kind == FailureKind::Cancelled {
+            "cancelled"
+        } else {
+            "failed"
+        }
+    }
+}
+
 pub(crate) fn fail(
     stage: &'static str,
     kind: FailureKind,
@@ -330,11 +341,7 @@ impl App {
                 None
             }
             Err(f) => {
-                result.status = if f.kind == FailureKind::Cancelled {
-                    "cancelled".into()
-                } else {
-                    "failed".into()
-                };
+                result.status = f.status().into();
                 result.stage = f.stage.into();
                 result.error = if result.error.is_empty() {
                     f.message

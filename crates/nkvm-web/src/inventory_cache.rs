@@ -185,30 +185,8 @@ impl SortKey {
 }
 
 /// A Kubernetes quantity (`10Gi`, `500M`, `1.5Ti`) in bytes, for sorting (0 when unreadable).
-pub fn quantity_bytes(q: &str) -> u128 {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(q.len());
-    let (number, unit) = q.split_at(split);
-    let Ok(n) = number.parse::<f64>() else {
-        return 0;
-    };
-    let factor: f64 = match unit {
-        "" => 1.0,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        _ => return 0,
-    };
-    (n * factor) as u128
+pub fn quantity_bytes(q: &str) -> u64 {
+    nkvm_domain::quantity::parse_bytes(q).unwrap_or(0)
 }
 
 /// The cache; clones share it.

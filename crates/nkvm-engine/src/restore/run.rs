@@ -252,12 +252,7 @@ impl App {
                 None
             }
             Err(f) => {
-                result.status = if f.kind == FailureKind::Cancelled {
-                    "cancelled"
-                } else {
-                    "failed"
-                }
-                .into();
+                result.status = f.status().into();
                 result.stage = f.stage.into();
                 result.error = [f.message, std::mem::take(&mut result.error)]
                     .into_iter()

@@ -229,16 +229,6 @@ fn pager(q: &VolumeQuery, pages: usize) -> Markup {
     }
 }
 
-fn short_mode(m: &str) -> &str {
-    match m {
-        "ReadWriteOnce" => "RWO",
-        "ReadOnlyMany" => "ROX",
-        "ReadWriteMany" => "RWX",
-        "ReadWriteOncePod" => "RWOP",
-        other => other,
-    }
-}
-
 fn row(r: &PvcRecord) -> Markup {
     let key = format!("{}/{}", r.namespace, r.name);
     let nodes: Vec<&str> = r
@@ -247,7 +237,11 @@ fn row(r: &PvcRecord) -> Markup {
         .map(|c| c.node.as_str())
         .filter(|n| !n.is_empty())
         .collect();
-    let modes: Vec<&str> = r.access_modes.iter().map(|m| short_mode(m)).collect();
+    let modes: Vec<&str> = r
+        .access_modes
+        .iter()
+        .map(|m| nkvm_domain::short_access_mode(m))
+        .collect();
     html! {
         tr.pvc-row data-pvc=(key) class=[(!r.backupable).then_some("blocked")] {
             td { input.pvc-select type="checkbox" name="pvc" value=(key) disabled[!r.backupable] aria-label=(format!("Select {key}")); }

@@ -6,16 +6,6 @@ use nkvm_domain::{PvcRecord, ResourceName};
 use nkvm_engine::Scope;
 use std::process::ExitCode;
 
-fn short_mode(m: &str) -> &str {
-    match m {
-        "ReadWriteOnce" => "RWO",
-        "ReadOnlyMany" => "ROX",
-        "ReadWriteMany" => "RWX",
-        "ReadWriteOncePod" => "RWOP",
-        other => other,
-    }
-}
-
 fn row(r: &PvcRecord) -> Vec<String> {
     let consumers = if r.consumers.is_empty() {
         "-".to_string()
@@ -44,7 +34,7 @@ fn row(r: &PvcRecord) -> Vec<String> {
         },
         r.access_modes
             .iter()
-            .map(|m| short_mode(m))
+            .map(|m| nkvm_domain::short_access_mode(m))
             .collect::<Vec<_>>()
             .join(","),
         r.owner.display(),
