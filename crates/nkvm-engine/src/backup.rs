@@ -184,6 +184,47 @@ impl JobFailure {
     }
 }
 
+/// Applies a job's outcome to its status, stage and error, after the helper pod's deletion
+/// (`deleted`: why it failed, if it did); returns the failure kind, `None` on success.
+pub(crate) fn settle(
+    outcome: Result<(), JobFailure>,
+    deleted: Result<(), String>,
+    status: &mut String,
+    stage: &mut String,
+    error: &mut String,
+) -> Option<FailureKind> {
+    let (kind, message) = match outcome {
+        Ok(()) => {
+            *status = "succeeded".into();
+            (None, String::new())
+        }
+        Err(f) => {
+            *status = f.status().into();
+            *stage = f.stage.into();
+            (Some(f.kind), f.message)
+        }
+    };
+    *error = [message, deleted.err().unwrap_or_default()]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    kind
+}
+
+impl App {
+    /// Deletes a job's helper pod, if it made one. The pod goes whatever happened to the job;
+    /// a failure to delete it is returned for the job's record.
+    pub(crate) async fn delete_job_helper(&self, namespace: &str, pod: &str) -> Result<(), String> {
+        if pod.is_empty() {
+            return Ok(());
+        }
+        nkvm_kube::helper::delete_helper(&self.conn.client, namespace, pod)
+            .await
+            .map_err(|e| format!("deleting helper pod {pod} failed: {e}"))
+    }
+}
+
 pub(crate) fn fail(
     stage: &'static str,
     kind: FailureKind,
@@ -314,46 +355,22 @@ impl App {
                 _ = cancel.wait_for(|c| *c) => Err(fail("cancelled", FailureKind::Cancelled, "cancelled on request; no archive was kept")),
             }
         };
-        if !helper.is_empty() {
-            // The pod goes whatever happened; a failure to delete it is part of the record.
-            if let Err(e) = nkvm_kube::helper::delete_helper(
-                &self.conn.client,
-                claim.namespace.as_str(),
-                &helper,
-            )
-            .await
-            {
-                result.error = [
-                    result.error.as_str(),
-                    &format!("deleting helper pod {helper} failed: {e}"),
-                ]
-                .iter()
-                .filter(|s| !s.is_empty())
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; ");
-            }
-        }
+        let deleted = self
+            .delete_job_helper(claim.namespace.as_str(), &helper)
+            .await;
         result.finished_at = now_rfc3339();
-        let kind = match outcome {
-            Ok(()) => {
-                result.status = "succeeded".into();
-                None
-            }
-            Err(f) => {
-                result.status = f.status().into();
-                result.stage = f.stage.into();
-                result.error = if result.error.is_empty() {
-                    f.message
-                } else {
-                    format!("{}; {}", f.message, result.error)
-                };
-                result.artifact.clear();
-                result.sha256.clear();
-                result.bytes_stored = 0;
-                Some(f.kind)
-            }
-        };
+        let kind = settle(
+            outcome,
+            deleted,
+            &mut result.status,
+            &mut result.stage,
+            &mut result.error,
+        );
+        if kind.is_some() {
+            result.artifact.clear();
+            result.sha256.clear();
+            result.bytes_stored = 0;
+        }
         if let Err(e) = self.history.record_backup(&result.row(
             &opts.trigger,
             &opts.actor,

@@ -8,7 +8,7 @@
 
 use super::plan::{RestorePlan, RestoreTarget, claim_to_create};
 use crate::archive::decoder;
-use crate::backup::{JobFailure, fail, new_id, now_rfc3339, progress_ticker};
+use crate::backup::{JobFailure, fail, new_id, now_rfc3339, progress_ticker, settle};
 use crate::tar_check::TarCheck;
 use crate::verify::HashingReader;
 use crate::{App, Progress};
@@ -235,33 +235,17 @@ impl App {
                     "cancelled on request; the target may hold part of the data: restore again (with --clean)")),
             }
         };
-        if !result.helper_pod.is_empty()
-            && let Err(e) = nkvm_kube::helper::delete_helper(
-                &self.conn.client,
-                &plan.target.namespace,
-                &result.helper_pod,
-            )
-            .await
-        {
-            result.error = format!("deleting helper pod {} failed: {e}", result.helper_pod);
-        }
+        let deleted = self
+            .delete_job_helper(&plan.target.namespace, &result.helper_pod)
+            .await;
         result.finished_at = now_rfc3339();
-        let kind = match outcome {
-            Ok(()) => {
-                result.status = "succeeded".into();
-                None
-            }
-            Err(f) => {
-                result.status = f.status().into();
-                result.stage = f.stage.into();
-                result.error = [f.message, std::mem::take(&mut result.error)]
-                    .into_iter()
-                    .filter(|s| !s.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                Some(f.kind)
-            }
-        };
+        let kind = settle(
+            outcome,
+            deleted,
+            &mut result.status,
+            &mut result.stage,
+            &mut result.error,
+        );
         if let Err(e) = self
             .history
             .record_restore(&result.row(opts, &cluster, kind))
