@@ -64,6 +64,21 @@ async fn listed_faults(c: &TestCluster) -> Value {
     body["faults"].clone()
 }
 
+/// After a fault with count=1 fired: the faulted exec's process goes away, and the next
+/// stream is whole.
+async fn killed_then_whole(c: &TestCluster, ns: &str, marker: &str, what: &str) {
+    eventually(what, Duration::from_secs(10), || async {
+        (processes_mentioning(marker) == 0).then_some(())
+    })
+    .await;
+    let whole = exec_zeros(c, ns, marker).await.ok();
+    assert_eq!(
+        whole.stdout.len(),
+        TOTAL,
+        "count=1: the next stream is whole"
+    );
+}
+
 fn processes_mentioning(marker: &str) -> usize {
     let out = std::process::Command::new("pgrep")
         .args(["-f", marker])
@@ -117,18 +132,7 @@ async fn exec_cut_after_drops_count_streams_mid_stdout_and_kills_the_process() {
         "{}",
         cut.stderr
     );
-    eventually(
-        "the cut exec's process to be killed",
-        Duration::from_secs(10),
-        || async { (processes_mentioning(&marker) == 0).then_some(()) },
-    )
-    .await;
-    let whole = exec_zeros(&c, &ns, &marker).await.ok();
-    assert_eq!(
-        whole.stdout.len(),
-        TOTAL,
-        "count=1: the next stream is whole"
-    );
+    killed_then_whole(&c, &ns, &marker, "the cut exec's process to be killed").await;
     c.stop().await;
 }
 
@@ -176,18 +180,7 @@ async fn exec_stall_after_keeps_kubectl_waiting_until_it_gives_up() {
     );
     kubectl.kill().await.expect("kill kubectl");
     let _ = tokio::time::timeout(Duration::from_secs(5), reading).await;
-    eventually(
-        "the stalled exec's process to be killed",
-        Duration::from_secs(10),
-        || async { (processes_mentioning(&marker) == 0).then_some(()) },
-    )
-    .await;
-    let whole = exec_zeros(&c, &ns, &marker).await.ok();
-    assert_eq!(
-        whole.stdout.len(),
-        TOTAL,
-        "count=1: the next stream is whole"
-    );
+    killed_then_whole(&c, &ns, &marker, "the stalled exec's process to be killed").await;
     c.stop().await;
 }
 
