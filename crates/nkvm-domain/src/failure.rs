@@ -53,4 +53,55 @@ impl FailureKind {
             FailureKind::Internal => "internal",
         }
     }
+
+    /// Every kind, in declaration order.
+    pub const ALL: &'static [FailureKind] = &[
+        FailureKind::InvalidInput,
+        FailureKind::NotFound,
+        FailureKind::Forbidden,
+        FailureKind::Conflict,
+        FailureKind::Timeout,
+        FailureKind::ClusterUnavailable,
+        FailureKind::StorageUnavailable,
+        FailureKind::CommandFailed,
+        FailureKind::Cancelled,
+        FailureKind::Internal,
+    ];
+
+    /// The kind whose [`label`](Self::label) is `label`, as history columns store it.
+    pub fn from_label(label: &str) -> Option<FailureKind> {
+        FailureKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.label() == label)
+    }
+}
+
+/// An error that reaches a user (a page, a CLI message, a history row): its kind decides the
+/// exit code, the HTTP status, the history's failure column and the metric label.
+pub trait UserError: std::error::Error {
+    /// What kind of failure it is.
+    fn kind(&self) -> FailureKind;
+}
+
+/// Serializes an optional failure kind as its [`FailureKind::label`], `""` for none: the shape
+/// history rows and job results carry (`#[serde(serialize_with = ...)]`).
+pub fn serialize_label<S: serde::Serializer>(
+    kind: &Option<FailureKind>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(kind.map_or("", FailureKind::label))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_round_trip() {
+        for k in FailureKind::ALL {
+            assert_eq!(FailureKind::from_label(k.label()), Some(*k));
+        }
+        assert_eq!(FailureKind::from_label("nope"), None);
+    }
 }

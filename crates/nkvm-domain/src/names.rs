@@ -149,6 +149,12 @@ impl fmt::Display for Allowlist {
     }
 }
 
+impl crate::UserError for NameError {
+    fn kind(&self) -> crate::FailureKind {
+        crate::FailureKind::InvalidInput
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,6 +71,28 @@ pub fn format_binary(bytes: u64) -> String {
     format!("{mib}Mi")
 }
 
+/// Bytes for people to read: `512 B`, `1.5 MiB` (binary units, one decimal).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+impl crate::UserError for QuantityError {
+    fn kind(&self) -> crate::FailureKind {
+        crate::FailureKind::InvalidInput
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,10 @@
 //! The CPU half of a backup: the tar stream arriving from the helper pod is followed by
-//! [`TarCheck`](crate::tar_check::TarCheck), compressed, and written into the store's partial
+//! [`TarStructureCheck`](crate::tar_check::TarStructureCheck), compressed, and written into the store's partial
 //! archive. It runs on a blocking thread fed by a bounded channel, so the async runtime never
 //! compresses and memory stays flat whatever the volume's size.
 
-use crate::archive_safety::{Contents, UnsafeArchive, check_tar};
-use crate::tar_check::{TarCheck, TarError};
+use crate::archive_safety::{Contents, UnsafeArchive, check_member_safety};
+use crate::tar_check::{TarError, TarStructureCheck};
 use bytes::Bytes;
 use nkvm_domain::Compression;
 use std::io::Write;
@@ -21,6 +21,8 @@ pub struct Archived<W> {
     pub bytes_read: u64,
     /// Tar entries seen.
     pub entries: u64,
+    /// Device nodes among them (a restore refuses them).
+    pub devices: u64,
     /// The writer, with every compressed byte written and flushed.
     pub writer: W,
 }
@@ -178,9 +180,10 @@ pub fn archive<W: Write + Send>(
             .map_err(|_| std::io::Error::other("the store writer panicked"))?;
         // The store's own error explains a broken hand-off better than the hand-off does.
         match (compressed, stored) {
-            (Ok((bytes_read, entries)), Ok(writer)) => Ok(Archived {
+            (Ok((bytes_read, entries, devices)), Ok(writer)) => Ok(Archived {
                 bytes_read,
                 entries,
+                devices,
                 writer,
             }),
             (Err(ArchiveError::Write(_)), Err(e)) | (Ok(_), Err(e)) => Err(e.into()),
@@ -189,15 +192,15 @@ pub fn archive<W: Write + Send>(
     })
 }
 
-/// The compressing half of [`archive`]: returns tar bytes read and tar entries.
+/// The compressing half of [`archive`]: returns tar bytes read, tar entries and device nodes.
 fn compress(
     mut chunks: mpsc::Receiver<Bytes>,
     out: Handoff,
     opts: &CompressionOptions,
     read_so_far: &AtomicU64,
-) -> Result<(u64, u64), ArchiveError> {
+) -> Result<(u64, u64, u64), ArchiveError> {
     let mut encoder = Encoder::new(out, opts)?;
-    let mut check = TarCheck::new();
+    let mut check = TarStructureCheck::new();
     let mut bytes_read = 0u64;
     while let Some(chunk) = chunks.blocking_recv() {
         check.feed(&chunk)?;
@@ -208,7 +211,7 @@ fn compress(
     check.finish()?;
     // Flushed by `finish`; dropping it then ends the storing thread's input.
     drop(encoder.finish()?);
-    Ok((bytes_read, check.entries()))
+    Ok((bytes_read, check.entries(), check.devices()))
 }
 
 /// The decompressing reader for a stored archive.
@@ -230,7 +233,17 @@ pub fn check_archive(
     reader: impl std::io::Read,
     compression: Compression,
 ) -> Result<Contents, UnsafeArchive> {
-    check_tar(decoder(reader, compression)?)
+    check_member_safety(decoder(reader, compression)?)
+}
+
+impl nkvm_domain::UserError for ArchiveError {
+    /// A broken tar stream is the helper's command failing; a write error is the store's.
+    fn kind(&self) -> nkvm_domain::FailureKind {
+        match self {
+            ArchiveError::Tar(_) => nkvm_domain::FailureKind::CommandFailed,
+            ArchiveError::Write(_) => nkvm_domain::FailureKind::StorageUnavailable,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,14 @@
 //!
 //! The member list comes from the `tar` crate (it resolves pax and GNU long names); the
 //! stream's structure (checksums, end-of-archive, truncation) is followed at the same time
-//! by [`TarCheck`], over the same bytes.
+//! by [`TarStructureCheck`], over the same bytes.
+//!
+//! A restore applies the rules to the stream it sends, not only to the archive it planned
+//! with: [`release_safe_members`] hands bytes on only once every member header among them has
+//! passed, so a file swapped in the store after planning cannot slip a hostile member in.
 
-use crate::tar_check::{TarCheck, TarError};
+use crate::tar_check::{TarError, TarStructureCheck};
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::io::Read;
 
@@ -48,21 +53,63 @@ pub struct Contents {
     pub members: u64,
 }
 
-/// Feeds every byte read through it to a [`TarCheck`].
-struct FollowingReader<R> {
-    inner: R,
-    check: TarCheck,
-    bytes: u64,
-    broken: Option<TarError>,
+/// Bytes read but not yet known to be safe, and where they go once they are.
+struct Gate<F> {
+    pending: Vec<u8>,
+    sink: F,
 }
 
-impl<R: Read> Read for FollowingReader<R> {
+impl<F: FnMut(&[u8]) -> std::io::Result<()>> Gate<F> {
+    /// Clears the setuid and setgid bits of the member header just read (`header`, found
+    /// among the bytes held: extension blocks may follow it), fixing its checksum.
+    fn strip_set_id(&mut self, header: &[u8; 512]) -> std::io::Result<()> {
+        let Some(start) = self.pending.windows(512).rposition(|w| w == header) else {
+            return Err(std::io::Error::other(
+                "a member header was not where the archive reader found it",
+            ));
+        };
+        let block = &mut self.pending[start..start + 512];
+        let mut header = tar::Header::new_old();
+        header.as_mut_bytes().copy_from_slice(block);
+        let mode = header.mode()?;
+        if mode & 0o6000 != 0 {
+            header.set_mode(mode & !0o6000);
+            header.set_cksum();
+            block.copy_from_slice(header.as_bytes());
+        }
+        Ok(())
+    }
+
+    /// Hands every byte held so far to the sink.
+    fn release(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            (self.sink)(&self.pending)?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Feeds every byte read through it to a [`TarStructureCheck`], and (with a gate) holds it
+/// there until the caller releases it.
+struct FollowingReader<'g, R, F> {
+    inner: R,
+    check: TarStructureCheck,
+    bytes: u64,
+    broken: Option<TarError>,
+    gate: Option<&'g RefCell<Gate<F>>>,
+}
+
+impl<R: Read, F> Read for FollowingReader<'_, R, F> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         if self.broken.is_none()
             && let Err(e) = self.check.feed(&buf[..n])
         {
             self.broken = Some(e);
+        }
+        if let Some(gate) = self.gate {
+            gate.borrow_mut().pending.extend_from_slice(&buf[..n]);
         }
         self.bytes += n as u64;
         Ok(n)
@@ -149,23 +196,59 @@ impl MemberRules {
 }
 
 /// Reads a decompressed tar stream to its end, checking its structure and every member.
-pub fn check_tar(reader: impl Read) -> Result<Contents, UnsafeArchive> {
+pub fn check_member_safety(reader: impl Read) -> Result<Contents, UnsafeArchive> {
+    follow::<_, fn(&[u8]) -> std::io::Result<()>>(reader, None, false)
+}
+
+/// Like [`check_member_safety`], and hands the stream's bytes to `sink` as it goes, but never
+/// a member header before it passed the rules: a hostile member fails the check before any
+/// of its bytes reach the sink. A member's data is handed on as it is read, so memory stays
+/// bounded by the read size, not by the member's size. With `strip_set_id`, every member's
+/// setuid and setgid bits are cleared on the way.
+pub fn release_safe_members(
+    reader: impl Read,
+    strip_set_id: bool,
+    sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<Contents, UnsafeArchive> {
+    let gate = RefCell::new(Gate {
+        pending: Vec::new(),
+        sink,
+    });
+    follow(reader, Some(&gate), strip_set_id)
+}
+
+fn follow<R: Read, F: FnMut(&[u8]) -> std::io::Result<()>>(
+    reader: R,
+    gate: Option<&RefCell<Gate<F>>>,
+    strip_set_id: bool,
+) -> Result<Contents, UnsafeArchive> {
+    let release = || gate.map_or(Ok(()), |g| g.borrow_mut().release());
     let mut following = FollowingReader {
         inner: reader,
-        check: TarCheck::new(),
+        check: TarStructureCheck::new(),
         bytes: 0,
         broken: None,
+        gate,
     };
     let mut rules = MemberRules::new();
     let mut members = 0u64;
     {
         let mut archive = tar::Archive::new(&mut following);
+        let mut buf = vec![0u8; 1 << 16];
         for entry in archive.entries()? {
-            let entry = entry?;
+            let mut entry = entry?;
             let kind = entry.header().entry_type();
-            let link = entry.link_name_bytes();
+            let link = entry.link_name_bytes().map(|l| l.into_owned());
             rules.check(&entry.path_bytes(), kind, link.as_deref())?;
             members += 1;
+            if let (Some(g), true) = (gate, strip_set_id) {
+                g.borrow_mut().strip_set_id(entry.header().as_bytes())?;
+            }
+            release()?;
+            // The member's data, passed on as it is read (its header has passed).
+            while entry.read(&mut buf)? > 0 {
+                release()?;
+            }
         }
     }
     // The tar crate stops at the first zero block; the rest (the second zero block and the
@@ -175,6 +258,7 @@ pub fn check_tar(reader: impl Read) -> Result<Contents, UnsafeArchive> {
         return Err(e.into());
     }
     following.check.finish()?;
+    release()?;
     Ok(Contents {
         tar_bytes: following.bytes,
         members,
@@ -217,7 +301,9 @@ mod tests {
     }
 
     fn refused(members: &[(&str, EntryType, Option<&str>)]) -> String {
-        check_tar(&archive(members)[..]).unwrap_err().to_string()
+        check_member_safety(&archive(members)[..])
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -231,7 +317,7 @@ mod tests {
             ("./etc/again", EntryType::Link, Some("./etc/conf")),
             ("./fifo", EntryType::Fifo, None),
         ]);
-        let c = check_tar(&tar[..]).unwrap();
+        let c = check_member_safety(&tar[..]).unwrap();
         assert_eq!((c.members, c.tar_bytes), (7, tar.len() as u64));
     }
 
@@ -276,10 +362,68 @@ mod tests {
     #[test]
     fn a_truncated_stream_is_a_structure_error() {
         let tar = archive(&[("./f", EntryType::Regular, None)]);
-        let e = check_tar(&tar[..700]).unwrap_err();
+        let e = check_member_safety(&tar[..700]).unwrap_err();
         assert!(
             matches!(e, UnsafeArchive::Structure(_) | UnsafeArchive::Read(_)),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_hostile_member_is_refused_before_any_of_its_bytes_are_released() {
+        let tar = archive(&[
+            ("ok.txt", EntryType::Regular, None),
+            ("../evil", EntryType::Regular, None),
+        ]);
+        let mut released = Vec::new();
+        let e = release_safe_members(&tar[..], false, |b| {
+            released.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("`..`"), "{e}");
+        // The first member (its header and data) went out; the hostile header did not, nor
+        // the padding read with it.
+        assert_eq!(released, tar[..515]);
+    }
+
+    #[test]
+    fn a_safe_archive_is_released_whole() {
+        let tar = archive(&[
+            ("dir", EntryType::Directory, None),
+            ("dir/a", EntryType::Regular, None),
+            ("link", EntryType::Symlink, Some("dir/a")),
+        ]);
+        let mut released = Vec::new();
+        let contents = release_safe_members(&tar[..], false, |b| {
+            released.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(released, tar);
+        assert_eq!(
+            (contents.members, contents.tar_bytes),
+            (3, tar.len() as u64)
+        );
+    }
+
+    #[test]
+    fn set_id_bits_are_cleared_on_the_way_when_asked() {
+        let mut b = Builder::new(Vec::new());
+        let mut h = header("suid", EntryType::Regular, 3);
+        h.set_mode(0o6755);
+        h.set_cksum();
+        b.append(&h, &b"abc"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let mut released = Vec::new();
+        release_safe_members(&tar[..], true, |b| {
+            released.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        let mut archive = tar::Archive::new(&released[..]);
+        let entry = archive.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(entry.header().mode().unwrap(), 0o755);
+        assert_eq!(released.len(), tar.len());
     }
 }

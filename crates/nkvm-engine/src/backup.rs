@@ -1,18 +1,23 @@
 //! Backup jobs: for each claim, refuse early when it cannot be read safely, run a read-only
 //! helper pod where the claim can be mounted, stream `tar` out of it over exec into the
 //! archive pipeline, and keep the archive only when everything proved complete: exit status
-//! 0 with a status frame, the tar end-of-archive seen, and the store's commit done. The
-//! helper pod is deleted whatever happens; every job leaves a history row and audit entries.
+//! 0 with a status frame, the tar end-of-archive seen, and the store's commit done. The job
+//! lifecycle ([`crate::lifecycle`]) deletes the helper pod whatever happens and writes the
+//! history row and audit entries.
 
-use crate::archive::{self, CompressionOptions};
+use crate::archive::{self, Archived, CompressionOptions};
+use crate::job_helper::RunningHelper;
+use crate::lifecycle::{
+    JobEnd, JobFailure, JobResult, JobSpec, Tracker, fail, new_id, now_rfc3339,
+};
 use crate::{App, EngineError, Scope};
 use bytes::Bytes;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::Api;
-use nkvm_domain::{BackupId, FailureKind, PvcRecord, PvcRef};
-use nkvm_history::BackupRow;
-use nkvm_kube::helper_pod::{self, HelperMode, HelperPodOptions};
-use nkvm_store::{ArchiveKey, Manifest, PvcIdentity};
+use nkvm_domain::UserError;
+use nkvm_domain::{BackupId, FailureKind, JobStatus, PvcRecord, PvcRef, Stage, Trigger};
+use nkvm_history::{BackupRow, HistoryError};
+use nkvm_kube::helper::{self, HelperMode, HelperPodOptions};
+use nkvm_kube::tar_command::ArchiveExit;
+use nkvm_store::{ArchiveKey, ArchiveWriter, Manifest, PvcIdentity, StoredArchive};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,8 +30,8 @@ pub struct BackupOptions {
     pub compression: CompressionOptions,
     /// Claims backed up at once.
     pub parallel: usize,
-    /// `cli`, `ui` or `schedule`.
-    pub trigger: String,
+    /// What started it.
+    pub trigger: Trigger,
     /// Who asked.
     pub actor: String,
 }
@@ -38,7 +43,7 @@ pub struct BackupResult {
     /// Backup id.
     pub id: String,
     /// `succeeded`, `failed`, `cancelled`.
-    pub status: String,
+    pub status: JobStatus,
     /// Cluster id.
     pub cluster: String,
     /// Namespace.
@@ -62,43 +67,97 @@ pub struct BackupResult {
     /// Archive path in the store ("" when nothing was kept).
     pub artifact: String,
     /// Last stage reached (the failing one on failure).
-    pub stage: String,
+    pub stage: Stage,
+    /// What kind of failure it was (`""` on success).
+    #[serde(serialize_with = "nkvm_domain::failure::serialize_label")]
+    pub failure_kind: Option<FailureKind>,
     /// Why it failed ("" on success).
     pub error: String,
+    /// What the operator should know about a backup that succeeded (device nodes that a
+    /// restore will refuse).
+    pub warnings: Vec<String>,
 }
 
-impl BackupResult {
-    /// The history row for it.
-    fn row(
-        &self,
-        trigger: &str,
-        actor: &str,
-        helper_pod: &str,
-        node: &str,
-        kind: Option<FailureKind>,
-    ) -> BackupRow {
-        BackupRow {
-            id: self.id.clone(),
+/// What a backup job knows before it starts, to build its result and row however it ends.
+struct BackupFacts {
+    id: BackupId,
+    cluster: String,
+    claim: PvcRef,
+    pvc_uid: String,
+    compression: &'static str,
+    trigger: Trigger,
+    actor: String,
+}
+
+/// What a backup's steps return on success.
+struct Kept {
+    bytes_read: u64,
+    stored: StoredArchive,
+    warnings: Vec<String>,
+}
+
+/// A backup's result with the history row it leaves.
+#[derive(Clone)]
+struct BackupJob {
+    result: BackupResult,
+    row: BackupRow,
+}
+
+impl JobResult for BackupJob {
+    fn record(&self, app: &App) -> Result<(), HistoryError> {
+        app.history.record_backup(&self.row)
+    }
+
+    fn into_progress(self) -> Progress {
+        Progress::Done(Box::new(self.result))
+    }
+}
+
+impl BackupFacts {
+    /// The result and row of a job that ended as `end` (`kept` on success only).
+    fn job(&self, end: &JobEnd, kept: Option<&Kept>) -> BackupJob {
+        let result = BackupResult {
+            id: self.id.to_string(),
+            status: end.status,
             cluster: self.cluster.clone(),
-            namespace: self.namespace.clone(),
-            pvc: self.pvc.clone(),
+            namespace: self.claim.namespace.to_string(),
+            pvc: self.claim.name.to_string(),
             pvc_uid: self.pvc_uid.clone(),
-            trigger: trigger.into(),
-            actor: actor.into(),
-            status: self.status.clone(),
-            stage: self.stage.clone(),
-            failure_kind: kind.map(|k| k.label().to_string()).unwrap_or_default(),
-            error: self.error.clone(),
-            started_at: self.started_at.clone(),
-            finished_at: (!self.finished_at.is_empty()).then(|| self.finished_at.clone()),
-            bytes_read: self.bytes_read,
-            bytes_stored: self.bytes_stored,
-            sha256: self.sha256.clone(),
-            compression: self.compression.clone(),
-            artifact: self.artifact.clone(),
-            helper_pod: helper_pod.into(),
-            node: node.into(),
-        }
+            started_at: end.started_at.clone(),
+            finished_at: end.finished_at.clone(),
+            bytes_read: kept.map_or(end.bytes, |k| k.bytes_read),
+            bytes_stored: kept.map_or(0, |k| k.stored.bytes_stored),
+            sha256: kept.map(|k| k.stored.sha256.clone()).unwrap_or_default(),
+            compression: self.compression.into(),
+            artifact: kept.map(|k| k.stored.artifact.clone()).unwrap_or_default(),
+            stage: end.stage,
+            failure_kind: end.failure,
+            error: end.error.clone(),
+            warnings: kept.map(|k| k.warnings.clone()).unwrap_or_default(),
+        };
+        let row = BackupRow {
+            id: result.id.clone(),
+            cluster: result.cluster.clone(),
+            namespace: result.namespace.clone(),
+            pvc: result.pvc.clone(),
+            pvc_uid: result.pvc_uid.clone(),
+            trigger: self.trigger,
+            actor: self.actor.clone(),
+            status: result.status,
+            stage: result.stage,
+            failure_kind: end.failure,
+            error: result.error.clone(),
+            started_at: result.started_at.clone(),
+            finished_at: (!result.finished_at.is_empty()).then(|| result.finished_at.clone()),
+            bytes_read: result.bytes_read,
+            bytes_stored: result.bytes_stored,
+            sha256: result.sha256.clone(),
+            compression: result.compression.clone(),
+            artifact: result.artifact.clone(),
+            helper_pod: end.helper_pod.clone(),
+            node: end.node.clone(),
+        };
+        BackupJob { result, row }
     }
 }
 
@@ -111,8 +170,8 @@ pub enum Progress {
         pvc: String,
         /// Backup id.
         id: String,
-        /// Stage name.
-        stage: &'static str,
+        /// The stage entered.
+        stage: Stage,
     },
     /// Tar bytes read so far by a running job (sent about once a second).
     Bytes {
@@ -127,127 +186,6 @@ pub enum Progress {
     Done(Box<BackupResult>),
     /// A restore job ended.
     RestoreDone(Box<crate::RestoreResult>),
-}
-
-/// A spawned task that is aborted when this handle is dropped.
-pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Sends `Progress::Bytes` with `counter`'s value about once a second until dropped.
-/// Aborted when dropped: a cancelled job drops its future, and a ticker left running would
-/// hold a progress sender open forever.
-pub(crate) fn progress_ticker(
-    progress: Option<&mpsc::UnboundedSender<Progress>>,
-    pvc: String,
-    id: &str,
-    counter: &Arc<std::sync::atomic::AtomicU64>,
-) -> Option<AbortOnDrop> {
-    let (p, id, counter) = (progress?.clone(), id.to_string(), counter.clone());
-    Some(AbortOnDrop(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let read = counter.load(std::sync::atomic::Ordering::Relaxed);
-            let update = Progress::Bytes {
-                pvc: pvc.clone(),
-                id: id.clone(),
-                read,
-            };
-            if p.send(update).is_err() {
-                return;
-            }
-        }
-    })))
-}
-
-/// A job failure: the stage it happened in, its kind and message.
-pub(crate) struct JobFailure {
-    pub(crate) stage: &'static str,
-    pub(crate) kind: FailureKind,
-    pub(crate) message: String,
-}
-
-impl JobFailure {
-    /// The job status it leaves: `cancelled` when asked to stop, else `failed`.
-    pub(crate) fn status(&self) -> &'static str {
-        if self.kind == FailureKind::Cancelled {
-            "cancelled"
-        } else {
-            "failed"
-        }
-    }
-}
-
-/// Applies a job's outcome to its status, stage and error, after the helper pod's deletion
-/// (`deleted`: why it failed, if it did); returns the failure kind, `None` on success.
-pub(crate) fn settle(
-    outcome: Result<(), JobFailure>,
-    deleted: Result<(), String>,
-    status: &mut String,
-    stage: &mut String,
-    error: &mut String,
-) -> Option<FailureKind> {
-    let (kind, message) = match outcome {
-        Ok(()) => {
-            *status = "succeeded".into();
-            (None, String::new())
-        }
-        Err(f) => {
-            *status = f.status().into();
-            *stage = f.stage.into();
-            (Some(f.kind), f.message)
-        }
-    };
-    *error = [message, deleted.err().unwrap_or_default()]
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ");
-    kind
-}
-
-impl App {
-    /// Deletes a job's helper pod, if it made one. The pod goes whatever happened to the job;
-    /// a failure to delete it is returned for the job's record.
-    pub(crate) async fn delete_job_helper(&self, namespace: &str, pod: &str) -> Result<(), String> {
-        if pod.is_empty() {
-            return Ok(());
-        }
-        nkvm_kube::helper::delete_helper(&self.conn.client, namespace, pod)
-            .await
-            .map_err(|e| format!("deleting helper pod {pod} failed: {e}"))
-    }
-}
-
-pub(crate) fn fail(
-    stage: &'static str,
-    kind: FailureKind,
-    message: impl Into<String>,
-) -> JobFailure {
-    JobFailure {
-        stage,
-        kind,
-        message: message.into(),
-    }
-}
-
-pub(crate) fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
-pub(crate) fn new_id() -> BackupId {
-    let stamp = jiff::Timestamp::now()
-        .strftime("%Y%m%dT%H%M%SZ")
-        .to_string();
-    BackupId::new(&stamp, rand::random::<u32>()).expect("a generated id has the id shape")
 }
 
 impl App {
@@ -310,138 +248,97 @@ impl App {
         record: Option<PvcRecord>,
         opts: &BackupOptions,
         progress: Option<&mpsc::UnboundedSender<Progress>>,
-        mut cancel: watch::Receiver<bool>,
+        cancel: watch::Receiver<bool>,
     ) -> BackupResult {
-        let id = new_id();
-        let mut result = BackupResult {
-            id: id.to_string(),
-            status: "running".into(),
+        let facts = BackupFacts {
+            id: new_id(),
             cluster: self.conn.info.id.clone(),
-            namespace: claim.namespace.to_string(),
-            pvc: claim.name.to_string(),
+            claim: claim.clone(),
             pvc_uid: record.as_ref().map(|r| r.uid.clone()).unwrap_or_default(),
-            started_at: now_rfc3339(),
-            finished_at: String::new(),
-            bytes_read: 0,
-            bytes_stored: 0,
-            sha256: String::new(),
-            compression: opts.compression.compression.as_str().into(),
-            artifact: String::new(),
-            stage: "resolve".into(),
-            error: String::new(),
+            compression: opts.compression.compression.as_str(),
+            trigger: opts.trigger,
+            actor: opts.actor.clone(),
         };
-        let _ = self.history.audit(
-            &result.started_at,
-            &opts.actor,
-            "backup.start",
-            &claim.to_string(),
-            &result.id,
+        let tracker = Tracker::new(
+            facts.id.to_string(),
+            claim.to_string(),
+            Stage::Resolve,
+            progress.cloned(),
         );
-        let mut helper = String::new();
-        let mut node = String::new();
-        let outcome = {
-            let run = self.run_backup(
-                claim,
-                record,
-                &id,
-                opts,
-                progress,
-                &mut result,
-                &mut helper,
-                &mut node,
-            );
-            tokio::select! {
-                r = run => r,
-                _ = cancel.wait_for(|c| *c) => Err(fail("cancelled", FailureKind::Cancelled, "cancelled on request; no archive was kept")),
-            }
+        let spec = JobSpec {
+            action: "backup",
+            actor: &opts.actor,
+            target: claim.to_string(),
+            detail: facts.id.to_string(),
+            cancelled: "cancelled on request; no archive was kept",
         };
-        let deleted = self
-            .delete_job_helper(claim.namespace.as_str(), &helper)
-            .await;
-        result.finished_at = now_rfc3339();
-        let kind = settle(
-            outcome,
-            deleted,
-            &mut result.status,
-            &mut result.stage,
-            &mut result.error,
-        );
-        if kind.is_some() {
-            result.artifact.clear();
-            result.sha256.clear();
-            result.bytes_stored = 0;
-        }
-        if let Err(e) = self.history.record_backup(&result.row(
-            &opts.trigger,
-            &opts.actor,
-            &helper,
-            &node,
-            kind,
-        )) {
-            tracing::error!(error = %e, id = %result.id, "recording the backup in history failed");
-        }
-        let _ = self.history.audit(
-            &result.finished_at,
-            &opts.actor,
-            &format!("backup.{}", result.status),
-            &claim.to_string(),
-            &result.id,
-        );
-        if let Some(p) = progress {
-            let _ = p.send(Progress::Done(Box::new(result.clone())));
-        }
-        result
+        let steps = self.backup_steps(&facts, record, opts, &tracker);
+        self.run_job(spec, &tracker, cancel, steps, |end, kept| {
+            facts.job(end, kept)
+        })
+        .await
+        .result
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn run_backup(
+    /// The backup's steps: resolve, helper pod, stream, commit.
+    async fn backup_steps(
         &self,
-        claim: &PvcRef,
+        facts: &BackupFacts,
         record: Option<PvcRecord>,
-        id: &BackupId,
         opts: &BackupOptions,
-        progress: Option<&mpsc::UnboundedSender<Progress>>,
-        result: &mut BackupResult,
-        helper: &mut String,
-        node_out: &mut String,
-    ) -> Result<(), JobFailure> {
-        let stage = |result: &mut BackupResult, s: &'static str| {
-            result.stage = s.into();
-            if let Some(p) = progress {
-                let _ = p.send(Progress::Stage {
-                    pvc: claim.to_string(),
-                    id: result.id.clone(),
-                    stage: s,
-                });
-            }
+        tracker: &Tracker,
+    ) -> Result<Kept, JobFailure> {
+        let claim = &facts.claim;
+        let record = backupable(claim, record)?;
+        let pvc = self.read_claim(claim, Stage::Resolve).await?;
+        let helper_opts = self.backup_helper_options(&facts.id, claim, &record).await;
+        let helper = self.start_helper(tracker, &helper_opts).await?;
+        tracker.enter(Stage::Stream);
+        let archived = self
+            .stream_backup(facts, &helper, &opts.compression, tracker)
+            .await?;
+        tracker.enter(Stage::Commit);
+        let bytes_read = archived.bytes_read;
+        let warnings = device_warning(claim, archived.devices)
+            .into_iter()
+            .collect();
+        let manifest = Manifest {
+            format_version: nkvm_store::FORMAT_VERSION,
+            backup_id: facts.id.clone(),
+            cluster: facts.cluster.clone(),
+            namespace: claim.namespace.to_string(),
+            pvc: PvcIdentity {
+                name: claim.name.to_string(),
+                uid: facts.pvc_uid.clone(),
+            },
+            pvc_spec: serde_json::to_value(&pvc.spec).unwrap_or_default(),
+            node: helper.node.clone(),
+            started_at: tracker.started_at().into(),
+            finished_at: now_rfc3339(),
+            bytes_read,
+            bytes_stored: 0,
+            sha256: String::new(),
+            compression: opts.compression.compression,
+            tool_version: format!("nkvm {}", env!("CARGO_PKG_VERSION")),
+            artifact: String::new(),
         };
-        let ns = claim.namespace.as_str();
-        let record = record.ok_or_else(|| {
-            fail(
-                "resolve",
-                FailureKind::NotFound,
-                format!("persistentvolumeclaim {claim} not found"),
-            )
-        })?;
-        if !record.backupable {
-            return Err(fail(
-                "resolve",
-                FailureKind::Conflict,
-                format!("{claim} cannot be backed up: {}", record.reason),
-            ));
-        }
-        self.history
-            .record_backup(&result.row(&opts.trigger, &opts.actor, "", "", None))
-            .map_err(|e| fail("resolve", FailureKind::StorageUnavailable, e.to_string()))?;
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.conn.client.clone(), ns);
-        let pvc = claims.get(claim.name.as_str()).await.map_err(|e| {
-            fail(
-                "resolve",
-                FailureKind::ClusterUnavailable,
-                format!("reading {claim}: {e}"),
-            )
-        })?;
-        let mut helper_opts = HelperPodOptions::new(
+        let stored = commit(archived.writer, manifest).await?;
+        Ok(Kept {
+            bytes_read,
+            stored,
+            warnings,
+        })
+    }
+
+    /// The helper pod for backing `claim` up: read-only, and for a ReadWriteOnce claim in use
+    /// on the node of its running consumer, with that pod's tolerations.
+    async fn backup_helper_options(
+        &self,
+        id: &BackupId,
+        claim: &PvcRef,
+        record: &PvcRecord,
+    ) -> HelperPodOptions {
+        let mut opts = HelperPodOptions::new(
             id.as_str(),
             claim.clone(),
             HelperMode::Backup,
@@ -454,64 +351,44 @@ impl App {
                 .find(|c| c.phase == "Running" && !c.node.is_empty())
         {
             // A ReadWriteOnce volume can only be mounted where it is attached: run beside its consumer.
-            helper_opts.node = Some(consumer.node.clone());
-            let pods: Api<Pod> = Api::namespaced(self.conn.client.clone(), ns);
-            if let Ok(p) = pods.get(&consumer.pod).await {
-                helper_opts.tolerations = p.spec.and_then(|s| s.tolerations).unwrap_or_default();
-            }
+            opts.node = Some(consumer.node.clone());
+            opts.tolerations = self
+                .consumer_tolerations(claim.namespace.as_str(), &consumer.pod)
+                .await;
         }
-        let pod = helper_pod::helper_pod(&helper_opts);
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        stage(result, "helper-pod");
-        nkvm_kube::helper::create_helper(&self.conn.client, &pod)
-            .await
-            .map_err(|e| fail("helper-pod", e.kind(), e.to_string()))?;
-        *helper = name.clone();
-        let running = nkvm_kube::helper::wait_running(
-            &self.conn.client,
-            ns,
-            &name,
-            self.settings.helper_pod_timeout,
-        )
-        .await
-        .map_err(|e| fail("helper-pod", e.kind(), e.to_string()))?;
-        *node_out = running.node.clone();
-        stage(result, "probe-tar");
-        let target = nkvm_kube::exec::ExecTarget::new(ns, &name, helper_pod::CONTAINER);
-        let probe =
-            nkvm_kube::exec::exec_capture(&self.conn.client, &target, &["tar", "--version"])
-                .await
-                .map_err(|e| fail("probe-tar", e.kind(), e.to_string()))?;
-        let flavor = nkvm_kube::tar_command::TarFlavor::detect(
-            probe.exit_code,
-            &probe.stdout,
-            &probe.stderr,
-        )
-        .map_err(|e| fail("probe-tar", FailureKind::CommandFailed, e.to_string()))?;
-        stage(result, "stream");
+        opts
+    }
+
+    /// Streams tar out of the helper into the archive pipeline; returns the archive (not yet
+    /// committed) only when tar exited cleanly and the stream was a complete tar.
+    async fn stream_backup(
+        &self,
+        facts: &BackupFacts,
+        helper: &RunningHelper,
+        compression: &CompressionOptions,
+        tracker: &Tracker,
+    ) -> Result<Archived<Box<dyn ArchiveWriter>>, JobFailure> {
         let key = ArchiveKey {
-            cluster: result.cluster.clone(),
-            namespace: ns.into(),
-            pvc: claim.name.to_string(),
-            id: id.clone(),
-            compression: opts.compression.compression,
+            cluster: facts.cluster.clone(),
+            namespace: facts.claim.namespace.to_string(),
+            pvc: facts.claim.name.to_string(),
+            id: facts.id.clone(),
+            compression: compression.compression,
         };
         let partial = self
             .store
             .begin(&key)
-            .map_err(|e| fail("stream", e.kind(), e.to_string()))?;
+            .map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))?;
         let (tx, rx) = mpsc::channel::<Bytes>(16);
-        let compression = opts.compression;
-        let read_so_far = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = read_so_far.clone();
+        let (compression, counter) = (*compression, tracker.bytes().clone());
         let pipeline = tokio::task::spawn_blocking(move || {
             archive::archive(rx, partial, &compression, &counter)
         });
-        let ticker = progress_ticker(progress, claim.to_string(), &result.id, &read_so_far);
-        let argv = flavor.archive_command(helper_pod::DATA_DIR);
+        let ticker = tracker.ticker();
+        let argv = helper.flavor.archive_command(helper::DATA_DIR);
         let exec = nkvm_kube::exec::exec_stream(
             &self.conn.client,
-            &target,
+            &helper.target,
             &argv,
             None,
             tx,
@@ -521,75 +398,81 @@ impl App {
         drop(ticker);
         let archived = pipeline.await.map_err(|e| {
             fail(
-                "stream",
+                Stage::Stream,
                 FailureKind::Internal,
                 format!("the archive pipeline panicked: {e}"),
             )
         })?;
-        let outcome = exec.map_err(|e| fail("stream", e.kind(), e.to_string()))?;
-        use nkvm_kube::tar_command::ArchiveExit;
-        let stderr = outcome.stderr.trim();
-        match flavor.archive_exit(outcome.exit_code) {
-            ArchiveExit::Complete => {}
-            // Only a complete, consistent read counts: a copy of files changing under tar may
-            // not restore to anything the application can use.
-            ArchiveExit::ChangedWhileReading => {
-                return Err(fail(
-                    "stream",
-                    FailureKind::CommandFailed,
-                    format!(
-                        "files changed while tar read them, so the archive is not a consistent copy; pause the writer (or scale it down) and retry. tar said: {stderr}"
-                    ),
-                ));
-            }
-            ArchiveExit::Failed => {
-                return Err(fail(
-                    "stream",
-                    FailureKind::CommandFailed,
-                    format!(
-                        "tar in the helper pod failed with exit code {}: {stderr}",
-                        outcome.exit_code
-                    ),
-                ));
-            }
-        }
-        let archived =
-            archived.map_err(|e| fail("stream", FailureKind::CommandFailed, e.to_string()))?;
-        result.bytes_read = archived.bytes_read;
-        stage(result, "commit");
-        let manifest = Manifest {
-            format_version: nkvm_store::FORMAT_VERSION,
-            backup_id: id.clone(),
-            cluster: result.cluster.clone(),
-            namespace: ns.into(),
-            pvc: PvcIdentity {
-                name: claim.name.to_string(),
-                uid: result.pvc_uid.clone(),
-            },
-            pvc_spec: serde_json::to_value(&pvc.spec).unwrap_or_default(),
-            node: node_out.clone(),
-            started_at: result.started_at.clone(),
-            finished_at: now_rfc3339(),
-            bytes_read: archived.bytes_read,
-            bytes_stored: 0,
-            sha256: String::new(),
-            compression: opts.compression.compression,
-            tool_version: format!("nkvm {}", env!("CARGO_PKG_VERSION")),
-            artifact: String::new(),
-        };
-        let stored = tokio::task::spawn_blocking(move || archived.writer.commit(&manifest))
-            .await
-            .map_err(|e| {
-                fail(
-                    "commit",
-                    FailureKind::Internal,
-                    format!("committing panicked: {e}"),
-                )
-            })?
-            .map_err(|e| fail("commit", e.kind(), e.to_string()))?;
-        result.artifact = stored.artifact;
-        result.bytes_stored = stored.bytes_stored;
-        result.sha256 = stored.sha256;
-        Ok(())
+        let outcome = exec.map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))?;
+        tar_exit_ok(helper, outcome.exit_code, outcome.stderr.trim())?;
+        archived.map_err(|e| fail(Stage::Stream, FailureKind::CommandFailed, e.to_string()))
     }
+}
+
+/// A warning for a volume holding device nodes: they are kept in the archive, but a restore
+/// refuses archives with devices, so the operator should know before they need one.
+fn device_warning(claim: &PvcRef, devices: u64) -> Option<String> {
+    (devices > 0).then(|| {
+        tracing::warn!(claim = %claim, devices, "the volume holds device nodes");
+        format!(
+            "{claim} holds {devices} device node(s); nkvm keeps them in the archive but refuses to restore archives with devices (extract such an archive by hand, or remove the device nodes from the volume)"
+        )
+    })
+}
+
+/// The claim's inventory record, when it can be backed up safely.
+fn backupable(claim: &PvcRef, record: Option<PvcRecord>) -> Result<PvcRecord, JobFailure> {
+    let record = record.ok_or_else(|| {
+        fail(
+            Stage::Resolve,
+            FailureKind::NotFound,
+            format!("persistentvolumeclaim {claim} not found"),
+        )
+    })?;
+    if !record.backupable {
+        return Err(fail(
+            Stage::Resolve,
+            FailureKind::Conflict,
+            format!("{claim} cannot be backed up: {}", record.reason),
+        ));
+    }
+    Ok(record)
+}
+
+/// Refuses a tar exit status that does not prove a complete, consistent read.
+fn tar_exit_ok(helper: &RunningHelper, exit_code: i32, stderr: &str) -> Result<(), JobFailure> {
+    match helper.flavor.archive_exit(exit_code) {
+        ArchiveExit::Complete => Ok(()),
+        // Only a complete, consistent read counts: a copy of files changing under tar may
+        // not restore to anything the application can use.
+        ArchiveExit::ChangedWhileReading => Err(fail(
+            Stage::Stream,
+            FailureKind::CommandFailed,
+            format!(
+                "files changed while tar read them, so the archive is not a consistent copy; pause the writer (or scale it down) and retry. tar said: {stderr}"
+            ),
+        )),
+        ArchiveExit::Failed => Err(fail(
+            Stage::Stream,
+            FailureKind::CommandFailed,
+            format!("tar in the helper pod failed with exit code {exit_code}: {stderr}"),
+        )),
+    }
+}
+
+/// Makes the archive and its manifest visible in the store (on a blocking thread: it fsyncs).
+async fn commit(
+    writer: Box<dyn ArchiveWriter>,
+    manifest: Manifest,
+) -> Result<StoredArchive, JobFailure> {
+    tokio::task::spawn_blocking(move || writer.commit(&manifest))
+        .await
+        .map_err(|e| {
+            fail(
+                Stage::Commit,
+                FailureKind::Internal,
+                format!("committing panicked: {e}"),
+            )
+        })?
+        .map_err(|e| fail(Stage::Commit, e.kind(), e.to_string()))
 }

@@ -6,11 +6,13 @@
 //! a broadcast channel (the UI's SSE stream), and shuts down gracefully: running items get a
 //! grace period, are then cancelled, and what still runs is marked interrupted in the history.
 
+use crate::lifecycle::now_rfc3339;
 use crate::session::{Workspace, detached};
 use crate::{
     App, BackupOptions, BackupResult, Progress, RestoreOptions, RestorePlan, RestoreResult,
 };
-use nkvm_domain::PvcRef;
+use nkvm_domain::UserError;
+use nkvm_domain::{FailureKind, JobStatus, PvcRef, Stage};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -48,52 +50,6 @@ impl JobKind {
     }
 }
 
-/// Where an item is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum ItemStatus {
-    /// Waiting for a free slot.
-    Queued,
-    /// Running.
-    Running,
-    /// Done, and the result proved complete.
-    Succeeded,
-    /// Done, and it failed.
-    Failed,
-    /// Stopped on request.
-    Cancelled,
-    /// Still running when nkvm shut down.
-    Interrupted,
-}
-
-impl ItemStatus {
-    /// Lower-case name, as history rows spell statuses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ItemStatus::Queued => "queued",
-            ItemStatus::Running => "running",
-            ItemStatus::Succeeded => "succeeded",
-            ItemStatus::Failed => "failed",
-            ItemStatus::Cancelled => "cancelled",
-            ItemStatus::Interrupted => "interrupted",
-        }
-    }
-
-    /// Whether the item has ended.
-    pub fn is_final(self) -> bool {
-        !matches!(self, ItemStatus::Queued | ItemStatus::Running)
-    }
-
-    fn from_result(status: &str) -> ItemStatus {
-        match status {
-            "succeeded" => ItemStatus::Succeeded,
-            "cancelled" => ItemStatus::Cancelled,
-            "interrupted" => ItemStatus::Interrupted,
-            _ => ItemStatus::Failed,
-        }
-    }
-}
-
 /// One claim's part of a job, as the jobs page shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -111,9 +67,9 @@ pub struct ItemState {
     /// Backup (or restore) id, once the engine assigned one.
     pub id: String,
     /// Where it is.
-    pub status: ItemStatus,
-    /// The engine's stage (`resolve`, `helper-pod`, `probe-tar`, `stream`, `commit`, ...).
-    pub stage: String,
+    pub status: JobStatus,
+    /// The engine's stage.
+    pub stage: Stage,
     /// Bytes moved so far (tar bytes read, or written on restore).
     pub bytes: u64,
     /// Bytes per second while streaming (average since streaming began).
@@ -122,6 +78,9 @@ pub struct ItemState {
     pub expected_bytes: Option<u64>,
     /// Seconds left at the current rate, when the size is known.
     pub eta_seconds: Option<u64>,
+    /// What kind of failure ended it, if one did.
+    #[serde(serialize_with = "nkvm_domain::failure::serialize_label")]
+    pub failure_kind: Option<FailureKind>,
     /// Why it failed ("" otherwise).
     pub error: String,
     /// What to do about the failure ("" otherwise).
@@ -196,9 +155,10 @@ pub struct ShutdownReport {
 
 /// What the engine returned for an item.
 struct ItemEnd {
-    status: ItemStatus,
+    status: JobStatus,
     id: String,
-    stage: String,
+    stage: Stage,
+    failure_kind: Option<FailureKind>,
     bytes: u64,
     error: String,
     artifact: String,
@@ -207,9 +167,10 @@ struct ItemEnd {
 impl ItemEnd {
     fn from_backup(r: &BackupResult) -> ItemEnd {
         ItemEnd {
-            status: ItemStatus::from_result(&r.status),
+            status: r.status,
             id: r.id.clone(),
-            stage: r.stage.clone(),
+            stage: r.stage,
+            failure_kind: r.failure_kind,
             bytes: r.bytes_read,
             error: r.error.clone(),
             artifact: r.artifact.clone(),
@@ -218,20 +179,22 @@ impl ItemEnd {
 
     fn from_restore(r: &RestoreResult) -> ItemEnd {
         ItemEnd {
-            status: ItemStatus::from_result(&r.status),
+            status: r.status,
             id: r.id.clone(),
-            stage: r.stage.clone(),
+            stage: r.stage,
+            failure_kind: r.failure_kind,
             bytes: r.bytes_written,
             error: r.error.clone(),
             artifact: String::new(),
         }
     }
 
-    fn refused(stage: &str, error: String) -> ItemEnd {
+    fn refused(stage: Stage, kind: FailureKind, error: String) -> ItemEnd {
         ItemEnd {
-            status: ItemStatus::Failed,
+            status: JobStatus::Failed,
             id: String::new(),
-            stage: stage.into(),
+            stage,
+            failure_kind: Some(kind),
             bytes: 0,
             error,
             artifact: String::new(),
@@ -240,47 +203,44 @@ impl ItemEnd {
 }
 
 /// The next step an operator can take after an item ended in `status` at `stage`.
-pub fn next_step(status: ItemStatus, stage: &str) -> &'static str {
+pub fn next_step(status: JobStatus, stage: Stage) -> &'static str {
     match (status, stage) {
-        (ItemStatus::Succeeded | ItemStatus::Queued | ItemStatus::Running, _) => "",
-        (ItemStatus::Cancelled, _) => {
-            "Cancelled on request; nothing was kept and the helper pod was removed. Start it again from the Volumes page."
+        (JobStatus::Succeeded | JobStatus::Queued | JobStatus::Running, _) => "",
+        (JobStatus::Cancelled, Stage::Queued) => {
+            "Cancelled before it started; nothing ran. Start it again from the Volumes page."
         }
-        (ItemStatus::Interrupted, _) => {
+        (JobStatus::Cancelled, _) => {
+            "Cancelled on request; nothing was kept and the helper pod, if one was made, was removed. Start it again from the Volumes page."
+        }
+        (JobStatus::Interrupted, _) => {
             "nkvm stopped while this ran; nothing was kept. Start it again from the Volumes page."
         }
-        (ItemStatus::Failed, "plan") => {
+        (JobStatus::Failed, Stage::Plan) => {
             "Plan the restore again from the backup's page: the target or the archive changed since it was planned."
         }
-        (ItemStatus::Failed, "create-pvc") => {
+        (JobStatus::Failed, Stage::CreatePvc) => {
             "Creating the target claim failed: check the storage class, the size and the namespace's quota, then plan again."
         }
-        (ItemStatus::Failed, "clean") => {
+        (JobStatus::Failed, Stage::Clean) => {
             "Emptying the target failed; nothing was extracted. Check the helper pod's permissions on the volume and retry."
         }
-        (ItemStatus::Failed, "resolve") => {
+        (JobStatus::Failed, Stage::Resolve) => {
             "Refresh the Volumes page: the claim must exist, be Bound, use volumeMode Filesystem, sit in an allowed namespace and not be held by a ReadWriteOncePod pod."
         }
-        (ItemStatus::Failed, "helper-pod") => {
+        (JobStatus::Failed, Stage::HelperPod) => {
             "Look at the namespace's events (kubectl get events -n NAMESPACE) for scheduling, image-pull or Multi-Attach problems; NKVM_HELPER_IMAGE and NKVM_HELPER_POD_TIMEOUT_SECONDS may need changing."
         }
-        (ItemStatus::Failed, "probe-tar") => {
+        (JobStatus::Failed, Stage::ProbeTar) => {
             "The helper image needs GNU tar or BusyBox tar: set NKVM_HELPER_IMAGE to one that has it."
         }
-        (ItemStatus::Failed, "stream") => {
+        (JobStatus::Failed, Stage::Stream) => {
             "Retry; if files changed while tar read them, pause or scale down the writer first. A broken stream points at the network or the API server; a failed restore may have left the target partly written."
         }
-        (ItemStatus::Failed, "commit") => {
+        (JobStatus::Failed, Stage::Commit) => {
             "Writing the archive failed: check free space and permissions of NKVM_BACKUP_DIR, then retry."
         }
-        (ItemStatus::Failed, _) => "Check the error above, fix the cause and retry.",
+        (JobStatus::Failed, _) => "Check the error above, fix the cause and retry.",
     }
-}
-
-fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
 }
 
 struct JobEntry {
@@ -382,12 +342,13 @@ impl Jobs {
                             Ok(Ok(results)) => match results.first() {
                                 Some(r) => ItemEnd::from_backup(r),
                                 None => ItemEnd::refused(
-                                    "resolve",
+                                    Stage::Resolve,
+                                    FailureKind::Internal,
                                     "the engine returned no result".into(),
                                 ),
                             },
-                            Ok(Err(e)) => ItemEnd::refused("resolve", e.to_string()),
-                            Err(e) => ItemEnd::refused("resolve", e.to_string()),
+                            Ok(Err(e)) => ItemEnd::refused(Stage::Resolve, e.kind(), e.to_string()),
+                            Err(e) => ItemEnd::refused(Stage::Resolve, e.kind(), e.to_string()),
                         }
                     }
                 },
@@ -420,7 +381,7 @@ impl Jobs {
             async move {
                 match run.await {
                     Ok(r) => ItemEnd::from_restore(&r),
-                    Err(e) => ItemEnd::refused("plan", e.to_string()),
+                    Err(e) => ItemEnd::refused(Stage::Plan, e.kind(), e.to_string()),
                 }
             }
         });
@@ -453,12 +414,13 @@ impl Jobs {
                 namespace,
                 pvc,
                 id: String::new(),
-                status: ItemStatus::Queued,
-                stage: "queued".into(),
+                status: JobStatus::Queued,
+                stage: Stage::Queued,
                 bytes: 0,
                 rate: None,
                 expected_bytes,
                 eta_seconds: None,
+                failure_kind: None,
                 error: String::new(),
                 hint: String::new(),
                 artifact: String::new(),
@@ -515,13 +477,13 @@ impl Jobs {
             let _slot = tokio::select! {
                 slot = slots.acquire_owned() => slot,
                 _ = cancel.wait_for(|c| *c) => {
-                    jobs.end(job, index, ItemEnd { status: ItemStatus::Cancelled, ..ItemEnd::refused("queued", "cancelled before it started".into()) });
+                    jobs.end(job, index, ItemEnd { status: JobStatus::Cancelled, ..ItemEnd::refused(Stage::Queued, FailureKind::Cancelled, "cancelled before it started".into()) });
                     return;
                 }
             };
             jobs.update(job, index, |item, entry_started, _| {
-                item.status = ItemStatus::Running;
-                item.stage = "resolve".into();
+                item.status = JobStatus::Running;
+                item.stage = Stage::Resolve;
                 item.started_at = now_rfc3339();
                 *entry_started = Some(Instant::now());
             });
@@ -571,8 +533,8 @@ impl Jobs {
             Progress::Stage { id, stage, .. } => {
                 self.update(job, index, |item, _, streaming| {
                     item.id = id;
-                    item.stage = stage.into();
-                    if stage == "stream" {
+                    item.stage = stage;
+                    if stage == Stage::Stream {
                         *streaming = Some(Instant::now());
                     }
                 });
@@ -600,11 +562,11 @@ impl Jobs {
     fn end(&self, job: JobId, index: usize, end: ItemEnd) {
         let updated = self.update(job, index, |item, _, streaming| {
             item.status = end.status;
-            item.stage = end.stage.clone();
+            item.stage = end.stage;
             if !end.id.is_empty() {
                 item.id = end.id.clone();
             }
-            if end.bytes > 0 || end.status == ItemStatus::Succeeded {
+            if end.bytes > 0 || end.status == JobStatus::Succeeded {
                 item.bytes = end.bytes;
             }
             if let Some(since) = streaming.take() {
@@ -612,8 +574,9 @@ impl Jobs {
                 item.rate = (secs > 0.0).then(|| item.bytes as f64 / secs);
             }
             item.eta_seconds = None;
+            item.failure_kind = end.failure_kind;
             item.error = end.error.clone();
-            item.hint = next_step(end.status, &end.stage).into();
+            item.hint = next_step(end.status, end.stage).into();
             item.artifact = end.artifact.clone();
             item.finished_at = now_rfc3339();
         });
@@ -714,12 +677,25 @@ impl Jobs {
                 job,
                 index,
                 ItemEnd {
-                    status: ItemStatus::Interrupted,
-                    ..ItemEnd::refused("shutdown", "nkvm shut down before this finished".into())
+                    status: JobStatus::Interrupted,
+                    ..ItemEnd::refused(
+                        Stage::Shutdown,
+                        FailureKind::Cancelled,
+                        "nkvm shut down before this finished".into(),
+                    )
                 },
             );
         }
         report
+    }
+}
+
+impl nkvm_domain::UserError for SubmitError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            SubmitError::ShuttingDown => FailureKind::Conflict,
+            SubmitError::Empty => FailureKind::InvalidInput,
+        }
     }
 }
 

@@ -7,19 +7,21 @@ pub mod archive_safety;
 mod backup;
 mod check;
 mod inventory;
+mod job_helper;
 pub mod jobs;
+mod lifecycle;
 mod recovery;
 pub mod restore;
 pub mod session;
 pub mod tar_check;
 pub mod verify;
+pub mod workspace;
 
 pub use backup::{BackupOptions, BackupResult, Progress};
 pub use check::CheckReport;
 pub use inventory::{Scope, backupability};
 pub use recovery::{
-    INDEX_ACTOR, INDEX_TRIGGER, IndexError, IndexReport, RecoveryReport, rebuild_index,
-    row_from_manifest,
+    INDEX_ACTOR, IndexError, IndexReport, RecoveryReport, rebuild_index, row_from_manifest,
 };
 pub use restore::{RestoreOptions, RestorePlan, RestoreRequest, RestoreResult};
 
@@ -102,9 +104,9 @@ pub enum EngineError {
     Access(#[source] kube::Error),
 }
 
-impl EngineError {
+impl nkvm_domain::UserError for EngineError {
     /// The failure kind (exit code, HTTP status, history column).
-    pub fn kind(&self) -> FailureKind {
+    fn kind(&self) -> FailureKind {
         match self {
             EngineError::NamespaceNotAllowed { .. } => FailureKind::Forbidden,
             EngineError::Discovery(e) => e.kind(),

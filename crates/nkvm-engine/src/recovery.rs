@@ -4,8 +4,9 @@
 //! every archive the store holds but the history does not list back into the history: the
 //! store is the source of truth and the history only indexes it.
 
+use crate::lifecycle::now_rfc3339;
 use crate::{App, EngineError};
-use nkvm_domain::FailureKind;
+use nkvm_domain::{FailureKind, JobStatus, Stage, Trigger};
 use nkvm_history::{BackupRow, History, HistoryError};
 use nkvm_store::{ArchiveStore, Manifest, StoreError};
 use serde::Serialize;
@@ -14,8 +15,6 @@ use serde::Serialize;
 const RECOVERY_ACTOR: &str = "recovery";
 /// The actor of the rows and audit entry an index rebuild writes.
 pub const INDEX_ACTOR: &str = "index-rebuild";
-/// The trigger of the rows an index rebuild writes.
-pub const INDEX_TRIGGER: &str = "index";
 
 /// What [`App::recover`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -56,9 +55,9 @@ pub enum IndexError {
     History(#[source] HistoryError),
 }
 
-impl IndexError {
+impl nkvm_domain::UserError for IndexError {
     /// The failure kind.
-    pub fn kind(&self) -> FailureKind {
+    fn kind(&self) -> FailureKind {
         match self {
             IndexError::ListStore(e) => e.kind(),
             IndexError::History(_) => FailureKind::StorageUnavailable,
@@ -66,17 +65,11 @@ impl IndexError {
     }
 }
 
-fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
-/// Appends an audit entry; a failure is logged, not fatal, because the cleanup it records
-/// has already happened.
+/// Appends an audit entry; a failure is logged at error level (and counted by the history's
+/// write-failure metric), not fatal, because the cleanup it records has already happened.
 fn audit(history: &History, at: &str, actor: &str, action: &str, target: &str, detail: &str) {
     if let Err(e) = history.audit(at, actor, action, target, detail) {
-        tracing::warn!(error = %e, action, target, "writing an audit entry failed");
+        tracing::error!(error = %e, action, target, "writing an audit entry failed");
     }
 }
 
@@ -147,9 +140,12 @@ impl App {
             .iter()
             .map(ToString::to_string)
             .collect();
-        // This process runs no job yet (recovery comes first), so no helper pod is kept.
+        // This process runs no job yet (recovery comes first), so none of this instance's
+        // helper pods is kept; another instance's (another history database's) are not ours.
+        let instance = self.history.instance_id()?;
         let sweep =
-            nkvm_kube::helper::sweep_helpers(&self.conn.client, &namespaces, |_| false).await;
+            nkvm_kube::helper::sweep_helpers(&self.conn.client, &namespaces, &instance, |_| false)
+                .await;
         for pod in sweep.deleted {
             audit(
                 &self.history,
@@ -177,12 +173,12 @@ pub fn row_from_manifest(artifact: &str, m: &Manifest) -> BackupRow {
         namespace: m.namespace.clone(),
         pvc: m.pvc.name.clone(),
         pvc_uid: m.pvc.uid.clone(),
-        trigger: INDEX_TRIGGER.into(),
+        trigger: Trigger::Index,
         actor: INDEX_ACTOR.into(),
-        status: "succeeded".into(),
+        status: JobStatus::Succeeded,
         // The last stage of a backup that kept its archive.
-        stage: "commit".into(),
-        failure_kind: String::new(),
+        stage: Stage::Commit,
+        failure_kind: None,
         error: String::new(),
         started_at: m.started_at.clone(),
         finished_at: Some(m.finished_at.clone()),
@@ -283,7 +279,7 @@ mod tests {
         assert_eq!(row.id, ID);
         assert_eq!((row.namespace.as_str(), row.pvc.as_str()), ("shop", "data"));
         assert_eq!(row.pvc_uid, "uid-1");
-        assert_eq!(row.status, "succeeded");
+        assert_eq!(row.status, JobStatus::Succeeded);
         assert_eq!(
             (row.trigger.as_str(), row.actor.as_str()),
             ("index", "index-rebuild")
@@ -303,7 +299,7 @@ mod tests {
         store_one(&store, other);
         let history = History::in_memory().expect("history");
         let failed = BackupRow {
-            status: "failed".into(),
+            status: JobStatus::Failed,
             ..row_from_manifest("", &manifest(other))
         };
         history.record_backup(&failed).expect("record");
@@ -317,7 +313,7 @@ mod tests {
         assert_eq!(row.sha256.len(), 64, "the committed sha256 comes along");
         assert_eq!(
             history.backup(other).expect("query").expect("row").status,
-            "failed"
+            JobStatus::Failed
         );
 
         let again = rebuild_index(&store, &history).expect("rebuild again");

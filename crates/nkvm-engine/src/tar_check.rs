@@ -48,22 +48,24 @@ pub enum TarError {
     },
 }
 
-/// A tar stream follower; feed it every byte in order, then call [`TarCheck::finish`].
+/// A tar stream follower; feed it every byte in order, then call [`TarStructureCheck::finish`].
 #[derive(Debug, Clone)]
-pub struct TarCheck {
+pub struct TarStructureCheck {
     state: State,
     partial: Vec<u8>,
     offset: u64,
     entries: u64,
+    devices: u64,
 }
 
-impl Default for TarCheck {
+impl Default for TarStructureCheck {
     fn default() -> Self {
-        TarCheck {
+        TarStructureCheck {
             state: State::Header { zeros: 0 },
             partial: Vec::with_capacity(BLOCK),
             offset: 0,
             entries: 0,
+            devices: 0,
         }
     }
 }
@@ -105,7 +107,7 @@ fn checksum_ok(header: &[u8]) -> bool {
     stored == Some(computed)
 }
 
-impl TarCheck {
+impl TarStructureCheck {
     /// A follower at the start of a stream.
     pub fn new() -> Self {
         Self::default()
@@ -114,6 +116,11 @@ impl TarCheck {
     /// Entries (headers, including pax and long-name headers) seen so far.
     pub fn entries(&self) -> u64 {
         self.entries
+    }
+
+    /// Block and character device nodes seen so far (a restore refuses them).
+    pub fn devices(&self) -> u64 {
+        self.devices
     }
 
     /// Whether the end-of-archive marker has been seen.
@@ -188,6 +195,9 @@ impl TarCheck {
                     offset: self.offset,
                 })?;
                 self.entries += 1;
+                if matches!(block[156], b'3' | b'4') {
+                    self.devices += 1;
+                }
                 // Hard links, symlinks, devices and directories carry no data whatever
                 // their size field says.
                 let has_data = !matches!(block[156], b'1' | b'2' | b'3' | b'4' | b'5' | b'6');
@@ -215,6 +225,13 @@ impl TarCheck {
                 offset: self.offset + self.partial.len() as u64,
             })
         }
+    }
+}
+
+impl nkvm_domain::UserError for TarError {
+    /// A stream that is not a whole tar means the command that made it failed.
+    fn kind(&self) -> nkvm_domain::FailureKind {
+        nkvm_domain::FailureKind::CommandFailed
     }
 }
 
@@ -253,7 +270,7 @@ mod tests {
             (long.as_str(), 3),
         ]);
         for chunk in [1, 7, 512, 4096, 1 << 20] {
-            let mut t = TarCheck::new();
+            let mut t = TarStructureCheck::new();
             for part in archive.chunks(chunk) {
                 t.feed(part).unwrap();
             }
@@ -272,7 +289,7 @@ mod tests {
             .position(|w| w.iter().all(|b| *b == 0))
             .unwrap();
         for cut in (0..end_marker + 1024).step_by(97) {
-            let mut t = TarCheck::new();
+            let mut t = TarStructureCheck::new();
             let fed = t.feed(&archive[..cut]);
             assert!(
                 fed.is_err() || t.finish().is_err(),
@@ -285,7 +302,7 @@ mod tests {
     fn corruption_is_caught() {
         let mut archive = real_tar(&[("a", 10)]);
         archive[100] ^= 0xff;
-        let mut t = TarCheck::new();
+        let mut t = TarStructureCheck::new();
         assert!(matches!(
             t.feed(&archive),
             Err(TarError::BadChecksum { offset: 0 })
@@ -300,5 +317,27 @@ mod tests {
         field[10] = 0x01;
         assert_eq!(parse_size(&field), Some(258));
         assert_eq!(parse_size(b"00000001750\0"), Some(1000));
+    }
+
+    #[test]
+    fn device_nodes_are_counted() {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind) in [
+            ("null", tar::EntryType::Char),
+            ("sda", tar::EntryType::Block),
+            ("f", tar::EntryType::Regular),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(name).unwrap();
+            h.set_entry_type(kind);
+            h.set_size(0);
+            h.set_cksum();
+            b.append(&h, &b""[..]).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        let mut t = TarStructureCheck::new();
+        t.feed(&tar).unwrap();
+        t.finish().unwrap();
+        assert_eq!((t.entries(), t.devices()), (3, 2));
     }
 }

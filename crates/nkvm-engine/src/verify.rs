@@ -69,9 +69,9 @@ pub enum VerifyError {
     Engine(#[from] EngineError),
 }
 
-impl VerifyError {
+impl nkvm_domain::UserError for VerifyError {
     /// The failure kind.
-    pub fn kind(&self) -> FailureKind {
+    fn kind(&self) -> FailureKind {
         match self {
             VerifyError::NoArchive(_) => FailureKind::NotFound,
             VerifyError::Checksum { .. } | VerifyError::Content { .. } => {

@@ -2,13 +2,17 @@
 //! versioned migrations, busy timeout). The archive store is the source of truth for what was
 //! backed up; this is the index the inventory and the UI read, rebuildable from the store.
 
+use columns::{failure_kind, failure_label, named};
+use nkvm_domain::{FailureKind, JobStatus, Stage, Trigger};
 use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+mod columns;
 mod restores;
 pub use restores::{RestoreFilter, RestoreRow};
 
@@ -106,6 +110,7 @@ fn migrations() -> Migrations<'static> {
         CREATE INDEX restores_by_target ON restores (cluster, namespace, pvc, started_at);
         CREATE INDEX restores_by_backup ON restores (backup_id);",
         ),
+        M::up("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"),
     ])
 }
 
@@ -123,16 +128,17 @@ pub struct BackupRow {
     pub pvc: String,
     /// Claim uid.
     pub pvc_uid: String,
-    /// `cli`, `ui` or `schedule`.
-    pub trigger: String,
+    /// What started it.
+    pub trigger: Trigger,
     /// Who started it.
     pub actor: String,
-    /// `running`, `succeeded`, `failed`, `cancelled`, `interrupted`.
-    pub status: String,
+    /// Where the job is.
+    pub status: JobStatus,
     /// Stage reached or failed in.
-    pub stage: String,
-    /// Failure kind label, if failed.
-    pub failure_kind: String,
+    pub stage: Stage,
+    /// Why it failed, if it did (serialized as its label, `""` for none).
+    #[serde(serialize_with = "nkvm_domain::failure::serialize_label")]
+    pub failure_kind: Option<FailureKind>,
     /// Error message, if failed.
     pub error: String,
     /// RFC 3339 start.
@@ -164,6 +170,8 @@ pub struct BackupFilter {
     pub namespace: Option<String>,
     /// Only this claim name.
     pub pvc: Option<String>,
+    /// Only claim names containing this text (the UI's search, like the Volumes page's).
+    pub pvc_contains: Option<String>,
     /// At most this many.
     pub limit: Option<u32>,
 }
@@ -178,11 +186,11 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
         namespace: r.get(2)?,
         pvc: r.get(3)?,
         pvc_uid: r.get(4)?,
-        trigger: r.get(5)?,
+        trigger: named(r, 5)?,
         actor: r.get(6)?,
-        status: r.get(7)?,
-        stage: r.get(8)?,
-        failure_kind: r.get(9)?,
+        status: named(r, 7)?,
+        stage: named(r, 8)?,
+        failure_kind: failure_kind(r, 9)?,
         error: r.get(10)?,
         started_at: r.get(11)?,
         finished_at: r.get(12)?,
@@ -199,6 +207,8 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
 /// The history database.
 pub struct History {
     conn: Mutex<Connection>,
+    /// Writes (rows and audit entries) that failed since this handle was opened.
+    write_failures: AtomicU64,
 }
 
 impl History {
@@ -241,7 +251,38 @@ impl History {
             })?;
         Ok(History {
             conn: Mutex::new(conn),
+            write_failures: AtomicU64::new(0),
         })
+    }
+
+    /// This nkvm instance's id: random, made once per history database and kept in it. Helper
+    /// pods carry it, so a start-up sweep removes only this instance's leftovers.
+    pub fn instance_id(&self) -> Result<String, HistoryError> {
+        let conn = self.conn();
+        let fresh = format!("{:016x}", rand::random::<u64>());
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('instance', ?1)",
+            params![fresh],
+        )?;
+        Ok(
+            conn.query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
+                r.get(0)
+            })?,
+        )
+    }
+
+    /// How many row or audit writes failed since this handle was opened (a metric: a failed
+    /// write means the record of what nkvm did has a gap).
+    pub fn write_failures(&self) -> u64 {
+        self.write_failures.load(Ordering::Relaxed)
+    }
+
+    /// Passes a write's result through, counting it when it failed.
+    pub(crate) fn counted<T>(&self, r: rusqlite::Result<T>) -> Result<T, HistoryError> {
+        if r.is_err() {
+            self.write_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(r?)
     }
 
     pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -250,18 +291,18 @@ impl History {
 
     /// Inserts or replaces a backup row.
     pub fn record_backup(&self, r: &BackupRow) -> Result<(), HistoryError> {
-        self.conn().execute(
+        let written = self.conn().execute(
             "INSERT OR REPLACE INTO backups (id, cluster, namespace, pvc, pvc_uid, trigger, actor, status, stage,
                 failure_kind, error, started_at, finished_at, bytes_read, bytes_stored, sha256, compression,
                 artifact, helper_pod, node)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             params![
-                r.id, r.cluster, r.namespace, r.pvc, r.pvc_uid, r.trigger, r.actor, r.status, r.stage,
-                r.failure_kind, r.error, r.started_at, r.finished_at, r.bytes_read as i64, r.bytes_stored as i64,
+                r.id, r.cluster, r.namespace, r.pvc, r.pvc_uid, r.trigger.as_str(), r.actor,
+                r.status.as_str(), r.stage.as_str(), failure_label(r.failure_kind), r.error, r.started_at, r.finished_at, r.bytes_read as i64, r.bytes_stored as i64,
                 r.sha256, r.compression, r.artifact, r.helper_pod, r.node
             ],
-        )?;
-        Ok(())
+        );
+        self.counted(written).map(drop)
     }
 
     /// Inserts each row whose id is not in the history yet, in one transaction, and returns
@@ -284,11 +325,11 @@ impl History {
                     r.namespace,
                     r.pvc,
                     r.pvc_uid,
-                    r.trigger,
+                    r.trigger.as_str(),
                     r.actor,
-                    r.status,
-                    r.stage,
-                    r.failure_kind,
+                    r.status.as_str(),
+                    r.stage.as_str(),
+                    failure_label(r.failure_kind),
                     r.error,
                     r.started_at,
                     r.finished_at,
@@ -314,10 +355,10 @@ impl History {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT pvc_uid, MAX(finished_at) FROM backups
-             WHERE cluster = ?1 AND status = 'succeeded' AND finished_at IS NOT NULL
+             WHERE cluster = ?1 AND status = ?2 AND finished_at IS NOT NULL
              GROUP BY pvc_uid",
         )?;
-        let rows = stmt.query_map(params![cluster], |r| {
+        let rows = stmt.query_map(params![cluster, JobStatus::Succeeded.as_str()], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -336,12 +377,19 @@ impl History {
         let sql = format!(
             "SELECT {COLUMNS} FROM backups
              WHERE (?1 IS NULL OR cluster = ?1) AND (?2 IS NULL OR namespace = ?2) AND (?3 IS NULL OR pvc = ?3)
+               AND (?5 IS NULL OR instr(pvc, ?5) > 0)
              ORDER BY started_at DESC, id DESC LIMIT ?4"
         );
         let mut stmt = conn.prepare(&sql)?;
         let limit = filter.limit.map_or(-1, |l| l as i64);
         let rows = stmt.query_map(
-            params![filter.cluster, filter.namespace, filter.pvc, limit],
+            params![
+                filter.cluster,
+                filter.namespace,
+                filter.pvc,
+                limit,
+                filter.pvc_contains
+            ],
             row_from,
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -350,17 +398,45 @@ impl History {
     /// Marks every job still `running` as `interrupted` (the process that ran it is gone) and
     /// returns them, so their partial archives and helper pods can be swept.
     pub fn interrupt_running(&self, finished_at: &str) -> Result<Vec<BackupRow>, HistoryError> {
-        let conn = self.conn();
-        let sql = format!("SELECT {COLUMNS} FROM backups WHERE status = 'running'");
-        let running: Vec<BackupRow> = conn
-            .prepare(&sql)?
-            .query_map([], row_from)?
-            .collect::<Result<_, _>>()?;
-        conn.execute(
-            "UPDATE backups SET status = 'interrupted', finished_at = ?1, failure_kind = 'cancelled',
-                error = 'nkvm stopped while this job ran; no archive was kept' WHERE status = 'running'",
-            params![finished_at],
+        self.interrupt(
+            "backups",
+            COLUMNS,
+            row_from,
+            finished_at,
+            "nkvm stopped while this job ran; no archive was kept",
+        )
+    }
+
+    /// Marks the rows of `table` still running as interrupted with `error`; returns them as
+    /// they were.
+    fn interrupt<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+        finished_at: &str,
+        error: &str,
+    ) -> Result<Vec<T>, HistoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let running = tx
+            .prepare(&format!("SELECT {columns} FROM {table} WHERE status = ?1"))?
+            .query_map(params![JobStatus::Running.as_str()], row)?
+            .collect::<Result<Vec<T>, _>>()?;
+        tx.execute(
+            &format!(
+                "UPDATE {table} SET status = ?1, finished_at = ?2, failure_kind = ?3, error = ?4
+                 WHERE status = ?5"
+            ),
+            params![
+                JobStatus::Interrupted.as_str(),
+                finished_at,
+                FailureKind::Cancelled.label(),
+                error,
+                JobStatus::Running.as_str()
+            ],
         )?;
+        tx.commit()?;
         Ok(running)
     }
 
@@ -373,11 +449,18 @@ impl History {
         target: &str,
         detail: &str,
     ) -> Result<(), HistoryError> {
-        self.conn().execute(
+        let written = self.conn().execute(
             "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![at, actor, action, target, detail],
-        )?;
-        Ok(())
+        );
+        self.counted(written).map(drop)
+    }
+}
+
+impl nkvm_domain::UserError for HistoryError {
+    /// The history database is storage: whatever failed there, it is unavailable.
+    fn kind(&self) -> FailureKind {
+        FailureKind::StorageUnavailable
     }
 }
 
@@ -392,9 +475,9 @@ mod tests {
             namespace: "shop".into(),
             pvc: "data".into(),
             pvc_uid: uid.into(),
-            trigger: "cli".into(),
+            trigger: Trigger::Cli,
             actor: "test".into(),
-            status: status.into(),
+            status: status.parse().unwrap(),
             started_at: "2026-11-26T00:00:00Z".into(),
             finished_at: Some(finished.into()),
             compression: "zstd".into(),
@@ -420,7 +503,7 @@ mod tests {
             Some("2026-11-26T02:00:00Z")
         );
         assert!(!last.contains_key("u2"));
-        assert_eq!(h.backup("c").unwrap().unwrap().status, "failed");
+        assert_eq!(h.backup("c").unwrap().unwrap().status, JobStatus::Failed);
     }
 
     #[test]
@@ -434,8 +517,8 @@ mod tests {
             ])
             .unwrap();
         assert_eq!(added, ["b"]);
-        assert_eq!(h.backup("a").unwrap().unwrap().status, "failed");
-        assert_eq!(h.backup("b").unwrap().unwrap().status, "succeeded");
+        assert_eq!(h.backup("a").unwrap().unwrap().status, JobStatus::Failed);
+        assert_eq!(h.backup("b").unwrap().unwrap().status, JobStatus::Succeeded);
         assert!(
             h.insert_missing(&[row("b", "u1", "succeeded", "t2")])
                 .unwrap()
@@ -485,7 +568,42 @@ mod tests {
         assert_eq!(data[0].id, b.id);
         let interrupted = h.interrupt_running("2026-11-26T01:00:00Z").unwrap();
         assert_eq!(interrupted.len(), 1);
-        assert_eq!(h.backup(&b.id).unwrap().unwrap().status, "interrupted");
+        assert_eq!(
+            h.backup(&b.id).unwrap().unwrap().status,
+            JobStatus::Interrupted
+        );
         assert!(h.interrupt_running("x").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_instance_id_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let first = History::open(&path).unwrap().instance_id().unwrap();
+        assert_eq!(first.len(), 16);
+        assert_eq!(History::open(&path).unwrap().instance_id().unwrap(), first);
+        let other = History::in_memory().unwrap().instance_id().unwrap();
+        assert_ne!(other, first);
+    }
+
+    #[test]
+    fn a_claim_name_search_matches_part_of_the_name() {
+        let h = History::in_memory().unwrap();
+        let mut a = row("a", "u1", "succeeded", "t1");
+        a.pvc = "data-web-0".into();
+        let mut b = row("b", "u2", "succeeded", "t2");
+        b.pvc = "logs".into();
+        h.record_backup(&a).unwrap();
+        h.record_backup(&b).unwrap();
+        let found = h
+            .list_backups(&BackupFilter {
+                pvc_contains: Some("web".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            found.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Restore jobs' rows: one per restore, written when it starts and again when it ends, so a
 //! crash leaves a `running` row that the next start marks `interrupted`.
 
+use crate::columns::{failure_kind, failure_label, named};
 use crate::{History, HistoryError};
+use nkvm_domain::{FailureKind, JobStatus, Stage, Trigger};
 use rusqlite::{OptionalExtension, params};
 
 /// One restore job's row; serializes in the CLI/API JSON shape.
@@ -22,16 +24,17 @@ pub struct RestoreRow {
     pub created: bool,
     /// Whether the target was emptied first.
     pub cleaned: bool,
-    /// `cli`, `ui`.
-    pub trigger: String,
+    /// What started it.
+    pub trigger: Trigger,
     /// Who started it.
     pub actor: String,
-    /// `running`, `succeeded`, `failed`, `cancelled`, `interrupted`.
-    pub status: String,
+    /// Where the restore is.
+    pub status: JobStatus,
     /// Stage reached or failed in.
-    pub stage: String,
-    /// Failure kind label, if failed.
-    pub failure_kind: String,
+    pub stage: Stage,
+    /// Why it failed, if it did (serialized as its label, `""` for none).
+    #[serde(serialize_with = "nkvm_domain::failure::serialize_label")]
+    pub failure_kind: Option<FailureKind>,
     /// Error message, if failed.
     pub error: String,
     /// RFC 3339 start.
@@ -72,11 +75,11 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RestoreRow> {
         pvc: r.get(4)?,
         created: r.get(5)?,
         cleaned: r.get(6)?,
-        trigger: r.get(7)?,
+        trigger: named(r, 7)?,
         actor: r.get(8)?,
-        status: r.get(9)?,
-        stage: r.get(10)?,
-        failure_kind: r.get(11)?,
+        status: named(r, 9)?,
+        stage: named(r, 10)?,
+        failure_kind: failure_kind(r, 11)?,
         error: r.get(12)?,
         started_at: r.get(13)?,
         finished_at: r.get(14)?,
@@ -89,18 +92,19 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RestoreRow> {
 impl History {
     /// Inserts or replaces a restore row.
     pub fn record_restore(&self, r: &RestoreRow) -> Result<(), HistoryError> {
-        self.conn().execute(
+        let written = self.conn().execute(
             &format!(
                 "INSERT OR REPLACE INTO restores ({COLUMNS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
             ),
             params![
-                r.id, r.backup_id, r.cluster, r.namespace, r.pvc, r.created, r.cleaned, r.trigger,
-                r.actor, r.status, r.stage, r.failure_kind, r.error, r.started_at, r.finished_at,
+                r.id, r.backup_id, r.cluster, r.namespace, r.pvc, r.created, r.cleaned,
+                r.trigger.as_str(), r.actor, r.status.as_str(), r.stage.as_str(),
+                failure_label(r.failure_kind), r.error, r.started_at, r.finished_at,
                 r.bytes_written as i64, r.helper_pod, r.node
             ],
-        )?;
-        Ok(())
+        );
+        self.counted(written).map(drop)
     }
 
     /// One restore row by id.
@@ -135,19 +139,13 @@ impl History {
         &self,
         finished_at: &str,
     ) -> Result<Vec<RestoreRow>, HistoryError> {
-        let conn = self.conn();
-        let sql = format!("SELECT {COLUMNS} FROM restores WHERE status = 'running'");
-        let running: Vec<RestoreRow> = conn
-            .prepare(&sql)?
-            .query_map([], row_from)?
-            .collect::<Result<_, _>>()?;
-        conn.execute(
-            "UPDATE restores SET status = 'interrupted', finished_at = ?1, failure_kind = 'cancelled',
-                error = 'nkvm stopped while this restore ran; the target may hold part of the data: restore again (with --clean)'
-             WHERE status = 'running'",
-            params![finished_at],
-        )?;
-        Ok(running)
+        self.interrupt(
+            "restores",
+            COLUMNS,
+            row_from,
+            finished_at,
+            "nkvm stopped while this restore ran; the target may hold part of the data: restore again (with --clean)",
+        )
     }
 }
 
@@ -162,9 +160,9 @@ mod tests {
             cluster: "c".into(),
             namespace: "ns".into(),
             pvc: "target".into(),
-            status: status.into(),
+            status: status.parse().unwrap(),
             started_at: format!("2026-11-26T00:00:0{}Z", id.len()),
-            trigger: "cli".into(),
+            trigger: Trigger::Cli,
             actor: "me".into(),
             ..Default::default()
         }
@@ -192,8 +190,11 @@ mod tests {
             .unwrap();
         assert_eq!(interrupted.len(), 1);
         let r = h.restore("r22").unwrap().unwrap();
-        assert_eq!(r.status, "interrupted");
+        assert_eq!(r.status, JobStatus::Interrupted);
         assert!(r.error.contains("--clean"), "{}", r.error);
-        assert_eq!(h.restore("r1").unwrap().unwrap().status, "succeeded");
+        assert_eq!(
+            h.restore("r1").unwrap().unwrap().status,
+            JobStatus::Succeeded
+        );
     }
 }

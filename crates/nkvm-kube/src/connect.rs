@@ -203,9 +203,9 @@ pub enum ConnectError {
     },
 }
 
-impl ConnectError {
+impl nkvm_domain::UserError for ConnectError {
     /// The failure kind (exit code, HTTP status).
-    pub fn kind(&self) -> FailureKind {
+    fn kind(&self) -> FailureKind {
         match self {
             ConnectError::NotInCluster(_) | ConnectError::NothingPasted => {
                 FailureKind::InvalidInput

@@ -73,9 +73,9 @@ pub enum DiscoveryError {
     },
 }
 
-impl DiscoveryError {
+impl nkvm_domain::UserError for DiscoveryError {
     /// The failure kind.
-    pub fn kind(&self) -> FailureKind {
+    fn kind(&self) -> FailureKind {
         match self {
             DiscoveryError::Forbidden { .. } => FailureKind::Forbidden,
             DiscoveryError::TooLarge { .. } => FailureKind::InvalidInput,
@@ -395,25 +395,87 @@ type Key = (String, String);
 
 /// Resolves consumers and owners for every claim of the snapshot (pure; cached per call).
 pub fn resolve(snapshot: Snapshot) -> Vec<ResolvedClaim> {
-    let index = |objs: &[OwnerObject]| -> HashMap<Key, Meta> {
-        objs.iter()
-            .map(|o| {
-                (
-                    (o.metadata.namespace.clone(), o.metadata.name.clone()),
-                    o.metadata.clone(),
-                )
+    let workloads = Workloads::new(&snapshot);
+    let workload_of = |pod: &Meta| workloads.owner_of(pod);
+    let pods_by_key: HashMap<Key, &PodSlim> = snapshot
+        .pods
+        .iter()
+        .map(|p| ((p.metadata.namespace.clone(), p.metadata.name.clone()), p))
+        .collect();
+    let mut users = claim_users(&snapshot.pods, &workloads);
+    let mut resolved = Vec::with_capacity(snapshot.claims.len());
+    for claim in &snapshot.claims {
+        let key = (
+            claim.metadata.namespace.clone(),
+            claim.metadata.name.clone(),
+        );
+        let mounted = users.remove(&key).unwrap_or_default();
+        let consumers = mounted
+            .iter()
+            .map(|(p, _)| Consumer {
+                pod: p.metadata.name.clone(),
+                node: p.spec.node_name.clone().unwrap_or_default(),
+                phase: p.status.phase.clone().unwrap_or_default(),
             })
-            .collect()
-    };
-    let replica_sets = index(&snapshot.replica_sets);
-    let jobs = index(&snapshot.jobs);
-    let workload_of = |pod: &Meta| -> Owner {
+            .collect();
+        let mut owners: Vec<Owner> = mounted.into_iter().map(|(_, o)| o).collect();
+        owners.sort();
+        owners.dedup();
+        let owner = match owners.len() {
+            1 => owners.remove(0),
+            0 => claim_owner(&claim.metadata, &pods_by_key, &workload_of)
+                .or_else(|| template_owner(&snapshot.stateful_sets, &claim.metadata))
+                .unwrap_or_else(Owner::unknown),
+            _ => Owner::multiple(&owners),
+        };
+        resolved.push((consumers, owner));
+    }
+    snapshot
+        .claims
+        .into_iter()
+        .zip(resolved)
+        .map(|(claim, (consumers, owner))| ResolvedClaim {
+            claim,
+            consumers,
+            owner,
+        })
+        .collect()
+}
+
+/// The ReplicaSets and Jobs of a snapshot, to name the workload behind a pod.
+struct Workloads {
+    replica_sets: HashMap<Key, Meta>,
+    jobs: HashMap<Key, Meta>,
+}
+
+impl Workloads {
+    fn new(snapshot: &Snapshot) -> Self {
+        let index = |objs: &[OwnerObject]| -> HashMap<Key, Meta> {
+            objs.iter()
+                .map(|o| {
+                    (
+                        (o.metadata.namespace.clone(), o.metadata.name.clone()),
+                        o.metadata.clone(),
+                    )
+                })
+                .collect()
+        };
+        Workloads {
+            replica_sets: index(&snapshot.replica_sets),
+            jobs: index(&snapshot.jobs),
+        }
+    }
+
+    /// The workload a pod belongs to: its Deployment or CronJob through the ReplicaSet or Job
+    /// in between, else its direct controller, else the pod itself.
+    fn owner_of(&self, pod: &Meta) -> Owner {
         let Some(c) = pod.controller() else {
             return Owner::new("Pod", &pod.name);
         };
+        let key = (pod.namespace.clone(), c.name.clone());
         let parent = match c.kind.as_str() {
-            "ReplicaSet" => replica_sets.get(&(pod.namespace.clone(), c.name.clone())),
-            "Job" => jobs.get(&(pod.namespace.clone(), c.name.clone())),
+            "ReplicaSet" => self.replica_sets.get(&key),
+            "Job" => self.jobs.get(&key),
             _ => None,
         };
         match parent.and_then(Meta::controller) {
@@ -427,15 +489,18 @@ pub fn resolve(snapshot: Snapshot) -> Vec<ResolvedClaim> {
             }
             _ => Owner::new(&c.kind, &c.name),
         }
-    };
-    let pods_by_key: HashMap<Key, &PodSlim> = snapshot
-        .pods
-        .iter()
-        .map(|p| ((p.metadata.namespace.clone(), p.metadata.name.clone()), p))
-        .collect();
+    }
+}
+
+/// Every pod that mounts each claim (directly, or as a generic ephemeral volume), with the
+/// pod's workload.
+fn claim_users<'a>(
+    pods: &'a [PodSlim],
+    workloads: &Workloads,
+) -> HashMap<Key, Vec<(&'a PodSlim, Owner)>> {
     let mut users: HashMap<Key, Vec<(&PodSlim, Owner)>> = HashMap::new();
-    for pod in &snapshot.pods {
-        let owner = workload_of(&pod.metadata);
+    for pod in pods {
+        let owner = workloads.owner_of(&pod.metadata);
         for v in &pod.spec.volumes {
             let claim = match (&v.persistent_volume_claim, &v.ephemeral) {
                 (Some(src), _) => src.claim_name.clone(),
@@ -448,58 +513,26 @@ pub fn resolve(snapshot: Snapshot) -> Vec<ResolvedClaim> {
                 .push((pod, owner.clone()));
         }
     }
-    // A claim from a StatefulSet's template is named `<template>-<set>-<ordinal>`; with the set
-    // scaled to zero no pod names it, but the set still owns it.
-    let template_owner = |claim: &Meta| -> Option<Owner> {
-        snapshot
-            .stateful_sets
-            .iter()
-            .filter(|s| s.metadata.namespace == claim.namespace)
-            .find_map(|s| {
-                s.spec.volume_claim_templates.iter().find_map(|t| {
-                    let rest = claim
-                        .name
-                        .strip_prefix(&format!("{}-{}-", t.metadata.name, s.metadata.name))?;
-                    rest.parse::<u32>()
-                        .ok()
-                        .map(|_| Owner::new("StatefulSet", &s.metadata.name))
-                })
+    users
+}
+
+/// The StatefulSet whose claim template made `claim`. A claim from a template is named
+/// `<template>-<set>-<ordinal>`; with the set scaled to zero no pod names it, but the set
+/// still owns it.
+fn template_owner(stateful_sets: &[StatefulSetSlim], claim: &Meta) -> Option<Owner> {
+    stateful_sets
+        .iter()
+        .filter(|s| s.metadata.namespace == claim.namespace)
+        .find_map(|s| {
+            s.spec.volume_claim_templates.iter().find_map(|t| {
+                let rest = claim
+                    .name
+                    .strip_prefix(&format!("{}-{}-", t.metadata.name, s.metadata.name))?;
+                rest.parse::<u32>()
+                    .ok()
+                    .map(|_| Owner::new("StatefulSet", &s.metadata.name))
             })
-    };
-    snapshot
-        .claims
-        .into_iter()
-        .map(|claim| {
-            let key = (
-                claim.metadata.namespace.clone(),
-                claim.metadata.name.clone(),
-            );
-            let mounted = users.remove(&key).unwrap_or_default();
-            let consumers = mounted
-                .iter()
-                .map(|(p, _)| Consumer {
-                    pod: p.metadata.name.clone(),
-                    node: p.spec.node_name.clone().unwrap_or_default(),
-                    phase: p.status.phase.clone().unwrap_or_default(),
-                })
-                .collect();
-            let mut owners: Vec<Owner> = mounted.into_iter().map(|(_, o)| o).collect();
-            owners.sort();
-            owners.dedup();
-            let owner = match owners.len() {
-                1 => owners.remove(0),
-                0 => claim_owner(&claim.metadata, &pods_by_key, &workload_of)
-                    .or_else(|| template_owner(&claim.metadata))
-                    .unwrap_or_else(Owner::unknown),
-                _ => Owner::multiple(&owners),
-            };
-            ResolvedClaim {
-                claim,
-                consumers,
-                owner,
-            }
         })
-        .collect()
 }
 
 /// The owner a claim names itself: a pod (generic ephemeral volumes) resolved to its workload,

@@ -264,9 +264,9 @@ pub enum ExecError {
     },
 }
 
-impl ExecError {
+impl nkvm_domain::UserError for ExecError {
     /// The failure kind.
-    pub fn kind(&self) -> FailureKind {
+    fn kind(&self) -> FailureKind {
         match self {
             ExecError::BuildRequest { .. } | ExecError::CaptureTooLarge { .. } => {
                 FailureKind::Internal

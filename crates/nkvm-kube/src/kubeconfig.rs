@@ -185,6 +185,19 @@ pub fn contexts(kc: &Kubeconfig) -> Vec<ContextSummary> {
         .collect()
 }
 
+impl nkvm_domain::UserError for KubeconfigError {
+    fn kind(&self) -> nkvm_domain::FailureKind {
+        use nkvm_domain::FailureKind;
+        match self {
+            KubeconfigError::Read { .. } | KubeconfigError::Missing => FailureKind::NotFound,
+            KubeconfigError::UnknownContext { .. } => FailureKind::NotFound,
+            KubeconfigError::Invalid(_)
+            | KubeconfigError::TooLarge { .. }
+            | KubeconfigError::Refused(_) => FailureKind::InvalidInput,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

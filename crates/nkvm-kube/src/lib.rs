@@ -8,7 +8,6 @@ pub mod connect;
 pub mod discovery;
 pub mod exec;
 pub mod helper;
-pub mod helper_pod;
 pub mod kubeconfig;
 pub mod tar_command;
 
@@ -18,7 +17,16 @@ pub use connect::{AuthMode, ClusterInfo, ConnectError, ConnectOptions, Connectio
 /// invalid input, anything else the cluster being unavailable.
 pub fn failure_kind(e: &kube::Error) -> nkvm_domain::FailureKind {
     match e {
-        kube::Error::Api(s) => helper::kind_of_status(Some(s.code)),
+        kube::Error::Api(s) => helper::lifecycle::kind_of_status(Some(s.code)),
         _ => nkvm_domain::FailureKind::ClusterUnavailable,
+    }
+}
+
+/// What an API error says, without the client's wrapping: the server's message for API
+/// status errors, the error's own text otherwise.
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
     }
 }

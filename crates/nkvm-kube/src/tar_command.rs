@@ -117,9 +117,10 @@ impl TarFlavor {
     }
 
     /// The command extracting an archive from stdin into `dir`. `as_root` says whether the
-    /// helper runs as root (see [`crate::helper_pod::SecurityProfile::is_root`]): only root
-    /// can give files their archived owners and privileged extended attributes.
-    pub fn extract_command(&self, dir: &str, as_root: bool) -> Vec<String> {
+    /// helper runs as root (see [`crate::helper::SecurityProfile::is_root`]): only root
+    /// can give files their archived owners and privileged extended attributes; `privileged`
+    /// whether it should set the privileged ones (file capabilities, `trusted.*`) at all.
+    pub fn extract_command(&self, dir: &str, as_root: bool, privileged: bool) -> Vec<String> {
         let Some(xattrs) = self.gnu_with_xattrs() else {
             // BusyBox restores owners when root and modes always; there is nothing to add.
             return strings(&["tar", "-x", "-f", "-", "-C", dir]);
@@ -140,7 +141,7 @@ impl TarFlavor {
         }
         if xattrs {
             a.extend(strings(&["--acls", "--xattrs"]));
-            if as_root {
+            if as_root && privileged {
                 // GNU restores only user.* by default; root may set the rest (file
                 // capabilities, trusted.*), but SELinux labels belong to the new host.
                 a.extend(strings(&[
@@ -159,10 +160,11 @@ impl TarFlavor {
         &self,
         dir: &str,
         as_root: bool,
+        privileged: bool,
         bytes: u64,
     ) -> Vec<String> {
         let tar = self
-            .extract_command(dir, as_root)
+            .extract_command(dir, as_root, privileged)
             .iter()
             .map(|a| shell_quote(a))
             .collect::<Vec<_>>()
@@ -222,6 +224,13 @@ fn shell_quote(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+impl nkvm_domain::UserError for TarProbeError {
+    /// The helper image has no usable tar: its command failed.
+    fn kind(&self) -> nkvm_domain::FailureKind {
+        nkvm_domain::FailureKind::CommandFailed
     }
 }
 
@@ -320,7 +329,7 @@ mod tests {
             minor: 34,
         };
         assert_eq!(
-            gnu.extract_command("/data", true),
+            gnu.extract_command("/data", true, true),
             argv(&[
                 "tar",
                 "--extract",
@@ -337,7 +346,7 @@ mod tests {
             ])
         );
         assert_eq!(
-            gnu.extract_command("/data", false),
+            gnu.extract_command("/data", false, true),
             argv(&[
                 "tar",
                 "--extract",
@@ -355,20 +364,35 @@ mod tests {
     }
 
     #[test]
+    fn an_unprivileged_restore_as_root_keeps_owners_but_only_user_xattrs() {
+        let gnu = TarFlavor::Gnu {
+            major: 1,
+            minor: 34,
+        };
+        let cmd = gnu.extract_command("/data", true, false);
+        assert!(cmd.contains(&"--same-owner".to_string()), "{cmd:?}");
+        assert!(cmd.contains(&"--xattrs".to_string()), "{cmd:?}");
+        assert!(
+            !cmd.iter().any(|a| a.starts_with("--xattrs-include")),
+            "{cmd:?}"
+        );
+    }
+
+    #[test]
     fn busybox_gets_the_short_portable_commands() {
         assert_eq!(
             TarFlavor::Busybox.archive_command("/data"),
             argv(&["tar", "-c", "-f", "-", "-C", "/data", "."])
         );
         assert_eq!(
-            TarFlavor::Busybox.extract_command("/data", true),
+            TarFlavor::Busybox.extract_command("/data", true, true),
             argv(&["tar", "-x", "-f", "-", "-C", "/data"])
         );
     }
 
     #[test]
     fn the_v4_fallback_reads_exactly_the_archive_length() {
-        let cmd = TarFlavor::Busybox.extract_exact_length_command("/data", true, 10240);
+        let cmd = TarFlavor::Busybox.extract_exact_length_command("/data", true, true, 10240);
         assert_eq!(
             cmd,
             argv(&["sh", "-c", "head -c 10240 | tar -x -f - -C /data"])
@@ -377,7 +401,7 @@ mod tests {
             major: 1,
             minor: 34,
         }
-        .extract_exact_length_command("/data", true, 7);
+        .extract_exact_length_command("/data", true, true, 7);
         assert!(gnu[2].contains("'--xattrs-include=*'"), "{}", gnu[2]);
     }
 

@@ -81,9 +81,9 @@ pub enum StoreError {
     },
 }
 
-impl StoreError {
+impl nkvm_domain::UserError for StoreError {
     /// The failure kind that decides exit codes, HTTP statuses and history columns.
-    pub fn kind(&self) -> FailureKind {
+    fn kind(&self) -> FailureKind {
         match self {
             StoreError::InvalidKey { .. } | StoreError::InvalidArtifact { .. } => {
                 FailureKind::InvalidInput
@@ -96,7 +96,9 @@ impl StoreError {
             | StoreError::Io { .. } => FailureKind::StorageUnavailable,
         }
     }
+}
 
+impl StoreError {
     /// An I/O failure while `action` on `path`.
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         StoreError::Io {

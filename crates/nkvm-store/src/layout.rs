@@ -1,4 +1,4 @@
-//! The store's layout, a contract (design §5): an archive lives at
+//! The store's layout, a contract: an archive lives at
 //! `<cluster>/<namespace>/<pvc>/<backup id><extension>` under the store's root, its manifest
 //! beside it as `<backup id>.json`, and work in progress as hidden `.<name>.partial` files that
 //! nothing lists. Everything here is a pure function over names; parsing an artifact path back

@@ -1,6 +1,6 @@
 //! nkvm's archive store: where the backup engine writes archives, and where verify, restore,
 //! retention and the history rebuild find them again. The store is the source of truth for
-//! what was backed up (design §5); the history database is an index rebuilt from it.
+//! what was backed up; the history database is an index rebuilt from it.
 //!
 //! An archive only ever becomes visible whole: it is written to a hidden temp file, synced,
 //! moved into place without overwriting anything, and given its manifest. [`ArchiveStore`] is

@@ -1,4 +1,4 @@
-//! The manifest written beside every archive, a contract (design §5): enough to list, verify and
+//! The manifest written beside every archive, a contract: enough to list, verify and
 //! restore the backup, and to rebuild the history index, without any database.
 
 use nkvm_domain::{BackupId, Compression};

@@ -3,6 +3,7 @@
 use crate::layout::hex;
 use crate::manifest::tests::sample;
 use crate::{ArchiveKey, ArchiveStore, LocalStore, Manifest, StoreError};
+use nkvm_domain::UserError;
 use nkvm_domain::{Compression, FailureKind};
 use sha2::{Digest, Sha256};
 use std::fs;

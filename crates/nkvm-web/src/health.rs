@@ -53,9 +53,11 @@ async fn readyz(State(state): State<Arc<WebState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<WebState>>) -> Response {
-    let text = state
-        .metrics
-        .render(state.jobs.in_flight(), state.session.app().is_some());
+    let text = state.metrics.render(
+        state.jobs.in_flight(),
+        state.session.app().is_some(),
+        state.session.workspace().history_write_failures(),
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -130,18 +130,7 @@ pub fn error_page(user: &CurrentUser, status: StatusCode, title: &str, message: 
 
 /// Bytes as `1.5 MiB`.
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    nkvm_domain::quantity::human_bytes(n)
 }
 
 /// Seconds as `1h 02m`, `3m 05s`, `42s`.

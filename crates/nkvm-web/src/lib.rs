@@ -12,6 +12,7 @@ mod health;
 mod inventory_cache;
 mod layout;
 mod metrics;
+mod page_error;
 mod pages;
 
 pub use auth::AdminPassword;
@@ -94,7 +95,7 @@ impl JobObserver for Observer {
     ) {
         self.metrics.item_finished(kind, item, elapsed);
         if kind == nkvm_engine::jobs::JobKind::Backup
-            && item.status == nkvm_engine::jobs::ItemStatus::Succeeded
+            && item.status == nkvm_domain::JobStatus::Succeeded
         {
             self.inventory
                 .record_backup(&item.namespace, &item.pvc, &item.finished_at);

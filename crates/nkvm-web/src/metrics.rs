@@ -1,8 +1,10 @@
-//! Prometheus metrics (`/metrics`, text format): jobs by kind and status, bytes moved,
-//! durations, jobs in flight, discovery duration, and the last successful backup of each
-//! claim. Names are listed in docs/web-ui.md.
+//! Prometheus metrics (`/metrics`, text format): jobs by kind and status, failures by kind
+//! and failure kind, bytes moved, durations, jobs in flight, discovery duration, history
+//! writes that failed, and the last successful backup of each claim. Names are listed in
+//! docs/web-ui.md.
 
-use nkvm_engine::jobs::{ItemState, ItemStatus, JobKind};
+use nkvm_domain::JobStatus;
+use nkvm_engine::jobs::{ItemState, JobKind};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,6 +25,8 @@ fn job_duration_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     jobs_finished: Family<Labels, Counter>,
+    job_failures: Family<Labels, Counter>,
+    history_write_failures: Gauge,
     bytes: Family<Labels, Counter>,
     durations: Family<Labels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
@@ -40,6 +44,20 @@ impl Metrics {
             "nkvm_jobs_finished",
             "Backup and restore items that ended, by kind and status",
             jobs_finished.clone(),
+        );
+        let job_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "nkvm_job_failures",
+            "Backup and restore items that failed or were cancelled, by kind and failure kind",
+            job_failures.clone(),
+        );
+        // A gauge read from the history at each scrape: the count lives with the database
+        // handle, which outlives any one cluster connection.
+        let history_write_failures = Gauge::default();
+        registry.register(
+            "nkvm_history_write_failures",
+            "History rows and audit entries that could not be written since start",
+            history_write_failures.clone(),
         );
         let bytes = Family::<Labels, Counter>::default();
         registry.register(
@@ -81,6 +99,8 @@ impl Metrics {
         Metrics {
             registry,
             jobs_finished,
+            job_failures,
+            history_write_failures,
             bytes,
             durations,
             in_flight,
@@ -98,13 +118,20 @@ impl Metrics {
             ("status".into(), status),
         ];
         self.jobs_finished.get_or_create(&by_status).inc();
+        if let Some(failure) = item.failure_kind {
+            let by_failure: Labels = vec![
+                ("kind".into(), kind.as_str().into()),
+                ("failure_kind".into(), failure.label().into()),
+            ];
+            self.job_failures.get_or_create(&by_failure).inc();
+        }
         self.durations
             .get_or_create(&by_status)
             .observe(elapsed.as_secs_f64());
         self.bytes
             .get_or_create(&vec![("kind".into(), kind.as_str().into())])
             .inc_by(item.bytes);
-        if kind == JobKind::Backup && item.status == ItemStatus::Succeeded {
+        if kind == JobKind::Backup && item.status == JobStatus::Succeeded {
             self.set_last_success(&item.namespace, &item.pvc, &item.finished_at);
         }
     }
@@ -128,8 +155,10 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges read now.
-    pub fn render(&self, in_flight: usize, connected: bool) -> String {
+    pub fn render(&self, in_flight: usize, connected: bool, history_write_failures: u64) -> String {
         self.in_flight.set(in_flight as i64);
+        self.history_write_failures
+            .set(i64::try_from(history_write_failures).unwrap_or(i64::MAX));
         self.connected.set(i64::from(connected));
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -141,6 +170,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nkvm_domain::{FailureKind, Stage};
 
     #[test]
     fn finished_backups_are_counted_with_their_bytes_and_times() {
@@ -152,8 +182,9 @@ mod tests {
             namespace: "shop".into(),
             pvc: "data".into(),
             id: "x".into(),
-            status: ItemStatus::Succeeded,
-            stage: "commit".into(),
+            status: JobStatus::Succeeded,
+            stage: Stage::Commit,
+            failure_kind: None,
             bytes: 4096,
             rate: None,
             expected_bytes: None,
@@ -165,7 +196,18 @@ mod tests {
             finished_at: "2026-11-26T00:00:10Z".into(),
         };
         m.item_finished(JobKind::Backup, &item, Duration::from_secs(3));
-        let text = m.render(2, true);
+        let failed = ItemState {
+            status: JobStatus::Failed,
+            failure_kind: Some(FailureKind::Timeout),
+            bytes: 0,
+            ..item.clone()
+        };
+        m.item_finished(JobKind::Backup, &failed, Duration::from_secs(1));
+        let text = m.render(2, true, 3);
+        assert!(
+            text.contains(r#"nkvm_job_failures_total{kind="backup",failure_kind="timeout"} 1"#)
+        );
+        assert!(text.contains("nkvm_history_write_failures 3"), "{text}");
         assert!(text.contains(r#"nkvm_jobs_finished_total{kind="backup",status="succeeded"} 1"#));
         assert!(text.contains(r#"nkvm_job_bytes_total{kind="backup"} 4096"#));
         assert!(text.contains("nkvm_jobs_in_flight 2"));

@@ -16,8 +16,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Settings every command shares; each flag has an environment variable.
+/// Settings every command shares; each flag has an environment variable. Listed after each
+/// command's own flags, under their own heading.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Connection and storage (every command)")]
 pub struct GlobalArgs {
     /// Kubeconfig file [default: $KUBECONFIG, then ~/.kube/config].
     #[arg(long, global = true, value_name = "PATH")]
@@ -258,6 +260,10 @@ pub struct RestoreArgs {
     /// Write into a claim that running pods mount.
     #[arg(long)]
     pub force: bool,
+    /// Keep setuid/setgid bits and file capabilities when restoring into another namespace
+    /// or cluster than the backup's (they are cleared there by default).
+    #[arg(long)]
+    pub keep_privileged: bool,
     /// Show the plan and stop; nothing changes.
     #[arg(long)]
     pub dry_run: bool,
@@ -328,4 +334,24 @@ pub struct IndexRebuildArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn help(args: &[&str]) -> String {
+        Cli::try_parse_from(args).unwrap_err().render().to_string()
+    }
+
+    #[test]
+    fn a_commands_help_lists_its_own_flags_before_the_shared_ones() {
+        let text = help(&["nkvm", "backup", "--help"]);
+        let own = text.find("--compression").expect(&text);
+        let heading = text
+            .find("Connection and storage (every command):")
+            .expect(&text);
+        let shared = text.find("--kubeconfig").expect(&text);
+        assert!(own < heading && heading < shared, "{text}");
+    }
 }

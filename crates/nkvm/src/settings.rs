@@ -2,7 +2,8 @@
 //! settings, and the opened history. Bad values are usage errors (exit 2).
 
 use crate::cli::GlobalArgs;
-use crate::commands::{Failed, UsageError};
+use crate::commands::{Failed, invalid};
+use nkvm_domain::UserError;
 use nkvm_domain::{Allowlist, FailureKind};
 use nkvm_engine::{App, Settings};
 use nkvm_history::History;
@@ -11,11 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Connection options from the global flags.
-pub fn connect_options(g: &GlobalArgs) -> Result<ConnectOptions, UsageError> {
+pub fn connect_options(g: &GlobalArgs) -> Result<ConnectOptions, Failed> {
     let mode = match g.auth.as_deref() {
         None | Some("") => AuthMode::detect(),
-        Some("paste") => return Err(UsageError("--auth paste is for the web UI's connect form; on the command line use kubeconfig or in-cluster".into())),
-        Some(m) => m.parse().map_err(|e: String| UsageError(format!("--auth / NKVM_DEFAULT_AUTH_MODE: {e}")))?,
+        Some("paste") => {
+            return Err(invalid(
+                "--auth paste is for the web UI's connect form; on the command line use kubeconfig or in-cluster",
+            ));
+        }
+        Some(m) => m
+            .parse()
+            .map_err(|e: String| invalid(format!("--auth / NKVM_DEFAULT_AUTH_MODE: {e}")))?,
     };
     let mut opts = ConnectOptions::new(mode);
     opts.kubeconfig = g.kubeconfig.clone();
@@ -24,13 +31,11 @@ pub fn connect_options(g: &GlobalArgs) -> Result<ConnectOptions, UsageError> {
 }
 
 /// Engine settings from the global flags.
-pub fn engine_settings(g: &GlobalArgs) -> Result<Settings, UsageError> {
+pub fn engine_settings(g: &GlobalArgs) -> Result<Settings, Failed> {
     let allowlist = Allowlist::parse(&g.namespaces)
-        .map_err(|e| UsageError(format!("--namespaces / NKVM_NAMESPACES: {e}")))?;
+        .map_err(|e| invalid(format!("--namespaces / NKVM_NAMESPACES: {e}")))?;
     if g.discovery_timeout == 0 {
-        return Err(UsageError(
-            "NKVM_DISCOVERY_TIMEOUT_SECONDS must be at least 1".into(),
-        ));
+        return Err(invalid("NKVM_DISCOVERY_TIMEOUT_SECONDS must be at least 1"));
     }
     Ok(Settings {
         allowlist,
@@ -62,7 +67,7 @@ pub fn open_history(g: &GlobalArgs) -> anyhow::Result<History> {
 }
 
 /// Rebuilds the history from the store if its database file does not exist yet.
-pub fn restore_missing_history(g: &GlobalArgs) -> anyhow::Result<()> {
+pub fn rebuild_missing_history(g: &GlobalArgs) -> anyhow::Result<()> {
     open_history(g).map(drop)
 }
 

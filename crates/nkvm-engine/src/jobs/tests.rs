@@ -39,9 +39,10 @@ fn submit_fake(
 
 fn ok(index: usize) -> ItemEnd {
     ItemEnd {
-        status: ItemStatus::Succeeded,
+        status: JobStatus::Succeeded,
         id: format!("id-{index}"),
-        stage: "commit".into(),
+        stage: Stage::Commit,
+        failure_kind: None,
         bytes: 100,
         error: String::new(),
         artifact: format!("c/shop/data-{index}/x.tar.zst"),
@@ -67,7 +68,7 @@ async fn items_report_progress_and_end_with_their_results() {
         tx.send(Progress::Stage {
             pvc: pvc.clone(),
             id: id.clone(),
-            stage: "stream",
+            stage: Stage::Stream,
         })
         .unwrap();
         std::thread::sleep(Duration::from_millis(20));
@@ -77,7 +78,7 @@ async fn items_report_progress_and_end_with_their_results() {
     let state = until_finished(&jobs, job).await;
     assert!(state.finished());
     for item in &state.items {
-        assert_eq!(item.status, ItemStatus::Succeeded);
+        assert_eq!(item.status, JobStatus::Succeeded);
         assert_eq!(item.bytes, 100);
         assert!(item.artifact.ends_with(".tar.zst"));
         assert_eq!(item.hint, "");
@@ -107,13 +108,13 @@ async fn a_cancelled_queued_item_never_runs_and_says_so() {
     });
     // Item 0 holds the only slot, so item 1 is queued until it is released.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(jobs.get(job).unwrap().items[1].status, ItemStatus::Queued);
+    assert_eq!(jobs.get(job).unwrap().items[1].status, JobStatus::Queued);
     assert!(jobs.cancel(job, Some(1)));
     tokio::time::sleep(Duration::from_millis(50)).await;
     release_tx.send(()).unwrap();
     let state = until_finished(&jobs, job).await;
-    assert_eq!(state.items[0].status, ItemStatus::Succeeded);
-    assert_eq!(state.items[1].status, ItemStatus::Cancelled);
+    assert_eq!(state.items[0].status, JobStatus::Succeeded);
+    assert_eq!(state.items[1].status, JobStatus::Cancelled);
     assert!(state.items[1].hint.contains("Start it again"));
     assert!(!jobs.cancel(job + 100, None), "no such job");
 }
@@ -135,8 +136,12 @@ async fn shutdown_cancels_what_outlives_the_grace_period() {
         rt.block_on(async { cancel.wait_for(|c| *c).await.map(|_| ()) })
             .unwrap();
         ItemEnd {
-            status: ItemStatus::Cancelled,
-            ..ItemEnd::refused("stream", "cancelled on request".into())
+            status: JobStatus::Cancelled,
+            ..ItemEnd::refused(
+                Stage::Stream,
+                FailureKind::Cancelled,
+                "cancelled on request".into(),
+            )
         }
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -149,10 +154,7 @@ async fn shutdown_cancels_what_outlives_the_grace_period() {
         .await;
     assert_eq!(report.cancelled, 1);
     assert!(report.interrupted.is_empty());
-    assert_eq!(
-        jobs.get(job).unwrap().items[0].status,
-        ItemStatus::Cancelled
-    );
+    assert_eq!(jobs.get(job).unwrap().items[0].status, JobStatus::Cancelled);
     let late = jobs.register(
         JobKind::Backup,
         "test",

@@ -9,7 +9,7 @@ use crate::{App, EngineError, Scope};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimSpec};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
-use nkvm_domain::{FailureKind, PvcRecord, PvcRef, quantity};
+use nkvm_domain::{FailureKind, JobStatus, PvcRecord, PvcRef, quantity};
 use nkvm_history::BackupRow;
 use nkvm_store::Manifest;
 use serde::Serialize;
@@ -31,6 +31,9 @@ pub struct RestoreRequest {
     pub clean: bool,
     /// Write into a claim that running pods mount.
     pub force: bool,
+    /// Keep setuid/setgid bits and privileged extended attributes (file capabilities) when
+    /// restoring into another namespace or cluster than the backup's.
+    pub keep_privileged: bool,
 }
 
 /// The backup a plan restores.
@@ -85,6 +88,8 @@ pub struct NewClaim {
 pub struct RestorePlan {
     /// The backup.
     pub backup_id: String,
+    /// The id of the cluster the plan was made against; it runs only there.
+    pub cluster: String,
     /// What it holds.
     pub source: RestoreSource,
     /// Where it goes.
@@ -103,6 +108,9 @@ pub struct RestorePlan {
     pub clean: bool,
     /// Write although pods mount it.
     pub force: bool,
+    /// Whether setuid/setgid bits and privileged extended attributes (file capabilities) are
+    /// restored: only into the backup's own namespace and cluster, unless asked.
+    pub privileged: bool,
     /// Things the operator should know; the restore still runs.
     pub warnings: Vec<String>,
     /// Why the restore cannot run; empty when it can.
@@ -113,6 +121,10 @@ pub struct RestorePlan {
     /// A running pod that mounts the target, whose tolerations the helper copies.
     #[serde(skip)]
     pub consumer_pod: Option<String>,
+    /// The uid of the existing target claim ("" when the plan creates it): a claim deleted
+    /// and made again under the same name since the plan is another claim.
+    #[serde(skip)]
+    pub target_uid: String,
     /// The manifest's saved claim spec (the source of a created claim's spec).
     #[serde(skip)]
     pub source_spec: serde_json::Value,
@@ -133,6 +145,8 @@ impl RestorePlan {
 /// Everything [`decide`] needs, gathered by [`App::plan_restore`].
 #[derive(Debug, Clone)]
 pub struct PlanFacts {
+    /// The id of the cluster planned against.
+    pub cluster: String,
     /// The request.
     pub request: RestoreRequest,
     /// The backup's history row.
@@ -184,6 +198,7 @@ pub fn decide(f: PlanFacts) -> RestorePlan {
     let contents = f.contents.clone().unwrap_or_default();
     let mut plan = RestorePlan {
         backup_id: f.row.id.clone(),
+        cluster: f.cluster.clone(),
         source: RestoreSource {
             cluster: f.row.cluster.clone(),
             namespace: f.row.namespace.clone(),
@@ -206,10 +221,12 @@ pub fn decide(f: PlanFacts) -> RestorePlan {
         in_use_by: Vec::new(),
         clean: r.clean,
         force: r.force,
+        privileged: false,
         warnings: Vec::new(),
         refusals: Vec::new(),
         refusal_kind: None,
         consumer_pod: None,
+        target_uid: String::new(),
         source_spec: serde_json::Value::Null,
     };
     check_source(&f, &mut plan);
@@ -257,11 +274,12 @@ pub fn decide(f: PlanFacts) -> RestorePlan {
             r.target
         ));
     }
+    decide_privileges(&f, &mut plan);
     plan
 }
 
 fn check_source(f: &PlanFacts, plan: &mut RestorePlan) {
-    if f.row.status != "succeeded" || f.row.artifact.is_empty() {
+    if f.row.status != JobStatus::Succeeded || f.row.artifact.is_empty() {
         plan.refuse(
             FailureKind::Conflict,
             format!(
@@ -307,6 +325,7 @@ fn check_existing(f: &PlanFacts, existing: &PvcRecord, plan: &mut RestorePlan) {
         .filter(|c| c.phase == "Running")
         .collect();
     plan.in_use_by = running.iter().map(|c| c.pod.clone()).collect();
+    plan.target_uid = existing.uid.clone();
     if !running.is_empty() {
         let pods = plan.in_use_by.join(", ");
         if f.request.force {
@@ -423,6 +442,7 @@ impl App {
         let namespace = request.target.namespace.as_str();
         let allowed = self.settings.allowlist.allows(namespace);
         let mut facts = PlanFacts {
+            cluster: self.conn.info.id.clone(),
             request: request.clone(),
             row,
             manifest,
@@ -499,6 +519,73 @@ impl App {
     }
 }
 
+/// Setuid/setgid bits and file capabilities come back only where they came from: one
+/// tenant's backup restored into another's namespace must not plant a setuid-root binary
+/// there. Owners stay as archived (an owner alone grants nothing).
+fn decide_privileges(f: &PlanFacts, plan: &mut RestorePlan) {
+    let home = plan.source.namespace == plan.target.namespace && plan.source.cluster == f.cluster;
+    plan.privileged = home || f.request.keep_privileged;
+    if !home && f.request.keep_privileged {
+        plan.warnings.push(format!(
+            "restoring from {}/{} into another namespace or cluster with setuid/setgid bits and file capabilities kept, as asked",
+            plan.source.namespace, plan.source.pvc
+        ));
+    } else if !home {
+        plan.warnings.push(
+            "restoring into another namespace or cluster: setuid/setgid bits and privileged extended attributes (file capabilities) are not restored; --keep-privileged keeps them".into(),
+        );
+    }
+}
+
+/// Whether a plan still holds when it runs, against the claim as it is now (`None`: no claim
+/// of that name): the same cluster, the same claim (or still none to create), and no pod that
+/// mounts it that the plan did not know of unless the plan writes anyway. The reason when not.
+pub fn recheck(plan: &RestorePlan, cluster: &str, now: Option<&PvcRecord>) -> Result<(), String> {
+    let target = format!("{}/{}", plan.target.namespace, plan.target.pvc);
+    let again = "plan the restore again";
+    if plan.cluster != cluster {
+        return Err(format!(
+            "the plan was made against cluster {} but nkvm is now connected to {cluster}; {again} on this connection",
+            plan.cluster
+        ));
+    }
+    let existing = match (plan.create, now) {
+        (true, None) => return Ok(()),
+        (true, Some(_)) => {
+            return Err(format!("{target} appeared since the plan; {again}"));
+        }
+        (false, None) => return Err(format!("{target} no longer exists; {again}")),
+        (false, Some(existing)) => existing,
+    };
+    if existing.uid != plan.target_uid {
+        return Err(format!(
+            "{target} was deleted and made again since the plan; {again}"
+        ));
+    }
+    let new_users: Vec<&str> = existing
+        .consumers
+        .iter()
+        .filter(|c| c.phase == "Running" && !plan.in_use_by.contains(&c.pod))
+        .map(|c| c.pod.as_str())
+        .collect();
+    if !new_users.is_empty() && !plan.force {
+        return Err(format!(
+            "running pods started mounting {target} since the plan ({}); stop them, or {again} and write anyway",
+            new_users.join(", ")
+        ));
+    }
+    let moved = existing.consumers.iter().any(|c| {
+        c.phase == "Running" && !plan.node.is_empty() && !c.node.is_empty() && c.node != plan.node
+    });
+    if moved {
+        return Err(format!(
+            "the pods that mount {target} now run on another node than planned ({}); {again}",
+            plan.node
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +593,7 @@ mod tests {
 
     fn facts(create: bool) -> PlanFacts {
         PlanFacts {
+            cluster: "c".into(),
             request: RestoreRequest {
                 backup_id: "20261126T000000Z-0000abcd".into(),
                 target: PvcRef::parse("restored/data").unwrap(),
@@ -514,12 +602,13 @@ mod tests {
                 size: None,
                 clean: false,
                 force: false,
+                keep_privileged: false,
             },
             row: BackupRow {
                 id: "20261126T000000Z-0000abcd".into(),
                 namespace: "shop".into(),
                 pvc: "data".into(),
-                status: "succeeded".into(),
+                status: JobStatus::Succeeded,
                 artifact: "c/shop/data/x.tar.zst".into(),
                 sha256: "ab".repeat(32),
                 compression: "zstd".into(),
@@ -663,8 +752,83 @@ mod tests {
         let mut f = facts(true);
         f.contents = Err("backup x is damaged: its sha256 is 00".into());
         assert!(decide(f.clone()).refusals[0].contains("damaged"));
-        f.row.status = "failed".into();
+        f.row.status = JobStatus::Failed;
         f.row.artifact.clear();
         assert!(decide(f).refusals[0].contains("is failed"));
+    }
+
+    #[test]
+    fn a_plan_runs_only_on_its_cluster_and_its_claim_as_planned() {
+        let mut f = facts(false);
+        f.request.force = true;
+        f.target = Some(existing("1Gi", &[("app-0", "node-a")]));
+        let plan = decide(f);
+        assert!(plan.runnable(), "{:?}", plan.refusals);
+        let same = existing("1Gi", &[("app-0", "node-a")]);
+        assert_eq!(recheck(&plan, "c", Some(&same)), Ok(()));
+        let other_cluster = recheck(&plan, "other", Some(&same)).unwrap_err();
+        assert!(
+            other_cluster.contains("now connected to other"),
+            "{other_cluster}"
+        );
+        let mut remade = same.clone();
+        remade.uid = "new".into();
+        assert!(
+            recheck(&plan, "c", Some(&remade))
+                .unwrap_err()
+                .contains("made again")
+        );
+        assert!(
+            recheck(&plan, "c", None)
+                .unwrap_err()
+                .contains("no longer exists")
+        );
+        let moved = existing("1Gi", &[("app-0", "node-b")]);
+        assert!(
+            recheck(&plan, "c", Some(&moved))
+                .unwrap_err()
+                .contains("another node")
+        );
+    }
+
+    #[test]
+    fn a_pod_that_started_mounting_the_target_since_the_plan_stops_the_run() {
+        let mut f = facts(false);
+        f.target = Some(existing("1Gi", &[]));
+        let plan = decide(f);
+        assert!(plan.runnable(), "{:?}", plan.refusals);
+        let busy = existing("1Gi", &[("late", "node-a")]);
+        let why = recheck(&plan, "c", Some(&busy)).unwrap_err();
+        assert!(
+            why.contains("started mounting") && why.contains("late"),
+            "{why}"
+        );
+        let created = decide(facts(true));
+        assert!(
+            recheck(&created, "c", Some(&busy))
+                .unwrap_err()
+                .contains("appeared")
+        );
+        assert_eq!(recheck(&created, "c", None), Ok(()));
+    }
+
+    #[test]
+    fn privileged_bits_come_back_only_into_the_backups_own_namespace_unless_asked() {
+        let mut home = facts(true);
+        home.row.cluster = "c".into();
+        home.request.target = PvcRef::parse("shop/copy").unwrap();
+        assert!(decide(home).privileged);
+        let away = decide(facts(true));
+        assert!(!away.privileged);
+        assert!(
+            away.warnings
+                .iter()
+                .any(|w| w.contains("setuid/setgid bits")),
+            "{:?}",
+            away.warnings
+        );
+        let mut asked = facts(true);
+        asked.request.keep_privileged = true;
+        assert!(decide(asked).privileged);
     }
 }

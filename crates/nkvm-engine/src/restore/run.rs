@@ -3,40 +3,41 @@
 //! store (hashed and decompressed on a blocking thread) into `tar -x` over exec stdin, ending
 //! it with the v5 stdin close, or on v4 with a command that reads the exact length. Success
 //! needs tar's exit status 0, the archive's sha256 equal to the plan's, and every tar byte
-//! sent. The helper pod is deleted whatever happens; every restore leaves a history row and
-//! audit entries.
+//! sent. The job lifecycle ([`crate::lifecycle`]) deletes the helper pod whatever happens and
+//! writes the history row and audit entries.
 
-use super::plan::{RestorePlan, RestoreTarget, claim_to_create};
+use super::plan::{RestorePlan, RestoreTarget, claim_to_create, recheck};
 use crate::archive::decoder;
-use crate::backup::{JobFailure, fail, new_id, now_rfc3339, progress_ticker, settle};
-use crate::tar_check::TarCheck;
+use crate::archive_safety::release_safe_members;
+use crate::job_helper::RunningHelper;
+use crate::lifecycle::{JobEnd, JobFailure, JobResult, JobSpec, Tracker, fail, new_id};
 use crate::verify::HashingReader;
 use crate::{App, Progress};
 use bytes::Bytes;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
-use nkvm_domain::{Compression, FailureKind, PvcRef};
-use nkvm_history::RestoreRow;
-use nkvm_kube::exec::{ExecError, ExecOptions, ExecTarget, exec_capture, exec_stream};
-use nkvm_kube::helper_pod::{self, HelperMode, HelperPodOptions};
-use nkvm_kube::tar_command::TarFlavor;
+use nkvm_domain::UserError;
+use nkvm_domain::{Compression, FailureKind, JobStatus, PvcRef, Stage, Trigger};
+use nkvm_history::{HistoryError, RestoreRow};
+use nkvm_kube::exec::{ExecError, ExecOptions, ExecOutcome, ExecTarget, exec_capture, exec_stream};
+use nkvm_kube::helper::{self, HelperMode, HelperPodOptions};
 use nkvm_store::ArchiveStore;
 use serde::Serialize;
-use std::io::Read;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{mpsc, watch};
 
 /// Who runs a restore, for the history and the audit log.
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
-    /// `cli` or `ui`.
-    pub trigger: String,
+    /// What started it.
+    pub trigger: Trigger,
     /// Who asked.
     pub actor: String,
 }
 
-/// One restore's outcome, in the CLI/API JSON shape (design §3).
+/// One restore's outcome, in the CLI/API JSON shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreResult {
@@ -45,7 +46,7 @@ pub struct RestoreResult {
     /// The backup restored.
     pub backup_id: String,
     /// `succeeded`, `failed`, `cancelled`.
-    pub status: String,
+    pub status: JobStatus,
     /// Where it went.
     pub target: RestoreTarget,
     /// Whether the target claim was created by this restore.
@@ -59,7 +60,10 @@ pub struct RestoreResult {
     /// End (RFC 3339).
     pub finished_at: String,
     /// Last stage reached (the failing one on failure).
-    pub stage: String,
+    pub stage: Stage,
+    /// What kind of failure it was (`""` on success).
+    #[serde(serialize_with = "nkvm_domain::failure::serialize_label")]
+    pub failure_kind: Option<FailureKind>,
     /// Why it failed ("" on success).
     pub error: String,
     /// The helper pod.
@@ -68,28 +72,79 @@ pub struct RestoreResult {
     pub node: String,
 }
 
-impl RestoreResult {
-    fn row(&self, opts: &RestoreOptions, cluster: &str, kind: Option<FailureKind>) -> RestoreRow {
-        RestoreRow {
+/// What a restore did to its target, kept however the restore ends.
+#[derive(Default)]
+struct TargetChanges {
+    created: AtomicBool,
+    cleaned: AtomicBool,
+}
+
+/// What a restore job knows before it starts, to build its result and row however it ends.
+struct RestoreFacts<'a> {
+    id: String,
+    cluster: String,
+    plan: &'a RestorePlan,
+    opts: &'a RestoreOptions,
+    changes: TargetChanges,
+}
+
+/// A restore's result with the history row it leaves.
+#[derive(Clone)]
+struct RestoreJob {
+    result: RestoreResult,
+    row: RestoreRow,
+}
+
+impl JobResult for RestoreJob {
+    fn record(&self, app: &App) -> Result<(), HistoryError> {
+        app.history.record_restore(&self.row)
+    }
+
+    fn into_progress(self) -> Progress {
+        Progress::RestoreDone(Box::new(self.result))
+    }
+}
+
+impl RestoreFacts<'_> {
+    /// The result and row of a restore that ended as `end`.
+    fn job(&self, end: &JobEnd) -> RestoreJob {
+        let result = RestoreResult {
             id: self.id.clone(),
-            backup_id: self.backup_id.clone(),
-            cluster: cluster.into(),
-            namespace: self.target.namespace.clone(),
-            pvc: self.target.pvc.clone(),
-            created: self.created,
-            cleaned: self.cleaned,
-            trigger: opts.trigger.clone(),
-            actor: opts.actor.clone(),
-            status: self.status.clone(),
-            stage: self.stage.clone(),
-            failure_kind: kind.map(|k| k.label().to_string()).unwrap_or_default(),
-            error: self.error.clone(),
-            started_at: self.started_at.clone(),
-            finished_at: (!self.finished_at.is_empty()).then(|| self.finished_at.clone()),
-            bytes_written: self.bytes_written,
-            helper_pod: self.helper_pod.clone(),
-            node: self.node.clone(),
-        }
+            backup_id: self.plan.backup_id.clone(),
+            status: end.status,
+            target: self.plan.target.clone(),
+            created: self.changes.created.load(Ordering::Relaxed),
+            cleaned: self.changes.cleaned.load(Ordering::Relaxed),
+            bytes_written: end.bytes,
+            started_at: end.started_at.clone(),
+            finished_at: end.finished_at.clone(),
+            stage: end.stage,
+            failure_kind: end.failure,
+            error: end.error.clone(),
+            helper_pod: end.helper_pod.clone(),
+            node: end.node.clone(),
+        };
+        let row = RestoreRow {
+            id: result.id.clone(),
+            backup_id: result.backup_id.clone(),
+            cluster: self.cluster.clone(),
+            namespace: result.target.namespace.clone(),
+            pvc: result.target.pvc.clone(),
+            created: result.created,
+            cleaned: result.cleaned,
+            trigger: self.opts.trigger,
+            actor: self.opts.actor.clone(),
+            status: result.status,
+            stage: result.stage,
+            failure_kind: end.failure,
+            error: result.error.clone(),
+            started_at: result.started_at.clone(),
+            finished_at: (!result.finished_at.is_empty()).then(|| result.finished_at.clone()),
+            bytes_written: result.bytes_written,
+            helper_pod: result.helper_pod.clone(),
+            node: result.node.clone(),
+        };
+        RestoreJob { result, row }
     }
 }
 
@@ -116,57 +171,49 @@ enum FeedError {
 /// archive fails, the error goes into the stream too, so the exec ends with an error instead
 /// of closing stdin on a short archive.
 fn feed_archive(
-    store: &dyn ArchiveStore,
-    artifact: &str,
-    compression: Compression,
-    expected: &str,
+    source: &Source<'_>,
     tx: &mpsc::Sender<std::io::Result<Bytes>>,
     sent: &AtomicU64,
 ) -> Result<Fed, FeedError> {
-    let fed = feed(store, artifact, compression, expected, tx, sent);
+    let fed = feed(source, tx, sent);
     if let Err(FeedError::Archive(why)) = &fed {
         let _ = tx.blocking_send(Err(std::io::Error::other(why.clone())));
     }
     fed
 }
 
-fn feed(
-    store: &dyn ArchiveStore,
-    artifact: &str,
+/// The archive a restore feeds, and how.
+struct Source<'a> {
+    store: &'a dyn ArchiveStore,
+    artifact: &'a str,
     compression: Compression,
-    expected: &str,
+    /// The sha256 the plan verified.
+    expected: &'a str,
+    /// Clear setuid/setgid bits of every member (restores outside the backup's namespace).
+    strip_set_id: bool,
+}
+
+fn feed(
+    source: &Source<'_>,
     tx: &mpsc::Sender<std::io::Result<Bytes>>,
     sent: &AtomicU64,
 ) -> Result<Fed, FeedError> {
+    let (artifact, expected) = (source.artifact, source.expected);
     let archive =
         |e: &dyn std::fmt::Display| FeedError::Archive(format!("reading {artifact}: {e}"));
-    let file = store.open(artifact).map_err(|e| archive(&e))?;
+    let file = source.store.open(artifact).map_err(|e| archive(&e))?;
     let mut hashing = HashingReader::new(file);
-    let mut check = TarCheck::new();
-    let mut held: Option<Bytes> = None;
-    let mut total = 0u64;
-    let send = |chunk: Bytes| {
-        let n = chunk.len() as u64;
-        tx.blocking_send(Ok(chunk))
-            .map_err(|_| FeedError::Stopped)?;
-        sent.fetch_add(n, Ordering::Relaxed);
-        Ok(())
+    let mut out = HeldBack::new(tx, sent);
+    let checked = {
+        let tar = decoder(&mut hashing, source.compression).map_err(|e| archive(&e))?;
+        // The archive's safety rules apply to what is sent, not only to what was planned: a
+        // file swapped in the store since then fails here before its hostile member is sent.
+        release_safe_members(tar, source.strip_set_id, |bytes| out.push(bytes))
     };
-    {
-        let mut tar = decoder(&mut hashing, compression).map_err(|e| archive(&e))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = tar.read(&mut buf).map_err(|e| archive(&e))?;
-            if n == 0 {
-                break;
-            }
-            check.feed(&buf[..n]).map_err(|e| archive(&e))?;
-            total += n as u64;
-            if let Some(previous) = held.replace(Bytes::copy_from_slice(&buf[..n])) {
-                send(previous)?;
-            }
-        }
+    if out.stopped {
+        return Err(FeedError::Stopped);
     }
+    let contents = checked.map_err(|e| archive(&e))?;
     std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| archive(&e))?;
     let actual = hashing.hex();
     if actual != expected {
@@ -174,17 +221,90 @@ fn feed(
             "the archive changed after it was planned: its sha256 is now {actual}, the plan verified {expected}"
         )));
     }
-    check.finish().map_err(|e| archive(&e))?;
-    if let Some(last) = held {
-        // A tar that stops reading after its end-of-archive blocks may not take the zero
-        // padding that follows them; it has everything it needs.
-        if last.iter().all(|b| *b == 0) {
-            let _ = send(last);
-        } else {
-            send(last)?;
+    out.finish()?;
+    Ok(Fed {
+        tar_bytes: contents.tar_bytes,
+    })
+}
+
+/// Sends tar bytes in batches of about a MiB, always holding the last batch back until the
+/// whole archive is hashed, so a changed archive usually fails before tar sees its end.
+struct HeldBack<'a> {
+    tx: &'a mpsc::Sender<std::io::Result<Bytes>>,
+    sent: &'a AtomicU64,
+    batch: Vec<u8>,
+    held: Option<Bytes>,
+    stopped: bool,
+}
+
+impl<'a> HeldBack<'a> {
+    const BATCH: usize = 1 << 20;
+
+    fn new(tx: &'a mpsc::Sender<std::io::Result<Bytes>>, sent: &'a AtomicU64) -> Self {
+        HeldBack {
+            tx,
+            sent,
+            batch: Vec::with_capacity(Self::BATCH),
+            held: None,
+            stopped: false,
         }
     }
-    Ok(Fed { tar_bytes: total })
+
+    fn push(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.batch.extend_from_slice(bytes);
+        if self.batch.len() >= Self::BATCH {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// Holds the current batch back and sends the one held before it.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let batch = Bytes::from(std::mem::replace(
+            &mut self.batch,
+            Vec::with_capacity(Self::BATCH),
+        ));
+        match self.held.replace(batch) {
+            Some(previous) => self.send(previous),
+            None => Ok(()),
+        }
+    }
+
+    fn send(&mut self, chunk: Bytes) -> std::io::Result<()> {
+        let n = chunk.len() as u64;
+        if self.tx.blocking_send(Ok(chunk)).is_err() {
+            self.stopped = true;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the helper stopped reading",
+            ));
+        }
+        self.sent.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends what is left, once the archive proved whole.
+    fn finish(mut self) -> Result<(), FeedError> {
+        if !self.batch.is_empty() {
+            self.rotate().map_err(|_| FeedError::Stopped)?;
+        }
+        let Some(last) = self.held.take() else {
+            return Ok(());
+        };
+        // A tar that stops reading after its end-of-archive blocks may not take the zero
+        // padding that follows them; it has everything it needs. The data before them must
+        // go in.
+        let data_end = last.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+        let mut last = last;
+        let padding = last.split_off(data_end);
+        if !last.is_empty() {
+            self.send(last).map_err(|_| FeedError::Stopped)?;
+        }
+        if !padding.is_empty() {
+            let _ = self.send(padding);
+        }
+        Ok(())
+    }
 }
 
 impl App {
@@ -195,195 +315,145 @@ impl App {
         plan: &RestorePlan,
         opts: &RestoreOptions,
         progress: Option<mpsc::UnboundedSender<Progress>>,
-        mut cancel: watch::Receiver<bool>,
+        cancel: watch::Receiver<bool>,
     ) -> RestoreResult {
-        let mut result = RestoreResult {
+        let facts = RestoreFacts {
             id: new_id().to_string(),
-            backup_id: plan.backup_id.clone(),
-            status: "running".into(),
-            target: plan.target.clone(),
-            created: false,
-            cleaned: false,
-            bytes_written: 0,
-            started_at: now_rfc3339(),
-            finished_at: String::new(),
-            stage: "plan".into(),
-            error: String::new(),
-            helper_pod: String::new(),
-            node: String::new(),
+            cluster: self.conn.info.id.clone(),
+            plan,
+            opts,
+            changes: TargetChanges::default(),
         };
         let target = format!("{}/{}", plan.target.namespace, plan.target.pvc);
-        let cluster = self.conn.info.id.clone();
-        let _ = self.history.audit(
-            &result.started_at,
-            &opts.actor,
-            "restore.start",
-            &target,
-            &format!("{} from {}", result.id, plan.backup_id),
-        );
-        if let Err(e) = self
-            .history
-            .record_restore(&result.row(opts, &cluster, None))
-        {
-            tracing::error!(error = %e, id = %result.id, "recording the restore in history failed");
-        }
-        let outcome = {
-            let run = self.restore_steps(plan, progress.as_ref(), &mut result);
-            tokio::select! {
-                r = run => r,
-                _ = cancel.wait_for(|c| *c) => Err(fail("cancelled", FailureKind::Cancelled,
-                    "cancelled on request; the target may hold part of the data: restore again (with --clean)")),
-            }
+        let tracker = Tracker::new(facts.id.clone(), target.clone(), Stage::Plan, progress);
+        let spec = JobSpec {
+            action: "restore",
+            actor: &opts.actor,
+            target,
+            detail: format!("{} from {}", facts.id, plan.backup_id),
+            cancelled: "cancelled on request; the target may hold part of the data: restore again (with --clean)",
         };
-        let deleted = self
-            .delete_job_helper(&plan.target.namespace, &result.helper_pod)
-            .await;
-        result.finished_at = now_rfc3339();
-        let kind = settle(
-            outcome,
-            deleted,
-            &mut result.status,
-            &mut result.stage,
-            &mut result.error,
-        );
-        if let Err(e) = self
-            .history
-            .record_restore(&result.row(opts, &cluster, kind))
-        {
-            tracing::error!(error = %e, id = %result.id, "recording the restore in history failed");
-        }
-        let _ = self.history.audit(
-            &result.finished_at,
-            &opts.actor,
-            &format!("restore.{}", result.status),
-            &target,
-            &result.id,
-        );
-        if let Some(p) = progress {
-            let _ = p.send(Progress::RestoreDone(Box::new(result.clone())));
-        }
-        result
+        let steps = self.restore_steps(plan, &tracker, &facts.changes);
+        self.run_job(spec, &tracker, cancel, steps, |end, _| facts.job(end))
+            .await
+            .result
     }
 
+    /// The restore's steps: plan check, target claim, helper pod, clean, stream.
     async fn restore_steps(
         &self,
         plan: &RestorePlan,
-        progress: Option<&mpsc::UnboundedSender<Progress>>,
-        result: &mut RestoreResult,
+        tracker: &Tracker,
+        changes: &TargetChanges,
     ) -> Result<(), JobFailure> {
-        let target_name = format!("{}/{}", plan.target.namespace, plan.target.pvc);
-        let stage = |result: &mut RestoreResult, s: &'static str| {
-            result.stage = s.into();
-            if let Some(p) = progress {
-                let _ = p.send(Progress::Stage {
-                    pvc: target_name.clone(),
-                    id: result.id.clone(),
-                    stage: s,
-                });
-            }
-        };
         if !plan.runnable() {
             return Err(fail(
-                "plan",
+                Stage::Plan,
                 plan.refusal_kind.unwrap_or(FailureKind::Conflict),
                 plan.refusals.join("; "),
             ));
         }
         self.require_allowed(&plan.target.namespace)
-            .map_err(|e| fail("plan", e.kind(), e.to_string()))?;
-        let ns = plan.target.namespace.as_str();
+            .map_err(|e| fail(Stage::Plan, e.kind(), e.to_string()))?;
+        self.recheck_plan(plan).await?;
         if let Some(pvc) = claim_to_create(plan) {
-            stage(result, "create-pvc");
-            let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.conn.client.clone(), ns);
-            claims
-                .create(&Default::default(), &pvc)
-                .await
-                .map_err(|e| {
-                    let kind = nkvm_kube::failure_kind(&e);
-                    let (message, hint) = match (&e, kind) {
-                        (kube::Error::Api(s), FailureKind::Forbidden) => (
-                            s.message.clone(),
-                            "; grant this identity create on persistentvolumeclaims in that namespace (a RoleBinding to nkvm's runtime role)",
-                        ),
-                        (kube::Error::Api(s), FailureKind::Conflict) => (
-                            s.message.clone(),
-                            "; it appeared after the plan: plan again without --create",
-                        ),
-                        (kube::Error::Api(s), _) => (s.message.clone(), ""),
-                        (other, _) => (other.to_string(), ""),
-                    };
-                    fail(
-                        "create-pvc",
-                        kind,
-                        format!("creating {target_name}: {message}{hint}"),
-                    )
-                })?;
-            result.created = true;
+            tracker.enter(Stage::CreatePvc);
+            self.create_target(plan, &pvc).await?;
+            changes.created.store(true, Ordering::Relaxed);
         }
-        stage(result, "helper-pod");
-        let claim = PvcRef::parse(&target_name)
-            .map_err(|e| fail("helper-pod", FailureKind::InvalidInput, e.to_string()))?;
-        let mut helper_opts = HelperPodOptions::new(
-            &result.id,
-            claim,
-            HelperMode::Restore,
-            &self.settings.helper_image,
-        );
+        let helper_opts = self.restore_helper_options(plan, tracker.id()).await?;
+        let as_root = helper_opts.profile.is_root();
+        let helper = self.start_helper(tracker, &helper_opts).await?;
+        if plan.clean {
+            tracker.enter(Stage::Clean);
+            self.empty_volume(&helper.target).await?;
+            changes.cleaned.store(true, Ordering::Relaxed);
+        }
+        tracker.enter(Stage::Stream);
+        self.stream_archive(plan, &helper, as_root, tracker).await
+    }
+
+    /// Refuses a plan that no longer holds: made against another cluster, or a target that
+    /// changed since (see [`recheck`]).
+    async fn recheck_plan(&self, plan: &RestorePlan) -> Result<(), JobFailure> {
+        let namespace = PvcRef::parse(&format!("{}/{}", plan.target.namespace, plan.target.pvc))
+            .map_err(|e| fail(Stage::Plan, FailureKind::InvalidInput, e.to_string()))?
+            .namespace;
+        let now = self
+            .inventory(&crate::Scope::Namespace(namespace))
+            .await
+            .map_err(|e| fail(Stage::Plan, e.kind(), e.to_string()))?
+            .into_iter()
+            .find(|r| r.name == plan.target.pvc);
+        recheck(plan, &self.conn.info.id, now.as_ref())
+            .map_err(|why| fail(Stage::Plan, FailureKind::Conflict, why))
+    }
+
+    /// Creates the claim the plan restores into.
+    async fn create_target(
+        &self,
+        plan: &RestorePlan,
+        pvc: &PersistentVolumeClaim,
+    ) -> Result<(), JobFailure> {
+        let claims: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.conn.client.clone(), &plan.target.namespace);
+        let Err(e) = claims.create(&Default::default(), pvc).await else {
+            return Ok(());
+        };
+        let kind = nkvm_kube::failure_kind(&e);
+        let hint = match kind {
+            FailureKind::Forbidden => {
+                "; grant this identity create on persistentvolumeclaims in that namespace (a RoleBinding to nkvm's runtime role)"
+            }
+            FailureKind::Conflict => "; it appeared after the plan: plan again without --create",
+            _ => "",
+        };
+        Err(fail(
+            Stage::CreatePvc,
+            kind,
+            format!(
+                "creating {}/{}: {}{hint}",
+                plan.target.namespace,
+                plan.target.pvc,
+                nkvm_kube::api_message(&e)
+            ),
+        ))
+    }
+
+    /// The read-write helper pod for the plan's target, placed on the planned node with the
+    /// consumer's tolerations when the plan names one.
+    async fn restore_helper_options(
+        &self,
+        plan: &RestorePlan,
+        id: &str,
+    ) -> Result<HelperPodOptions, JobFailure> {
+        let claim = PvcRef::parse(&format!("{}/{}", plan.target.namespace, plan.target.pvc))
+            .map_err(|e| fail(Stage::HelperPod, FailureKind::InvalidInput, e.to_string()))?;
+        let mut opts =
+            HelperPodOptions::new(id, claim, HelperMode::Restore, &self.settings.helper_image);
         if !plan.node.is_empty() {
-            helper_opts.node = Some(plan.node.clone());
+            opts.node = Some(plan.node.clone());
             if let Some(consumer) = &plan.consumer_pod {
-                let pods: Api<Pod> = Api::namespaced(self.conn.client.clone(), ns);
-                if let Ok(p) = pods.get(consumer).await {
-                    helper_opts.tolerations =
-                        p.spec.and_then(|s| s.tolerations).unwrap_or_default();
-                }
+                opts.tolerations = self
+                    .consumer_tolerations(&plan.target.namespace, consumer)
+                    .await;
             }
         }
-        let as_root = helper_opts.profile.is_root();
-        let pod = helper_pod::helper_pod(&helper_opts);
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        nkvm_kube::helper::create_helper(&self.conn.client, &pod)
-            .await
-            .map_err(|e| fail("helper-pod", e.kind(), e.to_string()))?;
-        result.helper_pod = name.clone();
-        let running = nkvm_kube::helper::wait_running(
-            &self.conn.client,
-            ns,
-            &name,
-            self.settings.helper_pod_timeout,
-        )
-        .await
-        .map_err(|e| fail("helper-pod", e.kind(), e.to_string()))?;
-        result.node = running.node;
-        stage(result, "probe-tar");
-        let exec_target = ExecTarget::new(ns, &name, helper_pod::CONTAINER);
-        let probe = exec_capture(&self.conn.client, &exec_target, &["tar", "--version"])
-            .await
-            .map_err(|e| fail("probe-tar", e.kind(), e.to_string()))?;
-        let flavor = TarFlavor::detect(probe.exit_code, &probe.stdout, &probe.stderr)
-            .map_err(|e| fail("probe-tar", FailureKind::CommandFailed, e.to_string()))?;
-        if plan.clean {
-            stage(result, "clean");
-            self.empty_volume(&exec_target).await?;
-            result.cleaned = true;
-        }
-        stage(result, "stream");
-        self.stream_archive(plan, &exec_target, &flavor, as_root, progress, result)
-            .await
+        Ok(opts)
     }
 
     /// Deletes everything in the mounted volume (its top-level entries, hidden ones too).
     async fn empty_volume(&self, target: &ExecTarget) -> Result<(), JobFailure> {
         let script = format!(
             "find {dir} -mindepth 1 -maxdepth 1 -exec rm -rf -- {{}} + && test -z \"$(ls -A {dir})\"",
-            dir = helper_pod::DATA_DIR
+            dir = helper::DATA_DIR
         );
         let out = exec_capture(&self.conn.client, target, &["sh", "-c", &script])
             .await
-            .map_err(|e| fail("clean", e.kind(), e.to_string()))?;
+            .map_err(|e| fail(Stage::Clean, e.kind(), e.to_string()))?;
         if out.exit_code != 0 {
             return Err(fail(
-                "clean",
+                Stage::Clean,
                 FailureKind::CommandFailed,
                 format!(
                     "emptying the target failed (exit code {}): {}",
@@ -395,46 +465,61 @@ impl App {
         Ok(())
     }
 
+    /// Feeds the archive into `tar -x` in the helper and checks that all of it went in.
     async fn stream_archive(
         &self,
         plan: &RestorePlan,
-        target: &ExecTarget,
-        flavor: &TarFlavor,
+        helper: &RunningHelper,
         as_root: bool,
-        progress: Option<&mpsc::UnboundedSender<Progress>>,
-        result: &mut RestoreResult,
+        tracker: &Tracker,
     ) -> Result<(), JobFailure> {
         let compression: Compression = plan
             .source
             .compression
             .parse()
-            .map_err(|e: String| fail("stream", FailureKind::Internal, e))?;
+            .map_err(|e: String| fail(Stage::Stream, FailureKind::Internal, e))?;
         let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
-        let sent = Arc::new(AtomicU64::new(0));
         let feeder = {
             let (store, artifact, expected, sent) = (
                 self.store.clone(),
                 plan.source.artifact.clone(),
                 plan.source.sha256.clone(),
-                sent.clone(),
+                tracker.bytes().clone(),
             );
+            let strip_set_id = !plan.privileged;
             tokio::task::spawn_blocking(move || {
-                feed_archive(
-                    store.as_ref(),
-                    &artifact,
+                let source = Source {
+                    store: store.as_ref(),
+                    artifact: &artifact,
                     compression,
-                    &expected,
-                    &tx,
-                    &sent,
-                )
+                    expected: &expected,
+                    strip_set_id,
+                };
+                feed_archive(&source, &tx, &sent)
             })
         };
-        let ticker = progress_ticker(
-            progress,
-            format!("{}/{}", plan.target.namespace, plan.target.pvc),
-            &result.id,
-            &sent,
-        );
+        let ticker = tracker.ticker();
+        let exec = self.exec_extract(plan, helper, as_root, rx).await;
+        drop(ticker);
+        let fed = feeder.await.map_err(|e| {
+            fail(
+                Stage::Stream,
+                FailureKind::Internal,
+                format!("the archive reader panicked: {e}"),
+            )
+        })?;
+        extracted_whole(plan, fed, exec)
+    }
+
+    /// Runs `tar -x` in the helper with the archive's tar bytes from `rx` as its stdin; on an
+    /// exec protocol without a stdin close (v4), a command that reads exactly the tar's length.
+    async fn exec_extract(
+        &self,
+        plan: &RestorePlan,
+        helper: &RunningHelper,
+        as_root: bool,
+        rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    ) -> Result<ExecOutcome, ExecError> {
         let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
@@ -442,89 +527,74 @@ impl App {
         let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(4);
         // tar -x writes nothing to stdout; drain it anyway so a chatty tar cannot block.
         let drain = tokio::spawn(async move { while out_rx.recv().await.is_some() {} });
-        let argv = flavor.extract_command(helper_pod::DATA_DIR, as_root);
+        let (client, target) = (&self.conn.client, &helper.target);
+        let argv = helper
+            .flavor
+            .extract_command(helper::DATA_DIR, as_root, plan.privileged);
+        let opts = ExecOptions::default();
         let mut exec = exec_stream(
-            &self.conn.client,
+            client,
             target,
             &argv,
             Some(&mut stdin),
             out_tx.clone(),
-            &ExecOptions::default(),
+            &opts,
         )
         .await;
         if matches!(exec, Err(ExecError::StdinNeedsV5 { .. })) {
-            // v4 cannot end stdin: let the command read exactly the archive's length.
-            let argv = flavor.extract_exact_length_command(
-                helper_pod::DATA_DIR,
+            let argv = helper.flavor.extract_exact_length_command(
+                helper::DATA_DIR,
                 as_root,
+                plan.privileged,
                 plan.source.tar_bytes,
             );
             let opts = ExecOptions {
                 allow_stdin_without_eof: true,
                 ..Default::default()
             };
-            exec = exec_stream(
-                &self.conn.client,
-                target,
-                &argv,
-                Some(&mut stdin),
-                out_tx,
-                &opts,
-            )
-            .await;
+            exec = exec_stream(client, target, &argv, Some(&mut stdin), out_tx, &opts).await;
         } else {
             drop(out_tx);
         }
         drop(stdin);
-        drop(ticker);
         let _ = drain.await;
-        let fed = feeder.await.map_err(|e| {
-            fail(
-                "stream",
-                FailureKind::Internal,
-                format!("the archive reader panicked: {e}"),
-            )
-        })?;
-        result.bytes_written = sent.load(Ordering::Relaxed);
-        // A failing archive is the cause of whatever the exec then saw.
-        if let Err(FeedError::Archive(why)) = &fed {
-            return Err(fail(
-                "stream",
-                FailureKind::CommandFailed,
-                format!("{why}; the target may hold part of the data"),
-            ));
-        }
-        let outcome = exec.map_err(|e| fail("stream", e.kind(), e.to_string()))?;
-        if outcome.exit_code != 0 {
-            return Err(fail(
-                "stream",
-                FailureKind::CommandFailed,
-                format!(
-                    "tar in the helper pod failed with exit code {}: {}; the target may hold part of the data",
-                    outcome.exit_code,
-                    outcome.stderr.trim()
-                ),
-            ));
-        }
-        let fed = fed.map_err(|_| {
-            fail(
-                "stream",
-                FailureKind::CommandFailed,
-                "tar in the helper pod exited before reading the whole archive; the target may hold part of the data",
-            )
-        })?;
-        if fed.tar_bytes != plan.source.tar_bytes {
-            return Err(fail(
-                "stream",
-                FailureKind::CommandFailed,
-                format!(
-                    "the archive holds {} tar bytes but the plan verified {}",
-                    fed.tar_bytes, plan.source.tar_bytes
-                ),
-            ));
-        }
-        Ok(())
+        exec
     }
+}
+
+/// Success only when the archive was whole, tar exited 0 and took every tar byte the plan
+/// verified. A failing archive is reported first: it is the cause of whatever the exec saw.
+fn extracted_whole(
+    plan: &RestorePlan,
+    fed: Result<Fed, FeedError>,
+    exec: Result<ExecOutcome, ExecError>,
+) -> Result<(), JobFailure> {
+    let failed = |message: String| fail(Stage::Stream, FailureKind::CommandFailed, message);
+    if let Err(FeedError::Archive(why)) = &fed {
+        return Err(failed(format!(
+            "{why}; the target may hold part of the data"
+        )));
+    }
+    let outcome = exec.map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))?;
+    if outcome.exit_code != 0 {
+        return Err(failed(format!(
+            "tar in the helper pod failed with exit code {}: {}; the target may hold part of the data",
+            outcome.exit_code,
+            outcome.stderr.trim()
+        )));
+    }
+    let fed = fed.map_err(|_| {
+        failed(
+            "tar in the helper pod exited before reading the whole archive; the target may hold part of the data".into(),
+        )
+    })?;
+    if fed.tar_bytes != plan.source.tar_bytes {
+        return Err(failed(format!(
+            "the archive holds {} tar bytes but the plan verified {}",
+            fed.tar_bytes, plan.source.tar_bytes
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -568,14 +638,14 @@ mod tests {
             }
             (got, errored)
         });
-        let fed = feed_archive(
+        let source = Source {
             store,
-            ARTIFACT,
-            Compression::Zstd,
+            artifact: ARTIFACT,
+            compression: Compression::Zstd,
             expected,
-            &tx,
-            &AtomicU64::new(0),
-        );
+            strip_set_id: false,
+        };
+        let fed = feed_archive(&source, &tx, &AtomicU64::new(0));
         drop(tx);
         let (got, errored) = reader.join().unwrap();
         (fed, got, errored)

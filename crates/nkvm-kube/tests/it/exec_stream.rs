@@ -6,10 +6,11 @@ use crate::harness::{
 };
 use bytes::Bytes;
 use nkvm_domain::FailureKind;
+use nkvm_domain::UserError;
 use nkvm_kube::exec::{
     ExecError, ExecOptions, ExecOutcome, ExecProtocol, ExecTarget, exec_capture, exec_stream,
 };
-use nkvm_kube::helper_pod::{CONTAINER, DATA_DIR, HelperMode};
+use nkvm_kube::helper::{CONTAINER, DATA_DIR, HelperMode};
 use nkvm_kube::tar_command::TarFlavor;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -261,7 +262,7 @@ async fn an_archive_sent_on_stdin_is_restored_and_reads_back_the_same() {
     let (result, out) = run(
         &env,
         &target,
-        &flavor.extract_command(DATA_DIR, true),
+        &flavor.extract_command(DATA_DIR, true, true),
         Some(&mut stdin),
         &ExecOptions::default(),
     )

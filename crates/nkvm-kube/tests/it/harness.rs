@@ -6,8 +6,7 @@ use kube::Api;
 use kube::api::PostParams;
 use kube_sandbox::{Sandbox, SandboxOptions};
 use nkvm_domain::PvcRef;
-use nkvm_kube::helper::{self, RunningPod};
-use nkvm_kube::helper_pod::{self, HelperMode, HelperPodOptions};
+use nkvm_kube::helper::{self, HelperMode, HelperPodOptions, RunningPod};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -125,7 +124,7 @@ impl Env {
 
     /// Creates a helper pod and waits until it runs.
     pub async fn helper(&self, opts: &HelperPodOptions) -> RunningPod {
-        let pod = helper_pod::helper_pod(opts);
+        let pod = helper::pod_spec(opts);
         helper::create_helper(&self.client, &pod)
             .await
             .expect("helper created");
@@ -157,8 +156,12 @@ pub fn helper_options(ns: &str, claim: &str, mode: HelperMode, job: &str) -> Hel
     let claim = PvcRef::parse(&format!("{ns}/{claim}")).expect("claim reference");
     let mut opts = HelperPodOptions::new(job, claim, mode, IMAGE);
     opts.active_deadline_seconds = 600;
+    opts.instance = INSTANCE.into();
     opts
 }
+
+/// The nkvm instance the tests' helpers belong to.
+pub const INSTANCE: &str = "test-instance";
 
 /// Awaits `f` for at most 60 s (a hung call fails the test instead of hanging it).
 pub async fn within<T>(f: impl Future<Output = T>) -> T {

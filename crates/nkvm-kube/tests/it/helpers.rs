@@ -1,13 +1,13 @@
 //! Helper pod lifecycle against the sandbox.
 
-use crate::harness::{Env, helper_options, within};
+use crate::harness::{Env, INSTANCE, helper_options, within};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
 use nkvm_domain::FailureKind;
+use nkvm_domain::UserError;
 use nkvm_kube::exec::{ExecTarget, exec_capture};
-use nkvm_kube::helper::{self, HelperError, WaitProblem};
-use nkvm_kube::helper_pod::{self, CONTAINER, HelperMode, SecurityProfile};
+use nkvm_kube::helper::{self, CONTAINER, HelperError, HelperMode, SecurityProfile, WaitProblem};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -81,7 +81,7 @@ async fn a_helper_that_is_never_scheduled_fails_with_the_scheduling_events() {
     env.namespace("shop").await;
     env.claim("shop", "data").await;
     let opts = helper_options("shop", "data", HelperMode::Backup, "job-3");
-    let pod = helper_pod::helper_pod(&opts);
+    let pod = helper::pod_spec(&opts);
     let name = pod.metadata.name.clone().unwrap_or_default();
     within(helper::create_helper(&env.client, &pod))
         .await
@@ -127,7 +127,7 @@ async fn a_helper_on_another_node_than_a_rwo_consumer_fails_naming_the_multi_att
     };
     let mut opts = helper_options("shop", "data", HelperMode::Backup, "job-6");
     opts.node = Some(other.into());
-    let pod = helper_pod::helper_pod(&opts);
+    let pod = helper::pod_spec(&opts);
     let name = pod.metadata.name.clone().unwrap_or_default();
     within(helper::create_helper(&env.client, &pod))
         .await
@@ -153,7 +153,7 @@ async fn a_helper_image_that_cannot_be_pulled_fails_fast_naming_the_pull_error()
     env.claim("shop", "data").await;
     let mut opts = helper_options("shop", "data", HelperMode::Backup, "job-4");
     opts.image = "registry.invalid/nkvm-helper:1".into();
-    let pod = helper_pod::helper_pod(&opts);
+    let pod = helper::pod_spec(&opts);
     let name = pod.metadata.name.clone().unwrap_or_default();
     within(helper::create_helper(&env.client, &pod))
         .await
@@ -187,12 +187,9 @@ async fn a_helper_image_that_cannot_be_pulled_fails_fast_naming_the_pull_error()
 async fn creating_a_helper_in_a_missing_namespace_says_so() {
     let env = Env::start().await;
     let opts = helper_options("nowhere", "data", HelperMode::Backup, "job-5");
-    let err = within(helper::create_helper(
-        &env.client,
-        &helper_pod::helper_pod(&opts),
-    ))
-    .await
-    .expect_err("no namespace");
+    let err = within(helper::create_helper(&env.client, &helper::pod_spec(&opts)))
+        .await
+        .expect_err("no namespace");
     assert!(
         matches!(err, HelperError::CreateHelperPod { .. }),
         "{err:?}"
@@ -206,19 +203,23 @@ async fn the_sweep_deletes_only_helpers_whose_job_is_not_running() {
     let env = Env::start().await;
     env.namespace("shop").await;
     env.claim("shop", "data").await;
-    let live = helper_pod::helper_pod(&helper_options(
+    let live = helper::pod_spec(&helper_options(
         "shop",
         "data",
         HelperMode::Backup,
         "job-live",
     ));
-    let dead = helper_pod::helper_pod(&helper_options(
+    let dead = helper::pod_spec(&helper_options(
         "shop",
         "data",
         HelperMode::Backup,
         "job-dead",
     ));
-    for pod in [&live, &dead] {
+    // Another nkvm's helper (a workstation CLI's) is not this instance's to sweep.
+    let mut theirs = helper_options("shop", "data", HelperMode::Backup, "job-theirs");
+    theirs.instance = "another-instance".into();
+    let theirs = helper::pod_spec(&theirs);
+    for pod in [&live, &dead, &theirs] {
         within(helper::create_helper(&env.client, pod))
             .await
             .expect("created");
@@ -235,6 +236,7 @@ async fn the_sweep_deletes_only_helpers_whose_job_is_not_running() {
     let report = within(helper::sweep_helpers(
         &env.client,
         &["shop".to_string()],
+        INSTANCE,
         |job| job == "job-live",
     ))
     .await;
@@ -251,11 +253,11 @@ async fn the_sweep_deletes_only_helpers_whose_job_is_not_running() {
         .map(name)
         .collect();
     left.sort();
-    let mut want = vec![name(&live), "nkvm-app".to_string()];
+    let mut want = vec![name(&live), name(&theirs), "nkvm-app".to_string()];
     want.sort();
     assert_eq!(left, want);
     // Across all namespaces (an empty allowlist) the same.
-    let again = within(helper::sweep_helpers(&env.client, &[], |job| {
+    let again = within(helper::sweep_helpers(&env.client, &[], INSTANCE, |job| {
         job == "job-live"
     }))
     .await;

@@ -252,7 +252,7 @@ async fn connect(
     let opts = match options_from(&form, state.config.default_kubeconfig.as_deref()) {
         Ok(o) => o,
         Err(e) => {
-            return layout::error_page(&user, http::StatusCode::BAD_REQUEST, "Connection", &e);
+            return crate::page_error::PageError::invalid(&user, "Connection", e).into_response();
         }
     };
     let mode = opts.mode;

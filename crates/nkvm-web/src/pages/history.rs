@@ -6,6 +6,7 @@ use crate::WebState;
 use crate::auth::{CurrentUser, is_htmx};
 use crate::form::FormData;
 use crate::layout::{self, Nav, error_box};
+use crate::page_error::{NOT_CONNECTED, PageError};
 use crate::pages::{see_other, status_for};
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -14,7 +15,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use maud::{Markup, html};
-use nkvm_domain::{BackupId, PvcRef};
+use nkvm_domain::UserError;
+use nkvm_domain::{BackupId, FailureKind, JobStatus, PvcRef, Trigger};
 use nkvm_engine::session::{BackupDetails, BackupFilter, BackupRow, detached};
 use nkvm_engine::{RestoreOptions, RestorePlan, RestoreRequest};
 use serde::Deserialize;
@@ -46,10 +48,12 @@ struct PendingPlan {
     plan: RestorePlan,
     user: String,
     made: Instant,
+    /// The session generation it was planned on: a plan never outlives the connection.
+    generation: u64,
 }
 
 impl PendingPlans {
-    fn keep(&self, plan: RestorePlan, user: &str) -> String {
+    fn keep(&self, plan: RestorePlan, user: &str, generation: u64) -> String {
         let token: String = (0..16)
             .map(|_| format!("{:02x}", rand::random::<u8>()))
             .collect();
@@ -61,16 +65,20 @@ impl PendingPlans {
                 plan,
                 user: user.into(),
                 made: Instant::now(),
+                generation,
             },
         );
         token
     }
 
-    fn take(&self, token: &str, user: &str) -> Option<RestorePlan> {
+    /// The plan behind `token`, if `user` made it on connection `generation`.
+    fn take(&self, token: &str, user: &str, generation: u64) -> Option<RestorePlan> {
         let mut plans = self.0.lock().unwrap_or_else(|e| e.into_inner());
         plans.retain(|_, p| p.made.elapsed() < PLAN_LIFETIME);
         match plans.get(token) {
-            Some(p) if p.user == user => plans.remove(token).map(|p| p.plan),
+            Some(p) if p.user == user && p.generation == generation => {
+                plans.remove(token).map(|p| p.plan)
+            }
             _ => None,
         }
     }
@@ -98,7 +106,8 @@ async fn list(
     let filter = BackupFilter {
         cluster: non_empty(&q.cluster),
         namespace: non_empty(&q.ns),
-        pvc: non_empty(&q.pvc),
+        pvc: None,
+        pvc_contains: non_empty(&q.pvc),
         limit: Some(HISTORY_ROWS),
     };
     let rows = state.session.workspace().backups(&filter);
@@ -112,15 +121,16 @@ async fn list(
             input #filter-pvc type="text" name="pvc" value=(q.pvc) placeholder="any";
             label for="filter-status" { "Status" }
             select #filter-status name="status" {
-                @for s in ["", "succeeded", "failed", "cancelled", "interrupted", "running"] {
-                    option value=(s) selected[s == q.status] { (if s.is_empty() { "any" } else { s }) }
+                option value="" selected[q.status.is_empty()] { "any" }
+                @for s in JobStatus::ALL.iter().filter(|s| **s != JobStatus::Queued) {
+                    option value=(s) selected[s.as_str() == q.status] { (s) }
                 }
             }
             button type="submit" { "Filter" }
         }
         @match &rows {
             Err(e) => (error_box("history-error", &format!("Reading the history failed: {e}"))),
-            Ok(rows) => (table(rows.iter().filter(|r| q.status.is_empty() || r.status == q.status))),
+            Ok(rows) => (table(rows.iter().filter(|r| q.status.is_empty() || r.status.as_str() == q.status))),
         }
     };
     let status = if rows.is_err() {
@@ -151,7 +161,7 @@ fn table<'a>(rows: impl Iterator<Item = &'a BackupRow>) -> Markup {
                         td.num { (layout::bytes(r.bytes_stored)) }
                         td { (r.actor) }
                         td.detail {
-                            @if r.status == "succeeded" { span.mono { (r.artifact) } }
+                            @if r.status == JobStatus::Succeeded { span.mono { (r.artifact) } }
                             @else if !r.error.is_empty() { (r.stage) ": " (r.error) }
                         }
                     }
@@ -168,12 +178,13 @@ fn parse_id(raw: &str) -> Option<BackupId> {
 }
 
 fn not_found(user: &CurrentUser, id: &str) -> Response {
-    layout::error_page(
+    PageError::new(
         user,
-        StatusCode::NOT_FOUND,
         "Backup not found",
-        &format!("There is no backup {id:?} in the history."),
+        FailureKind::NotFound,
+        format!("There is no backup {id:?} in the history."),
     )
+    .into_response()
 }
 
 /// The backup's details, or the response to send instead.
@@ -184,12 +195,7 @@ async fn load(state: &WebState, user: &CurrentUser, raw: &str) -> Result<BackupD
     match state.session.workspace().backup_details(&id).await {
         Ok(Some(d)) => Ok(d),
         Ok(None) => Err(not_found(user, raw)),
-        Err(e) => Err(layout::error_page(
-            user,
-            status_for(e.kind()),
-            "Backup",
-            &e.to_string(),
-        )),
+        Err(e) => Err(PageError::of(user, "Backup", &e).into_response()),
     }
 }
 
@@ -206,7 +212,7 @@ async fn details(
 
 fn details_page(user: &CurrentUser, d: &BackupDetails, verified: Option<Markup>) -> Html<String> {
     let r = &d.row;
-    let has_archive = r.status == "succeeded" && !r.artifact.is_empty();
+    let has_archive = r.status == JobStatus::Succeeded && !r.artifact.is_empty();
     let body = html! {
         dl.facts #backup-details {
             dt { "Backup" } dd.mono #detail-id { (r.id) }
@@ -220,7 +226,7 @@ fn details_page(user: &CurrentUser, d: &BackupDetails, verified: Option<Markup>)
             dt { "By" } dd { (r.actor) " (" (r.trigger) ")" }
             dt { "Helper pod / node" } dd.mono { (r.helper_pod) " / " (r.node) }
             @if !r.error.is_empty() {
-                dt { "Error" } dd.error { "at " (r.stage) " (" (r.failure_kind) "): " (r.error) }
+                dt { "Error" } dd.error { "at " (r.stage) " (" (r.failure_kind.map_or("", FailureKind::label)) "): " (r.error) }
             }
         }
         @if let Some(m) = &d.manifest {
@@ -311,9 +317,7 @@ async fn download(
     let workspace = state.session.workspace();
     let archive = match workspace.open_archive(&id).await {
         Ok(a) => a,
-        Err(e) => {
-            return layout::error_page(&user, status_for(e.kind()), "Download", &e.to_string());
-        }
+        Err(e) => return PageError::of(&user, "Download", &e).into_response(),
     };
     workspace.audit(&user.actor(), "download", id.as_str(), &archive.file_name);
     let safe_name: String = archive
@@ -399,6 +403,7 @@ fn wizard(
             input #size type="text" name="size" value=(form.get("size").unwrap_or("")) placeholder="the source's";
             label.check { input #clean type="checkbox" name="clean" checked[form.checked("clean")]; " Empty the target first" }
             label.check { input #force type="checkbox" name="force" checked[form.checked("force")]; " Write even though running pods mount it" }
+            label.check { input #keep-privileged type="checkbox" name="keep_privileged" checked[form.checked("keep_privileged")]; " Into another namespace too: keep setuid/setgid bits and file capabilities" }
             button #plan-restore type="submit" { "Plan restore" }
             span.htmx-indicator { " Reading the archive…" }
         }
@@ -422,6 +427,7 @@ fn request_from(id: &BackupId, form: &FormData) -> Result<RestoreRequest, String
         size: form.text("size"),
         clean: form.checked("clean"),
         force: form.checked("force"),
+        keep_privileged: form.checked("keep_privileged"),
     })
 }
 
@@ -438,8 +444,8 @@ fn plan_view(plan: &RestorePlan, token: Option<&str>, row_id: &str, user: &Curre
                 dt { "To" } dd #plan-target { (plan.target.namespace) "/" (plan.target.pvc) }
                 @if let Some(c) = &plan.new_claim {
                     dt { "Creates" } dd { "a PVC of " (c.size) ", class " (if c.storage_class.is_empty() { "(cluster default)" } else { c.storage_class.as_str() }) ", " (c.access_modes.join(",")) }
-                } @else {
-                    dt { "Existing PVC" } dd { (plan.target_capacity) }
+                } @else if !plan.create {
+                    dt { "Existing PVC" } dd { (if plan.target_capacity.is_empty() { "size unknown" } else { plan.target_capacity.as_str() }) }
                 }
                 @if !plan.node.is_empty() { dt { "Node" } dd { (plan.node) } }
                 @if !plan.in_use_by.is_empty() { dt { "Mounted by" } dd { (plan.in_use_by.join(", ")) } }
@@ -487,11 +493,10 @@ async fn plan_restore(
         Ok(r) => r,
         Err(e) => return problem(StatusCode::BAD_REQUEST, &e),
     };
-    let Some(app) = state.session.app() else {
-        return problem(
-            StatusCode::CONFLICT,
-            "Not connected to a cluster: connect on the Connection page first.",
-        );
+    let status = state.session.status();
+    let generation = status.generation;
+    let Some(app) = status.connected.map(|c| c.app) else {
+        return problem(StatusCode::CONFLICT, NOT_CONNECTED);
     };
     let planned = detached(move || async move { app.plan_restore(&request).await })
         .await
@@ -500,7 +505,7 @@ async fn plan_restore(
         Ok(plan) => {
             let token = plan
                 .runnable()
-                .then(|| state.plans.keep(plan.clone(), &user.name));
+                .then(|| state.plans.keep(plan.clone(), &user.name, generation));
             let view = plan_view(&plan, token.as_deref(), &d.row.id, &user);
             wizard(&user, &d.row, &form, Some(view)).into_response()
         }
@@ -514,39 +519,32 @@ async fn run_restore(
     headers: HeaderMap,
     Path(raw): Path<String>,
     body: Bytes,
-) -> Response {
+) -> Result<Response, PageError> {
     let form = FormData::parse(&body);
-    let Some(plan) = form
+    let generation = state.session.status().generation;
+    let plan = form
         .get("plan")
-        .and_then(|t| state.plans.take(t, &user.name))
+        .and_then(|t| state.plans.take(t, &user.name, generation))
         .filter(|p| p.backup_id == raw)
-    else {
-        return layout::error_page(
-            &user,
-            StatusCode::CONFLICT,
-            "Restore",
-            "This restore plan expired or was already run; plan it again from the backup's page.",
-        );
-    };
-    let Some(app) = state.session.app() else {
-        return layout::error_page(
-            &user,
-            StatusCode::CONFLICT,
-            "Restore",
-            "Not connected to a cluster: connect on the Connection page first.",
-        );
-    };
+        .ok_or_else(|| {
+            PageError::new(
+                &user,
+                "Restore",
+                FailureKind::Conflict,
+                "This restore plan expired, was already run, or was made on a connection that has changed since; plan it again from the backup's page.",
+            )
+        })?;
+    let app = state
+        .session
+        .app()
+        .ok_or_else(|| PageError::not_connected(&user, "Restore"))?;
     let opts = RestoreOptions {
-        trigger: "ui".into(),
+        trigger: Trigger::Ui,
         actor: user.actor(),
     };
-    match state.jobs.submit_restore(app, plan, opts) {
-        Ok(job) => see_other(&headers, &format!("/jobs#job-{job}")),
-        Err(e) => layout::error_page(
-            &user,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Restore",
-            &e.to_string(),
-        ),
-    }
+    let job = state
+        .jobs
+        .submit_restore(app, plan, opts)
+        .map_err(|e| PageError::of(&user, "Restore", &e))?;
+    Ok(see_other(&headers, &format!("/jobs#job-{job}")))
 }

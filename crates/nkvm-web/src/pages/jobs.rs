@@ -13,7 +13,8 @@ use axum::routing::{get, post};
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, StatusCode};
 use maud::{Markup, html};
-use nkvm_engine::jobs::{ItemState, ItemStatus, JobEvent, JobId, JobKind, JobState, Jobs};
+use nkvm_domain::JobStatus;
+use nkvm_engine::jobs::{ItemState, JobEvent, JobId, JobKind, JobState, Jobs};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
@@ -73,15 +74,43 @@ fn job_view(job: &JobState) -> Markup {
 
 /// A job's heading; sent again over SSE whenever one of its items changes.
 fn job_head(job: &JobState) -> Markup {
-    let done = job.items.iter().filter(|i| i.status.is_final()).count();
     html! {
         h2 { "Job " (job.id) " · " (job.kind.as_str()) }
-        span.muted.job-progress { (done) " of " (job.items.len()) " done · " (job.summary) " · by " (job.actor) " · " (layout::time(Some(&job.submitted_at))) }
+        span.muted.job-progress { (progress_line(job)) " · " (job.summary) " · by " (job.actor) " · " (layout::time(Some(&job.submitted_at))) }
         @if !job.finished() {
             button.cancel-job type="button" hx-post=(format!("/jobs/{}/cancel", job.id)) hx-swap="none"
                 hx-confirm="Cancel every unfinished item of this job?" { "Cancel job" }
         }
     }
+}
+
+/// How far a job got: `2 of 3 ended: 1 succeeded, 1 failed`; only succeeded items count as
+/// done.
+fn progress_line(job: &JobState) -> String {
+    let ended: Vec<JobStatus> = job
+        .items
+        .iter()
+        .map(|i| i.status)
+        .filter(|s| s.is_final())
+        .collect();
+    let mut line = format!("{} of {} ended", ended.len(), job.items.len());
+    let counts: Vec<String> = [
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+        JobStatus::Interrupted,
+    ]
+    .iter()
+    .filter_map(|status| {
+        let n = ended.iter().filter(|s| *s == status).count();
+        (n > 0).then(|| format!("{n} {status}"))
+    })
+    .collect();
+    if !counts.is_empty() {
+        line.push_str(": ");
+        line.push_str(&counts.join(", "));
+    }
+    line
 }
 
 /// The SSE event name (and element id) of an item.
@@ -97,7 +126,7 @@ pub fn item_body(item: &ItemState) -> Markup {
             div.item-head {
                 span.target { (item.namespace) "/" (item.pvc) }
                 span class=(format!("status badge {status}")) { (status) }
-                @if item.status != ItemStatus::Succeeded { span.stage { (item.stage) } }
+                @if !item.status.is_final() || item.status == JobStatus::Failed { span.stage { (item.stage) } }
                 @if !item.status.is_final() {
                     button.cancel-item type="button" hx-swap="none"
                         hx-post=(format!("/jobs/{}/items/{}/cancel", item.job, item.index)) { "Cancel" }
@@ -111,7 +140,7 @@ pub fn item_body(item: &ItemState) -> Markup {
                 @if let Some(rate) = item.rate { span.rate { (layout::bytes(rate as u64)) "/s" } }
                 @if let Some(eta) = item.eta_seconds { span.eta { "about " (layout::duration(eta)) " left" } }
                 @if !item.id.is_empty() {
-                    @if item.status == ItemStatus::Succeeded && item.kind == JobKind::Backup {
+                    @if item.status == JobStatus::Succeeded && item.kind == JobKind::Backup {
                         a.backup-id href=(format!("/history/{}", item.id)) { (item.id) }
                     } @else {
                         span.backup-id.mono { (item.id) }
@@ -119,7 +148,11 @@ pub fn item_body(item: &ItemState) -> Markup {
                 }
             }
             @if !item.error.is_empty() {
-                p.error { "Failed at " strong { (item.stage) } ": " (item.error) }
+                @match item.status {
+                    // A cancel the operator asked for is not a failure.
+                    JobStatus::Cancelled | JobStatus::Interrupted => p.notice { (item.error) },
+                    _ => p.error { "Failed at " strong { (item.stage) } ": " (item.error) },
+                }
             }
             @if !item.hint.is_empty() { p.hint { (item.hint) } }
         }

@@ -6,14 +6,15 @@ use crate::auth::CurrentUser;
 use crate::form::FormData;
 use crate::inventory_cache::{Snapshot, VolumeQuery};
 use crate::layout::{self, Nav, error_box};
+use crate::page_error::{NOT_CONNECTED, PageError};
 use crate::pages::see_other;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use maud::{Markup, html};
-use nkvm_domain::{Compression, PvcRecord, PvcRef};
+use nkvm_domain::{Compression, PvcRecord, PvcRef, Trigger};
 use nkvm_engine::archive::CompressionOptions;
 use nkvm_engine::session::detached;
 use nkvm_engine::{BackupOptions, Scope};
@@ -82,7 +83,7 @@ async fn page(
 ) -> Response {
     let body = match snapshot(&state).await {
         None => html! {
-            (error_box("volumes-error", "Not connected to a cluster."))
+            (error_box("volumes-error", NOT_CONNECTED))
             p { a href="/connection" { "Connect on the Connection page" } " to see its volumes." }
         },
         Some(s) => render(&s, &q, &user),
@@ -267,36 +268,33 @@ async fn back_up(
     user: CurrentUser,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
+) -> Result<Response, PageError> {
     let form = FormData::parse(&body);
-    let bad = |msg: &str| layout::error_page(&user, StatusCode::BAD_REQUEST, "Back up", msg);
+    let bad = |msg: &str| PageError::invalid(&user, "Back up", msg);
     let claims: Result<Vec<PvcRef>, _> = form.all("pvc").into_iter().map(PvcRef::parse).collect();
     let claims = match claims {
         Ok(c) if !c.is_empty() => c,
-        Ok(_) => return bad("Select at least one volume to back up."),
-        Err(e) => return bad(&e.to_string()),
+        Ok(_) => return Err(bad("Select at least one volume to back up.")),
+        Err(e) => return Err(bad(&e.to_string())),
     };
-    let compression: Compression = match form.get("compression").unwrap_or("zstd").parse() {
-        Ok(c) => c,
-        Err(e) => return bad(&e),
-    };
+    let compression: Compression = form
+        .get("compression")
+        .unwrap_or("zstd")
+        .parse()
+        .map_err(|e: String| bad(&e))?;
     let parallel = match form.text("parallel").map(|p| p.parse::<usize>()) {
         None => 2,
         Some(Ok(n)) if (1..=MAX_PARALLEL).contains(&n) => n,
         _ => {
-            return bad(&format!(
+            return Err(bad(&format!(
                 "\"At once\" must be a number from 1 to {MAX_PARALLEL}."
-            ));
+            )));
         }
     };
-    let Some(app) = state.session.app() else {
-        return layout::error_page(
-            &user,
-            StatusCode::CONFLICT,
-            "Back up",
-            "Not connected to a cluster: connect on the Connection page first.",
-        );
-    };
+    let app = state
+        .session
+        .app()
+        .ok_or_else(|| PageError::not_connected(&user, "Back up"))?;
     let workspace = state.session.workspace();
     let expected = claims
         .iter()
@@ -308,16 +306,12 @@ async fn back_up(
             ..Default::default()
         },
         parallel,
-        trigger: "ui".into(),
+        trigger: Trigger::Ui,
         actor: user.actor(),
     };
-    match state.jobs.submit_backup(app, claims, opts, expected) {
-        Ok(job) => see_other(&headers, &format!("/jobs#job-{job}")),
-        Err(e) => layout::error_page(
-            &user,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Back up",
-            &e.to_string(),
-        ),
-    }
+    let job = state
+        .jobs
+        .submit_backup(app, claims, opts, expected)
+        .map_err(|e| PageError::of(&user, "Back up", &e))?;
+    Ok(see_other(&headers, &format!("/jobs#job-{job}")))
 }

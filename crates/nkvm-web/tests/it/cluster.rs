@@ -6,7 +6,7 @@ use crate::harness::{Ui, eventually, kubectl};
 use axum::body::Body;
 use futures_util::StreamExt;
 use http::{Request, StatusCode, header};
-use nkvm_engine::jobs::ItemStatus;
+use nkvm_domain::JobStatus;
 use std::time::Duration;
 use tower::ServiceExt;
 
@@ -150,7 +150,7 @@ async fn a_backup_runs_as_a_job_streams_progress_and_can_be_verified_and_downloa
 
     let job = ui.state.jobs().get(1).expect("the job is kept");
     let item = &job.items[0];
-    assert_eq!(item.status, ItemStatus::Succeeded, "{item:?}");
+    assert_eq!(item.status, JobStatus::Succeeded, "{item:?}");
     let jobs_page = client.get("/jobs").await;
     assert!(jobs_page.body.contains("data-status=\"succeeded\""));
 
@@ -162,7 +162,7 @@ async fn a_backup_runs_as_a_job_streams_progress_and_can_be_verified_and_downloa
     );
     let row = ui.history.backup(&item.id).unwrap().unwrap();
     assert_eq!(row.actor, "ui:admin");
-    assert_eq!(row.trigger, "ui");
+    assert_eq!(row.trigger, nkvm_domain::Trigger::Ui);
 
     let verified = client
         .post_raw(
@@ -235,7 +235,7 @@ async fn a_backup_runs_as_a_job_streams_progress_and_can_be_verified_and_downloa
     let restore = ui.state.jobs().get(2).unwrap();
     assert_eq!(
         restore.items[0].status,
-        ItemStatus::Succeeded,
+        JobStatus::Succeeded,
         "{:?}",
         restore.items[0]
     );
@@ -288,6 +288,6 @@ async fn a_cluster_that_goes_away_is_reported_as_a_message() {
     })
     .await;
     let item = ui.state.jobs().get(1).unwrap().items[0].clone();
-    assert_eq!(item.status, ItemStatus::Failed);
+    assert_eq!(item.status, JobStatus::Failed);
     assert!(!item.error.is_empty() && !item.hint.is_empty(), "{item:?}");
 }

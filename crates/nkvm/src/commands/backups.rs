@@ -1,9 +1,11 @@
 //! `nkvm backups`: the history, newest first (reads the database only). JSON rows carry the
-//! backup shape of the CLI contract plus trigger, actor, failureKind, helperPod and node.
+//! backup shape of the CLI contract plus trigger, actor, failureKind, helperPod and node;
+//! the table shows sizes for people, JSON exact bytes.
 
 use crate::cli::{BackupsArgs, GlobalArgs, Output};
 use crate::commands::Failed;
-use nkvm_domain::FailureKind;
+use nkvm_domain::quantity::human_bytes;
+use nkvm_domain::{FailureKind, JobStatus};
 use nkvm_history::{BackupFilter, History};
 use std::process::ExitCode;
 
@@ -16,6 +18,7 @@ pub fn run(g: &GlobalArgs, args: BackupsArgs) -> anyhow::Result<ExitCode> {
         namespace: args.namespace.clone(),
         pvc: args.pvc.clone(),
         limit: Some(args.limit),
+        ..Default::default()
     };
     let rows = history
         .list_backups(&filter)
@@ -26,18 +29,18 @@ pub fn run(g: &GlobalArgs, args: BackupsArgs) -> anyhow::Result<ExitCode> {
             let table: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {
-                    let detail = if r.status == "succeeded" {
+                    let detail = if r.status == JobStatus::Succeeded {
                         r.artifact.clone()
                     } else {
                         format!("{}: {}", r.stage, r.error)
                     };
                     vec![
                         r.id.clone(),
-                        r.status.clone(),
+                        r.status.to_string(),
                         r.namespace.clone(),
                         r.pvc.clone(),
                         r.started_at.clone(),
-                        r.bytes_stored.to_string(),
+                        human_bytes(r.bytes_stored),
                         detail,
                     ]
                 })

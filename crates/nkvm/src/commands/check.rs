@@ -2,6 +2,7 @@
 
 use crate::cli::{CheckArgs, GlobalArgs, Output};
 use crate::commands::Failed;
+use nkvm_domain::UserError;
 use std::process::ExitCode;
 
 /// Prints the report; exits 1 when a needed permission is missing.

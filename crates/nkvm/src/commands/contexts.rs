@@ -1,13 +1,13 @@
 //! `nkvm contexts`: the kubeconfig's contexts, read without connecting.
 
 use crate::cli::{ContextsArgs, GlobalArgs, Output};
-use crate::commands::UsageError;
+use crate::commands::invalid;
 use std::process::ExitCode;
 
 /// Prints the contexts, the current one marked `*`.
 pub fn run(g: &GlobalArgs, args: ContextsArgs) -> anyhow::Result<ExitCode> {
-    let (kc, source) = nkvm_kube::kubeconfig::read(g.kubeconfig.as_deref())
-        .map_err(|e| UsageError(e.to_string()))?;
+    let (kc, source) =
+        nkvm_kube::kubeconfig::read(g.kubeconfig.as_deref()).map_err(|e| invalid(e.to_string()))?;
     let contexts = nkvm_kube::kubeconfig::contexts(&kc);
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&contexts)?),

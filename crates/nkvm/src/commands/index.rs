@@ -4,6 +4,7 @@
 use crate::cli::{GlobalArgs, IndexRebuildArgs, Output};
 use crate::commands::Failed;
 use nkvm_domain::FailureKind;
+use nkvm_domain::UserError;
 use nkvm_history::History;
 use nkvm_store::LocalStore;
 use std::process::ExitCode;

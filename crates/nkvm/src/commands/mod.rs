@@ -4,23 +4,23 @@ mod backup;
 mod backups;
 mod check;
 mod contexts;
+#[cfg(feature = "sandbox")]
 mod demo;
 mod index;
 mod pvcs;
 mod recover;
 mod restore;
+#[cfg(feature = "sandbox")]
 mod sandbox;
+#[cfg(not(feature = "sandbox"))]
+mod without_sandbox;
+
 pub mod serve;
 mod verify;
 
 use crate::cli::{Cli, Command, IndexCommand};
 use nkvm_domain::FailureKind;
 use std::process::ExitCode;
-
-/// A usage or configuration error (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
 
 /// A failed operation with its failure kind (decides the exit code).
 #[derive(Debug, thiserror::Error)]
@@ -42,22 +42,43 @@ impl Failed {
     }
 }
 
+/// A usage or configuration error: a bad flag, argument or setting (exit code 2).
+pub fn invalid(message: impl std::fmt::Display) -> Failed {
+    Failed::new(FailureKind::InvalidInput, anyhow::anyhow!("{message}"))
+}
+
 /// The exit code for an error that reached `main`.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<UsageError>().is_some() {
-        2
-    } else if let Some(f) = e.downcast_ref::<Failed>() {
-        f.kind.exit_code()
-    } else {
-        1
+    match e.downcast_ref::<Failed>() {
+        Some(f) => f.kind.exit_code(),
+        None => 1,
     }
+}
+
+/// Who the command line acts as in the history and the audit log: `cli:$USER`.
+pub fn cli_actor() -> String {
+    std::env::var("USER")
+        .map(|u| format!("cli:{u}"))
+        .unwrap_or_else(|_| "cli".into())
+}
+
+/// A cancel signal set by Ctrl-C, which first prints `what` happens next.
+pub fn cancel_on_ctrl_c(what: &'static str) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("cancelling: {what}");
+            let _ = tx.send(true);
+        }
+    });
+    rx
 }
 
 /// Runs the chosen subcommand.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     if reads_history(&cli.command) {
-        crate::settings::restore_missing_history(g)?;
+        crate::settings::rebuild_missing_history(g)?;
     }
     match cli.command {
         Command::Contexts(args) => contexts::run(g, args),
@@ -70,8 +91,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restores(args) => restore::list(g, args),
         Command::Recover(args) => recover::run(g, args).await,
         Command::Index(IndexCommand::Rebuild(args)) => index::rebuild(g, args).await,
+        #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => sandbox::run(args).await,
+        #[cfg(feature = "sandbox")]
         Command::Demo(args) => demo::run(g, args).await,
+        #[cfg(not(feature = "sandbox"))]
+        Command::Sandbox(args) => without_sandbox::run_sandbox(args).await,
+        #[cfg(not(feature = "sandbox"))]
+        Command::Demo(args) => without_sandbox::run_demo(g, args).await,
         Command::Serve(args) => serve::run(g, args).await,
     }
 }

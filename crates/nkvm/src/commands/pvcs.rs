@@ -1,7 +1,8 @@
 //! `nkvm pvcs`: the PVC inventory.
 
 use crate::cli::{GlobalArgs, Output, PvcsArgs};
-use crate::commands::{Failed, UsageError};
+use crate::commands::{Failed, invalid};
+use nkvm_domain::UserError;
 use nkvm_domain::{PvcRecord, ResourceName};
 use nkvm_engine::Scope;
 use std::process::ExitCode;
@@ -54,7 +55,7 @@ fn row(r: &PvcRecord) -> Vec<String> {
 pub async fn run(g: &GlobalArgs, args: PvcsArgs) -> anyhow::Result<ExitCode> {
     let scope = match &args.namespace {
         Some(ns) => {
-            Scope::Namespace(ResourceName::namespace(ns).map_err(|e| UsageError(e.to_string()))?)
+            Scope::Namespace(ResourceName::namespace(ns).map_err(|e| invalid(e.to_string()))?)
         }
         None => Scope::AllAllowed,
     };

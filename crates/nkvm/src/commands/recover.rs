@@ -4,6 +4,7 @@
 
 use crate::cli::{GlobalArgs, Output, RecoverArgs};
 use crate::commands::Failed;
+use nkvm_domain::UserError;
 use std::process::ExitCode;
 
 /// Runs the recovery and prints what it did; exits 1 when something could not be cleaned up.

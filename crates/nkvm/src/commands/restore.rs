@@ -3,15 +3,17 @@
 //! the restore history. Ctrl-C cancels: the helper pod is deleted and the restore recorded
 //! as cancelled.
 
-use super::backup::human;
 use crate::cli::{GlobalArgs, Output, RestoreArgs, RestoresArgs};
-use crate::commands::{Failed, UsageError};
-use nkvm_domain::{FailureKind, PvcRef};
+use crate::commands::{Failed, cancel_on_ctrl_c, cli_actor, invalid};
+use nkvm_domain::UserError;
+use nkvm_domain::quantity::human_bytes as human;
+use nkvm_domain::{FailureKind, JobStatus, PvcRef, Trigger};
 use nkvm_engine::{Progress, RestoreOptions, RestorePlan, RestoreRequest};
 use nkvm_history::RestoreFilter;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
+use tokio::sync::mpsc;
 
 fn describe(plan: &RestorePlan) -> String {
     let mut out = format!(
@@ -58,20 +60,8 @@ fn describe(plan: &RestorePlan) -> String {
 
 /// Plans and (unless `--dry-run`) runs a restore; exits 1 when refused or failed.
 pub async fn run(g: &GlobalArgs, args: RestoreArgs) -> anyhow::Result<ExitCode> {
-    let target = PvcRef::parse(&args.to).map_err(|e| UsageError(format!("--to: {e}")))?;
-    if let Some(size) = &args.size {
-        nkvm_domain::quantity::parse_bytes(size).map_err(|e| UsageError(format!("--size: {e}")))?;
-    }
+    let request = request(&args)?;
     let app = Arc::new(crate::settings::app(g).await?);
-    let request = RestoreRequest {
-        backup_id: args.id.clone(),
-        target,
-        create: args.create,
-        storage_class: args.storage_class.clone(),
-        size: args.size.clone(),
-        clean: args.clean,
-        force: args.force,
-    };
     let plan = app
         .plan_restore(&request)
         .await
@@ -83,14 +73,11 @@ pub async fn run(g: &GlobalArgs, args: RestoreArgs) -> anyhow::Result<ExitCode> 
         } else {
             print!("{}", describe(&plan));
         }
+        let refused = plan.refusal_kind.unwrap_or(FailureKind::Conflict);
         return Ok(if plan.runnable() {
             ExitCode::SUCCESS
         } else {
-            ExitCode::from(
-                plan.refusal_kind
-                    .unwrap_or(FailureKind::Conflict)
-                    .exit_code(),
-            )
+            ExitCode::from(refused.exit_code())
         });
     }
     if !json {
@@ -103,43 +90,22 @@ pub async fn run(g: &GlobalArgs, args: RestoreArgs) -> anyhow::Result<ExitCode> 
         )
         .into());
     }
-    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("cancelling: deleting the helper pod...");
-            let _ = cancel_tx.send(true);
-        }
-    });
-    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = cancel_on_ctrl_c("deleting the helper pod...");
+    let (progress_tx, progress_rx) = mpsc::unbounded_channel();
     let tty = std::io::stderr().is_terminal();
-    let total = plan.source.tar_bytes.max(1);
-    let printer = tokio::spawn(async move {
-        while let Some(p) = progress_rx.recv().await {
-            match p {
-                Progress::Stage { pvc, stage, .. } if tty => eprintln!("{pvc}: {stage}"),
-                Progress::Bytes { pvc, read, .. } if tty => eprintln!(
-                    "{pvc}: {} of {} written ({}%)",
-                    human(read),
-                    human(total),
-                    read * 100 / total
-                ),
-                _ => {}
-            }
-        }
-    });
+    let printer = tokio::spawn(print_progress(progress_rx, tty, plan.source.tar_bytes));
     let opts = RestoreOptions {
-        trigger: "cli".into(),
-        actor: std::env::var("USER")
-            .map(|u| format!("cli:{u}"))
-            .unwrap_or_else(|_| "cli".into()),
+        trigger: Trigger::Cli,
+        actor: cli_actor(),
     };
     let result = app
-        .run_restore(&plan, &opts, Some(progress_tx), cancel_rx)
+        .run_restore(&plan, &opts, Some(progress_tx), cancel)
         .await;
     let _ = printer.await;
+    let succeeded = result.status == JobStatus::Succeeded;
     if json {
         println!("{}", serde_json::to_string_pretty(&result)?);
-    } else if result.status == "succeeded" {
+    } else if succeeded {
         println!(
             "{} {} {}/{}: {} written",
             result.id,
@@ -154,11 +120,46 @@ pub async fn run(g: &GlobalArgs, args: RestoreArgs) -> anyhow::Result<ExitCode> 
             result.id, result.status, result.stage, result.error
         );
     }
-    Ok(if result.status == "succeeded" {
+    Ok(if succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The restore the flags ask for.
+fn request(args: &RestoreArgs) -> Result<RestoreRequest, Failed> {
+    let target = PvcRef::parse(&args.to).map_err(|e| invalid(format!("--to: {e}")))?;
+    if let Some(size) = &args.size {
+        nkvm_domain::quantity::parse_bytes(size).map_err(|e| invalid(format!("--size: {e}")))?;
+    }
+    Ok(RestoreRequest {
+        backup_id: args.id.clone(),
+        target,
+        create: args.create,
+        storage_class: args.storage_class.clone(),
+        size: args.size.clone(),
+        clean: args.clean,
+        force: args.force,
+        keep_privileged: args.keep_privileged,
+    })
+}
+
+/// Prints stages and bytes written (of `total`) on a terminal.
+async fn print_progress(mut progress: mpsc::UnboundedReceiver<Progress>, tty: bool, total: u64) {
+    let total = total.max(1);
+    while let Some(p) = progress.recv().await {
+        match p {
+            Progress::Stage { pvc, stage, .. } if tty => eprintln!("{pvc}: {stage}"),
+            Progress::Bytes { pvc, read, .. } if tty => eprintln!(
+                "{pvc}: {} of {} written ({}%)",
+                human(read),
+                human(total),
+                read * 100 / total
+            ),
+            _ => {}
+        }
+    }
 }
 
 /// Prints the restore history.
@@ -179,7 +180,7 @@ pub fn list(g: &GlobalArgs, args: RestoresArgs) -> anyhow::Result<ExitCode> {
                 .map(|r| {
                     vec![
                         r.id.clone(),
-                        r.status.clone(),
+                        r.status.to_string(),
                         r.backup_id.clone(),
                         format!("{}/{}", r.namespace, r.pvc),
                         r.started_at.clone(),

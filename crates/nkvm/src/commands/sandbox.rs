@@ -1,7 +1,7 @@
 //! `nkvm sandbox`: runs the sandbox cluster until SIGTERM or Ctrl-C.
 
 use crate::cli::SandboxArgs;
-use crate::commands::UsageError;
+use crate::commands::invalid;
 use anyhow::Context;
 use kube_sandbox::scale::ScaleSpec;
 use kube_sandbox::{Sandbox, SandboxOptions, StartError};
@@ -15,7 +15,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(ScaleSpec::parse)
         .transpose()
-        .map_err(|e| UsageError(format!("--seed-scale: {e}")))?;
+        .map_err(|e| invalid(format!("--seed-scale: {e}")))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -30,7 +30,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| match e {
             StartError::Taint(_) | StartError::Fault(_) => {
-                anyhow::Error::new(UsageError(e.to_string()))
+                anyhow::Error::new(invalid(e.to_string()))
             }
             other => anyhow::Error::new(other),
         })?;

@@ -4,7 +4,7 @@
 //! serves until Ctrl-C or SIGTERM, then lets running jobs finish for a grace period.
 
 use crate::cli::{GlobalArgs, ServeArgs};
-use crate::commands::{Failed, UsageError};
+use crate::commands::{Failed, invalid};
 use nkvm_domain::FailureKind;
 use nkvm_engine::Settings;
 use nkvm_engine::session::{AuthMode, ConnectOptions, Session, Workspace};
@@ -33,12 +33,12 @@ pub struct ServeOptions {
     pub web: WebConfig,
 }
 
-fn env_flag(name: &str) -> Result<Option<bool>, UsageError> {
+fn env_flag(name: &str) -> Result<Option<bool>, Failed> {
     match std::env::var(name).ok().as_deref().map(str::trim) {
         None | Some("") => Ok(None),
         Some("1" | "true" | "yes") => Ok(Some(true)),
         Some("0" | "false" | "no") => Ok(Some(false)),
-        Some(other) => Err(UsageError(format!("{name}={other:?}: use true or false"))),
+        Some(other) => Err(invalid(format!("{name}={other:?}: use true or false"))),
     }
 }
 
@@ -63,14 +63,14 @@ impl ServeOptions {
         let connect_opts = crate::settings::connect_options(g)?;
         let connect = cluster_named(g, connect_opts.mode).then_some(connect_opts);
         let password = AdminPassword::from_env()
-            .map_err(UsageError)?
+            .map_err(invalid)?
             .unwrap_or_else(AdminPassword::generate);
         let mut web = WebConfig::new(password);
         web.cookie_secure = env_flag("NKVM_COOKIE_SECURE")?.unwrap_or(!listen.ip().is_loopback());
         web.metrics_public = env_flag("NKVM_METRICS_PUBLIC")?.unwrap_or(false);
         web.trusted_user_header = match std::env::var("NKVM_TRUSTED_USER_HEADER") {
             Ok(h) if !h.trim().is_empty() => Some(h.trim().parse().map_err(|_| {
-                UsageError(format!(
+                invalid(format!(
                     "NKVM_TRUSTED_USER_HEADER={h:?} is not an HTTP header name"
                 ))
             })?),
@@ -80,7 +80,7 @@ impl ServeOptions {
             && !s.trim().is_empty()
         {
             let seconds: u64 = s.trim().parse().map_err(|_| {
-                UsageError(format!(
+                invalid(format!(
                     "NKVM_SHUTDOWN_GRACE_SECONDS={s:?}: use a number of seconds"
                 ))
             })?;
@@ -201,7 +201,7 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let opts = ServeOptions::from_global(g, args.listen)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|e| UsageError(format!("listening on {}: {e}", args.listen)))?;
+        .map_err(|e| invalid(format!("listening on {}: {e}", args.listen)))?;
     serve(listener, opts, stop_requested()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,8 @@
 //! `nkvm verify ID`: re-reads a stored backup without touching the cluster.
 
 use crate::cli::{GlobalArgs, Output, VerifyArgs};
-use crate::commands::{Failed, UsageError};
+use crate::commands::{Failed, invalid};
+use nkvm_domain::UserError;
 use nkvm_domain::{BackupId, FailureKind};
 use nkvm_history::History;
 use nkvm_store::LocalStore;
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 
 /// Verifies the backup; exits 1 when it is damaged or missing.
 pub async fn run(g: &GlobalArgs, args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let id: BackupId = args.id.parse().map_err(UsageError)?;
+    let id: BackupId = args.id.parse().map_err(invalid)?;
     let history =
         History::open(&g.db).map_err(|e| Failed::new(FailureKind::StorageUnavailable, e))?;
     let store = LocalStore::new(&g.backup_dir);

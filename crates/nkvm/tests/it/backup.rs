@@ -480,3 +480,61 @@ async fn ctrl_c_cancels_a_running_backup_cleanly() {
     );
     env.stop().await;
 }
+
+/// Makes the history refuse audit entries whose action matches `pattern` (SQL LIKE), as a
+/// full or broken database would.
+fn refuse_audit(env: &Env, pattern: &str) {
+    let db = rusqlite::Connection::open(env.db()).expect("history opens");
+    db.execute_batch(&format!(
+        "DROP TRIGGER IF EXISTS refuse_audit;
+         CREATE TRIGGER refuse_audit BEFORE INSERT ON audit WHEN NEW.action LIKE '{pattern}'
+         BEGIN SELECT RAISE(ABORT, 'audit refused by the test'); END;"
+    ))
+    .expect("trigger");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_is_not_started_when_its_audit_entry_cannot_be_written() {
+    let env = Env::start().await;
+    setup(&env, "shop", "printf data > /data/f; sleep 3600").await;
+    // A first backup creates the history database.
+    env.nkvm(&["backup", "shop/data", "-o", "json"]).await.ok();
+    refuse_audit(&env, "backup.start");
+    let refused = env.nkvm(&["backup", "shop/data", "-o", "json"]).await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    let refused = json_results(&refused).await;
+    assert_eq!(refused[0]["status"], "failed", "{}", refused[0]);
+    assert_eq!(refused[0]["failureKind"], "storage_unavailable");
+    assert!(
+        refused[0]["error"].as_str().is_some_and(
+            |e| e.contains("writing the audit log failed, so the backup was not started")
+        ),
+        "{}",
+        refused[0]
+    );
+    no_helper_pods(&env).await;
+    assert_eq!(
+        stored_files(&env).len(),
+        2,
+        "only the first archive and its manifest"
+    );
+    let rows = env.nkvm(&["backups", "-o", "json"]).await.ok().json();
+    assert_eq!(
+        rows.as_array().map(Vec::len),
+        Some(1),
+        "no row for a job that never started"
+    );
+
+    // A closing entry that fails is reported, but the backup itself stands.
+    refuse_audit(&env, "backup.succeeded");
+    let closed = env.nkvm(&["backup", "shop/data", "-o", "json"]).await.ok();
+    assert_eq!(json_results(&closed).await[0]["status"], "succeeded");
+    assert!(
+        closed
+            .stderr
+            .contains("writing the closing audit entry failed"),
+        "{}",
+        closed.stderr
+    );
+    env.stop().await;
+}

@@ -15,9 +15,9 @@ fn workload(name: &str, labels: &str) -> String {
 
 /// A pod labelled as a helper of job `id` would be. It mounts nothing: a second pod on the
 /// ReadWriteOnce claim could land on another node and never start.
-fn stale_helper(name: &str, id: &str) -> String {
+fn stale_helper(name: &str, id: &str, instance: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app.kubernetes.io/managed-by: nkvm, nkvm.io/job-id: {id}}}\nspec:\n  containers:\n  - name: main\n    image: busybox\n    command: [sleep, '3600']\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app.kubernetes.io/managed-by: nkvm, nkvm.io/job-id: {id}, nkvm.io/instance: '{instance}'}}\nspec:\n  containers:\n  - name: main\n    image: busybox\n    command: [sleep, '3600']\n"
     )
 }
 
@@ -101,8 +101,24 @@ async fn recover_interrupts_running_jobs_and_sweeps_partials_and_helper_pods() {
     let env = Env::start().await;
     shop_with_app(&env).await;
     let id = "20261126T010203Z-deadbeef";
-    env.apply(Some("shop"), &stale_helper("nkvm-backup-crashed", id))
-        .await;
+    let instance = nkvm_history::History::open(&env.db())
+        .and_then(|h| h.instance_id())
+        .expect("this nkvm's instance id");
+    env.apply(
+        Some("shop"),
+        &stale_helper("nkvm-backup-crashed", id, &instance),
+    )
+    .await;
+    // Another nkvm's helper (another history database) is not this instance's to sweep.
+    env.apply(
+        Some("shop"),
+        &stale_helper(
+            "nkvm-backup-theirs",
+            "20261126T010203Z-0000beef",
+            "someone-else",
+        ),
+    )
+    .await;
     env.wait_ready("shop", "nkvm-backup-crashed").await;
     {
         let history = nkvm_history::History::open(&env.db()).expect("history opens");
@@ -113,10 +129,10 @@ async fn recover_interrupts_running_jobs_and_sweeps_partials_and_helper_pods() {
                 namespace: "shop".into(),
                 pvc: "data".into(),
                 pvc_uid: "uid".into(),
-                trigger: "cli".into(),
+                trigger: nkvm_domain::Trigger::Cli,
                 actor: "test".into(),
-                status: "running".into(),
-                stage: "stream".into(),
+                status: nkvm_domain::JobStatus::Running,
+                stage: nkvm_domain::Stage::Stream,
                 started_at: "2026-11-26T01:02:03Z".into(),
                 compression: "zstd".into(),
                 helper_pod: "nkvm-backup-crashed".into(),
@@ -141,10 +157,13 @@ async fn recover_interrupts_running_jobs_and_sweeps_partials_and_helper_pods() {
 
     let history = nkvm_history::History::open(&env.db()).expect("history opens");
     let row = history.backup(id).expect("query").expect("row kept");
-    assert_eq!(row.status, "interrupted");
+    assert_eq!(row.status, nkvm_domain::JobStatus::Interrupted);
     assert!(row.finished_at.is_some(), "{row:?}");
     assert!(!partial.exists(), "the partial archive is deleted");
-    assert_eq!(pod_names(&env, "shop").await, ["pod/app"]);
+    assert_eq!(
+        pod_names(&env, "shop").await,
+        ["pod/app", "pod/nkvm-backup-theirs"]
+    );
 
     let again = env.nkvm(&["recover"]).await.ok();
     assert!(again.stdout.contains("nothing to recover"), "{again:?}");

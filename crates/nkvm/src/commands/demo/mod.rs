@@ -5,7 +5,7 @@
 pub mod samples;
 pub mod seed;
 
-use super::UsageError;
+use super::invalid;
 use super::serve::{ServeOptions, serve};
 use crate::cli::{Cli, DemoArgs, GlobalArgs};
 use anyhow::Context;
@@ -28,7 +28,7 @@ const SEED_LIMIT: Duration = Duration::from_secs(120);
 pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Bound before anything starts, so a busy port fails at once.
     let ui = TcpListener::bind(args.listen).await.map_err(|e| {
-        UsageError(format!(
+        invalid(format!(
             "binding the web UI to {}: {e}; choose another --listen (port 0 picks a free one)",
             args.listen
         ))

@@ -2,9 +2,9 @@
 //! when it does not run, the pod's own account of why: container waiting reasons and its
 //! recent Events), deleting it, and the start-up sweep of helpers a crashed engine left.
 //!
-//! The spec itself comes from [`crate::helper_pod`].
+//! The spec itself comes from [`super::spec`].
 
-use crate::helper_pod::{JOB_ID_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
+use super::spec::{INSTANCE_LABEL, JOB_ID_LABEL, MANAGED_BY, MANAGED_BY_LABEL, label_value};
 use futures_util::TryStreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
@@ -252,9 +252,9 @@ pub enum HelperError {
     },
 }
 
-impl HelperError {
+impl nkvm_domain::UserError for HelperError {
     /// The failure kind.
-    pub fn kind(&self) -> FailureKind {
+    fn kind(&self) -> FailureKind {
         match self {
             HelperError::CreateHelperPod { code, .. }
             | HelperError::DeleteHelperPod { code, .. }
@@ -609,12 +609,14 @@ pub struct SweepReport {
     pub failures: Vec<HelperError>,
 }
 
-/// Deletes helper pods (labelled `managed-by=nkvm`, with a job id) whose job is not running
-/// by `keep`, in `namespaces` (all namespaces when empty). Pods without a job id are never
-/// touched: they are not helpers.
+/// Deletes helper pods of nkvm instance `instance` (labelled `managed-by=nkvm` and with its
+/// instance label, with a job id) whose job is not running by `keep`, in `namespaces` (all
+/// namespaces when empty). Pods without a job id are never touched: they are not helpers; nor
+/// are another instance's helpers (a workstation CLI's, a second deployment's).
 pub async fn sweep_helpers(
     client: &Client,
     namespaces: &[String],
+    instance: &str,
     keep: impl Fn(&str) -> bool,
 ) -> SweepReport {
     let mut report = SweepReport::default();
@@ -624,7 +626,7 @@ pub async fn sweep_helpers(
         namespaces.iter().map(|n| Some(n.as_str())).collect()
     };
     for scope in scopes {
-        let pods = match list_helpers(client, scope).await {
+        let pods = match list_helpers(client, scope, instance).await {
             Ok(p) => p,
             Err(e) => {
                 report.failures.push(e);
@@ -660,7 +662,11 @@ fn job_id(pod: &Pod) -> Option<String> {
         .cloned()
 }
 
-async fn list_helpers(client: &Client, namespace: Option<&str>) -> Result<Vec<Pod>, HelperError> {
+async fn list_helpers(
+    client: &Client,
+    namespace: Option<&str>,
+    instance: &str,
+) -> Result<Vec<Pod>, HelperError> {
     let (api, scope): (Api<Pod>, String) = match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -668,7 +674,10 @@ async fn list_helpers(client: &Client, namespace: Option<&str>) -> Result<Vec<Po
         ),
         None => (Api::all(client.clone()), "across all namespaces".into()),
     };
-    let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
+    let selector = format!(
+        "{MANAGED_BY_LABEL}={MANAGED_BY},{INSTANCE_LABEL}={}",
+        label_value(instance)
+    );
     let mut params = ListParams::default().labels(&selector).limit(500);
     let mut pods = Vec::new();
     loop {

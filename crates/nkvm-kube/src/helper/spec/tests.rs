@@ -22,13 +22,14 @@ fn backup_on_node() -> HelperPodOptions {
         toleration_seconds: None,
     }];
     o.active_deadline_seconds = 3600;
+    o.instance = "0123456789abcdef".into();
     o
 }
 
 #[test]
 fn backup_helper_on_a_consumers_node_runs_as_root_with_a_read_only_mount() {
-    let pod = serde_json::to_value(helper_pod(&backup_on_node())).expect("serializes");
-    let name = helper_pod_name(HelperMode::Backup, "01JD5Q7W9Z", &claim("shop", "data"));
+    let pod = serde_json::to_value(pod_spec(&backup_on_node())).expect("serializes");
+    let name = pod_name(HelperMode::Backup, "01JD5Q7W9Z", &claim("shop", "data"));
     assert_eq!(
         pod,
         json!({
@@ -39,6 +40,7 @@ fn backup_helper_on_a_consumers_node_runs_as_root_with_a_read_only_mount() {
                 "namespace": "shop",
                 "labels": {
                     "app.kubernetes.io/managed-by": "nkvm",
+                    "nkvm.io/instance": "0123456789abcdef",
                     "nkvm.io/job-id": "01JD5Q7W9Z",
                     "nkvm.io/mode": "backup",
                     "nkvm.io/pvc": "data",
@@ -99,8 +101,8 @@ fn restore_helper_as_the_consumers_user_meets_the_restricted_profile() {
         fs_group: Some(3000),
     };
     o.active_deadline_seconds = 600;
-    let pod = serde_json::to_value(helper_pod(&o)).expect("serializes");
-    let name = helper_pod_name(HelperMode::Restore, "job-7", &claim("team", "pg-data"));
+    let pod = serde_json::to_value(pod_spec(&o)).expect("serializes");
+    let name = pod_name(HelperMode::Restore, "job-7", &claim("team", "pg-data"));
     assert!(name.starts_with("nkvm-restore-pg-data-"), "{name}");
     assert_eq!(
         pod,
@@ -113,6 +115,7 @@ fn restore_helper_as_the_consumers_user_meets_the_restricted_profile() {
                 "labels": {
                     "app.kubernetes.io/managed-by": "nkvm",
                     "nkvm.io/job-id": "job-7",
+                    "nkvm.io/instance": "",
                     "nkvm.io/mode": "restore",
                     "nkvm.io/pvc": "pg-data",
                 },
@@ -158,7 +161,7 @@ fn restore_helper_as_the_consumers_user_meets_the_restricted_profile() {
 #[test]
 fn root_restore_helper_gets_the_capabilities_to_keep_owners_and_modes() {
     let o = HelperPodOptions::new("j", claim("a", "b"), HelperMode::Restore, "img");
-    let pod = serde_json::to_value(helper_pod(&o)).expect("serializes");
+    let pod = serde_json::to_value(pod_spec(&o)).expect("serializes");
     assert_eq!(
         pod["spec"]["containers"][0]["securityContext"],
         json!({
@@ -191,9 +194,9 @@ fn is_dns_label(s: &str) -> bool {
 fn names_are_dns_labels_that_keep_jobs_apart_however_long_the_claim() {
     let long = format!("{}.{}.{}", "x".repeat(60), "y".repeat(60), "z".repeat(60));
     let c = claim("ns", &long);
-    let a = helper_pod_name(HelperMode::Backup, "job-1", &c);
-    let b = helper_pod_name(HelperMode::Backup, "job-2", &c);
-    let r = helper_pod_name(HelperMode::Restore, "job-1", &c);
+    let a = pod_name(HelperMode::Backup, "job-1", &c);
+    let b = pod_name(HelperMode::Backup, "job-2", &c);
+    let r = pod_name(HelperMode::Restore, "job-1", &c);
     for n in [&a, &b, &r] {
         assert!(is_dns_label(n), "{n} is not a DNS label");
         assert_eq!(n.len(), 63, "{n}");
@@ -203,11 +206,11 @@ fn names_are_dns_labels_that_keep_jobs_apart_however_long_the_claim() {
     // Same claim name in another namespace, same job: still distinct.
     assert_ne!(
         a,
-        helper_pod_name(HelperMode::Backup, "job-1", &claim("ns2", &long))
+        pod_name(HelperMode::Backup, "job-1", &claim("ns2", &long))
     );
     // Same inputs, same name (the engine can find its pod again).
-    assert_eq!(a, helper_pod_name(HelperMode::Backup, "job-1", &c));
-    let short = helper_pod_name(HelperMode::Backup, "job-1", &claim("ns", "db.data"));
+    assert_eq!(a, pod_name(HelperMode::Backup, "job-1", &c));
+    let short = pod_name(HelperMode::Backup, "job-1", &claim("ns", "db.data"));
     assert!(short.starts_with("nkvm-backup-db-data-"), "{short}");
     assert!(is_dns_label(&short));
 }

@@ -1,6 +1,6 @@
 //! The helper pod spec: a pure function from [`HelperPodOptions`] to the `Pod` nkvm creates to
 //! read (backup) or write (restore) a claim. It owns the pod's name, labels, placement,
-//! security profile and idle command; creating and watching it is [`crate::helper`]'s job.
+//! security profile and idle command; creating and watching it is [`super::lifecycle`]'s job.
 //!
 //! The pod only idles: the engine execs `tar` into it, so a helper never runs work of its own
 //! and a crashed engine leaves nothing half-written by the pod itself.
@@ -25,6 +25,9 @@ pub const JOB_ID_LABEL: &str = "nkvm.io/job-id";
 pub const PVC_LABEL: &str = "nkvm.io/pvc";
 /// Label naming the mode (`backup` or `restore`).
 pub const MODE_LABEL: &str = "nkvm.io/mode";
+/// Label naming the nkvm instance (its history database) that made a helper: a start-up sweep
+/// deletes only its own instance's helpers, never those of another nkvm on the same cluster.
+pub const INSTANCE_LABEL: &str = "nkvm.io/instance";
 /// The helper's only container.
 pub const CONTAINER: &str = "helper";
 /// Where the claim is mounted in the helper.
@@ -107,6 +110,8 @@ pub struct HelperPodOptions {
     pub resources: ResourceRequirements,
     /// The pod's lifetime cap; also how long the idle command sleeps.
     pub active_deadline_seconds: i64,
+    /// The instance that makes it ([`INSTANCE_LABEL`]); `""` for none.
+    pub instance: String,
 }
 
 impl HelperPodOptions {
@@ -122,6 +127,7 @@ impl HelperPodOptions {
             profile: SecurityProfile::RootReadAll,
             resources: default_resources(),
             active_deadline_seconds: 6 * 3600,
+            instance: String::new(),
         }
     }
 }
@@ -141,7 +147,7 @@ pub fn default_resources() -> ResourceRequirements {
 }
 
 /// Builds the helper pod.
-pub fn helper_pod(opts: &HelperPodOptions) -> Pod {
+pub fn pod_spec(opts: &HelperPodOptions) -> Pod {
     let namespace = opts.claim.namespace.as_str();
     let claim = opts.claim.name.as_str();
     let labels = BTreeMap::from([
@@ -149,6 +155,7 @@ pub fn helper_pod(opts: &HelperPodOptions) -> Pod {
         (JOB_ID_LABEL.to_string(), label_value(&opts.job_id)),
         (PVC_LABEL.to_string(), label_value(claim)),
         (MODE_LABEL.to_string(), opts.mode.as_str().to_string()),
+        (INSTANCE_LABEL.to_string(), label_value(&opts.instance)),
     ]);
     // Labels may have been shortened; the annotations keep the exact values for the sweep
     // and for humans.
@@ -158,7 +165,7 @@ pub fn helper_pod(opts: &HelperPodOptions) -> Pod {
     ]);
     Pod {
         metadata: ObjectMeta {
-            name: Some(helper_pod_name(opts.mode, &opts.job_id, &opts.claim)),
+            name: Some(pod_name(opts.mode, &opts.job_id, &opts.claim)),
             namespace: Some(namespace.to_string()),
             labels: Some(labels),
             annotations: Some(annotations),
@@ -278,7 +285,7 @@ fn container_security(mode: HelperMode, profile: SecurityProfile) -> SecurityCon
 /// `nkvm-<mode>-<claim, shortened>-<hash of job, namespace, claim, mode>`: at most 63
 /// characters, and the hash at the end keeps names of different jobs apart however much
 /// of the claim name had to go.
-pub fn helper_pod_name(mode: HelperMode, job_id: &str, claim: &PvcRef) -> String {
+pub fn pod_name(mode: HelperMode, job_id: &str, claim: &PvcRef) -> String {
     let identity = format!(
         "{}\0{}\0{}\0{}",
         mode.as_str(),
