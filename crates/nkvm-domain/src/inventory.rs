@@ -91,6 +91,11 @@ pub struct PvcRecord {
     pub consumers: Vec<Consumer>,
     /// RFC 3339 time of the last successful backup, if any.
     pub last_successful_backup: Option<String>,
+    /// RFC 3339 end of the last backup attempt that did not succeed, when it is newer than the
+    /// last success (a claim whose backups now fail is not protected, whatever its last
+    /// success says).
+    #[serde(default)]
+    pub last_failed_backup: Option<String>,
     /// Whether nkvm can back it up now.
     pub backupable: bool,
     /// Why not, when not backupable ("" otherwise).
@@ -131,6 +136,7 @@ mod tests {
                 phase: "Running".into(),
             }],
             last_successful_backup: None,
+            last_failed_backup: None,
             backupable: true,
             reason: String::new(),
         };

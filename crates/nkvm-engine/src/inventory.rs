@@ -89,6 +89,7 @@ impl App {
                 seconds: timeout.as_secs(),
             })??;
         let last = self.history.last_successes(&self.conn.info.id)?;
+        let failed = self.history.last_failures(&self.conn.info.id)?;
         let mut records: Vec<PvcRecord> = discovery::resolve(snapshot)
             .into_iter()
             .map(|r| {
@@ -100,8 +101,15 @@ impl App {
                         .get("storage")
                         .or_else(|| c.spec.resources.requests.get("storage")),
                 );
+                let success = last.get(&c.metadata.uid).cloned();
+                // RFC 3339 UTC times of one format compare as text.
+                let failure = failed
+                    .get(&c.metadata.uid)
+                    .filter(|f| success.as_ref().is_none_or(|s| *f > s))
+                    .cloned();
                 PvcRecord {
-                    last_successful_backup: last.get(&c.metadata.uid).cloned(),
+                    last_successful_backup: success,
+                    last_failed_backup: failure,
                     namespace: c.metadata.namespace,
                     name: c.metadata.name,
                     uid: c.metadata.uid,

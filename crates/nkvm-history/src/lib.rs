@@ -364,6 +364,27 @@ impl History {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The end of the last backup that did not succeed (failed, cancelled, interrupted) of
+    /// each claim (by uid) of a cluster.
+    pub fn last_failures(&self, cluster: &str) -> Result<HashMap<String, String>, HistoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT pvc_uid, MAX(finished_at) FROM backups
+             WHERE cluster = ?1 AND status IN (?2, ?3, ?4) AND finished_at IS NOT NULL
+             GROUP BY pvc_uid",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                cluster,
+                JobStatus::Failed.as_str(),
+                JobStatus::Cancelled.as_str(),
+                JobStatus::Interrupted.as_str()
+            ],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// One backup row by id.
     pub fn backup(&self, id: &str) -> Result<Option<BackupRow>, HistoryError> {
         let conn = self.conn();
@@ -504,6 +525,11 @@ mod tests {
         );
         assert!(!last.contains_key("u2"));
         assert_eq!(h.backup("c").unwrap().unwrap().status, JobStatus::Failed);
+        let failed = h.last_failures("c1").unwrap();
+        assert_eq!(
+            failed.get("u1").map(String::as_str),
+            Some("2026-11-26T03:00:00Z")
+        );
     }
 
     #[test]

@@ -210,8 +210,8 @@ impl InventoryCache {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
     }
 
-    /// Notes a successful backup of `namespace/pvc` at `at`.
-    pub fn record_backup(&self, namespace: &str, pvc: &str, at: &str) {
+    /// Notes a backup of `namespace/pvc` that ended at `at`, successful or not.
+    pub fn record_backup(&self, namespace: &str, pvc: &str, at: &str, succeeded: bool) {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         let Some(snapshot) = current.as_mut() else {
             return;
@@ -220,7 +220,12 @@ impl InventoryCache {
         if let Ok(i) = records
             .binary_search_by(|r| (r.namespace.as_str(), r.name.as_str()).cmp(&(namespace, pvc)))
         {
-            records[i].last_successful_backup = Some(at.to_string());
+            if succeeded {
+                records[i].last_successful_backup = Some(at.to_string());
+                records[i].last_failed_backup = None;
+            } else {
+                records[i].last_failed_backup = Some(at.to_string());
+            }
         }
     }
 }
@@ -244,6 +249,7 @@ mod tests {
             owner: Owner::new("Deployment", owner),
             consumers: vec![],
             last_successful_backup: None,
+            last_failed_backup: None,
             backupable: true,
             reason: String::new(),
         }
@@ -318,7 +324,7 @@ mod tests {
     fn a_finished_backup_updates_its_row_in_place() {
         let cache = InventoryCache::default();
         cache.put(snapshot());
-        cache.record_backup("shop", "data", "2026-11-26T03:00:00Z");
+        cache.record_backup("shop", "data", "2026-11-26T03:00:00Z", true);
         let s = cache.get(1).unwrap();
         assert_eq!(
             s.records[2].last_successful_backup.as_deref(),
@@ -328,5 +334,16 @@ mod tests {
             cache.get(2).is_none(),
             "another session generation is stale"
         );
+    }
+
+    #[test]
+    fn a_failed_attempt_shows_until_the_next_success() {
+        let cache = InventoryCache::default();
+        cache.put(snapshot());
+        cache.record_backup("shop", "data", "2026-11-26T03:00:00Z", false);
+        let failed = cache.get(1).unwrap().records[2].last_failed_backup.clone();
+        assert_eq!(failed.as_deref(), Some("2026-11-26T03:00:00Z"));
+        cache.record_backup("shop", "data", "2026-11-26T04:00:00Z", true);
+        assert_eq!(cache.get(1).unwrap().records[2].last_failed_backup, None);
     }
 }

@@ -19,6 +19,7 @@ pub use auth::AdminPassword;
 pub use inventory_cache::{InventoryCache, Snapshot, VolumeQuery};
 
 use axum::Router;
+use nkvm_domain::JobStatus;
 use nkvm_engine::jobs::{JobObserver, Jobs};
 use nkvm_engine::session::Session;
 use std::future::Future;
@@ -94,11 +95,10 @@ impl JobObserver for Observer {
         elapsed: Duration,
     ) {
         self.metrics.item_finished(kind, item, elapsed);
-        if kind == nkvm_engine::jobs::JobKind::Backup
-            && item.status == nkvm_domain::JobStatus::Succeeded
-        {
+        if kind == nkvm_engine::jobs::JobKind::Backup && item.status != JobStatus::Queued {
+            let succeeded = item.status == JobStatus::Succeeded;
             self.inventory
-                .record_backup(&item.namespace, &item.pvc, &item.finished_at);
+                .record_backup(&item.namespace, &item.pvc, &item.finished_at, succeeded);
         }
     }
 }

@@ -668,6 +668,7 @@ mod tests {
                 })
                 .collect(),
             last_successful_backup: None,
+            last_failed_backup: None,
             backupable: true,
             reason: String::new(),
         }

@@ -254,7 +254,12 @@ fn row(r: &PvcRecord) -> Markup {
             td { (r.storage_class) }
             td { (modes.join(",")) @if r.volume_mode == "Block" { " Block" } }
             td { (nodes.join(",")) }
-            td { (layout::time(r.last_successful_backup.as_deref())) }
+            td {
+                (layout::time(r.last_successful_backup.as_deref()))
+                @if let Some(at) = &r.last_failed_backup {
+                    " " span.badge.failed title="The last backup attempt did not succeed: see History" { "failed " (layout::time(Some(at))) }
+                }
+            }
             td {
                 @if r.backupable { span.ok { "yes" } }
                 @else { span.no { "no" } " " span.reason { (r.reason) } }

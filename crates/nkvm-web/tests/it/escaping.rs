@@ -119,6 +119,7 @@ fn hostile_record() -> PvcRecord {
             phase: "Running".into(),
         }],
         last_successful_backup: None,
+        last_failed_backup: None,
         backupable: false,
         reason: HOSTILE.into(),
     }
