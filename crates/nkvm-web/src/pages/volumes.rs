@@ -266,10 +266,20 @@ async fn back_up(
     State(state): State<Arc<WebState>>,
     user: CurrentUser,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    form: FormData,
 ) -> Response {
-    let form = FormData::parse(&body);
-    let bad = |msg: &str| layout::error_page(&user, StatusCode::BAD_REQUEST, "Back up", msg);
+    // With a way back to the table: an error page without one is a dead end.
+    let bad = |msg: &str| {
+        let body = html! {
+            (error_box("page-error", msg))
+            p { a #back-to-volumes href="/volumes" { "Back to Volumes" } }
+        };
+        (
+            StatusCode::BAD_REQUEST,
+            layout::page("Back up", &user, Nav::Volumes, body),
+        )
+            .into_response()
+    };
     let claims: Result<Vec<PvcRef>, _> = form.all("pvc").into_iter().map(PvcRef::parse).collect();
     let claims = match claims {
         Ok(c) if !c.is_empty() => c,
