@@ -100,8 +100,12 @@ fn connected_view(c: &Connected, user: &CurrentUser) -> Markup {
     }
 }
 
-fn connect_form(state: &WebState, user: &CurrentUser, sent: Option<&FormData>) -> Markup {
-    let in_cluster = session::in_cluster_available();
+/// The path and mode the form shows: what was just sent, else the defaults.
+fn form_choice(
+    state: &WebState,
+    sent: Option<&FormData>,
+    in_cluster: bool,
+) -> (String, &'static str) {
     let path = sent
         .and_then(|f| f.get("kubeconfig_path"))
         .map(str::to_string)
@@ -120,6 +124,12 @@ fn connect_form(state: &WebState, user: &CurrentUser, sent: Option<&FormData>) -
         None if in_cluster => "in-cluster",
         None => "kubeconfig",
     };
+    (path, default_mode)
+}
+
+fn connect_form(state: &WebState, user: &CurrentUser, sent: Option<&FormData>) -> Markup {
+    let in_cluster = session::in_cluster_available();
+    let (path, default_mode) = form_choice(state, sent, in_cluster);
     let dir = state.config.kubeconfig_dir.display().to_string();
     html! {
         form #connect-form method="post" action="/connection/connect" {
