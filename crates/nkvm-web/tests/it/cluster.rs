@@ -270,8 +270,9 @@ async fn a_cluster_that_goes_away_is_reported_as_a_message() {
     );
     assert!(!page.body.contains("panicked"));
     // Readiness runs in the background (every 10 s): wait for it to see the cluster gone.
-    eventually("readiness to report the cluster", async || {
-        client.get("/readyz").await.body.contains("\"ok\": false")
+    eventually("readiness to report the cluster gone", async || {
+        let body = client.get("/readyz").await.body;
+        body.contains("\"ok\": false") && body.contains("the Kubernetes API at")
     })
     .await;
     let ready = client.get("/readyz").await;
