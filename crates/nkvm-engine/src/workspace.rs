@@ -28,8 +28,8 @@ pub struct BackupDetails {
 pub struct ArchiveDownload {
     /// A file name for it: `<namespace>-<pvc>-<id><extension>`.
     pub file_name: String,
-    /// Its size in bytes (from the history).
-    pub size: u64,
+    /// Its size in bytes as stored (`None` when the store cannot tell).
+    pub size: Option<u64>,
     /// The archive's bytes (blocking reads: read on a blocking thread).
     pub reader: Box<dyn Read + Send>,
 }
@@ -164,7 +164,7 @@ impl Workspace {
             .filter(|r| !r.artifact.is_empty())
             .ok_or_else(|| DownloadError::NoArchive(id.to_string()))?;
         let (store, artifact) = (self.store.clone(), row.artifact.clone());
-        let reader = tokio::task::spawn_blocking(move || store.open(&artifact))
+        let (reader, size) = tokio::task::spawn_blocking(move || store.open_sized(&artifact))
             .await
             .map_err(|e| DownloadError::Store(format!("opening the archive panicked: {e}")))?
             .map_err(|e| DownloadError::Store(e.to_string()))?;
@@ -176,7 +176,7 @@ impl Workspace {
             .unwrap_or(".tar");
         Ok(ArchiveDownload {
             file_name: format!("{}-{}-{}{extension}", row.namespace, row.pvc, row.id),
-            size: row.bytes_stored,
+            size,
             reader,
         })
     }

@@ -78,6 +78,9 @@ pub struct ConnectOptions {
     pub context: Option<String>,
     /// The pasted kubeconfig for [`AuthMode::Paste`].
     pub pasted: Option<String>,
+    /// Whether a paste may turn TLS verification off or use an `http://` server
+    /// (`NKVM_ALLOW_INSECURE_KUBECONFIG`); refused otherwise.
+    pub allow_insecure_paste: bool,
     /// Limit for each connection step.
     pub timeout: Duration,
     /// Where the permission probe lists claims: the first of these namespaces, or across all
@@ -93,6 +96,7 @@ impl ConnectOptions {
             kubeconfig: None,
             context: None,
             pasted: None,
+            allow_insecure_paste: false,
             timeout: Duration::from_secs(20),
             probe_namespaces: Vec::new(),
         }
@@ -288,7 +292,12 @@ async fn config_for(opts: &ConnectOptions) -> Result<(Config, Option<String>), C
             .map_err(|e| ConnectError::Configure {
                 server: "(kubeconfig)".into(),
                 mode: opts.mode,
-                detail: e.to_string(),
+                // A paste's text must not reach the page or the log.
+                detail: if opts.mode == AuthMode::Paste {
+                    kubeconfig::describe(&e)
+                } else {
+                    e.to_string()
+                },
             })?;
         Ok::<_, ConnectError>((config, context))
     };
@@ -302,7 +311,13 @@ async fn config_for(opts: &ConnectOptions) -> Result<(Config, Option<String>), C
         }
         AuthMode::Paste => {
             let text = opts.pasted.as_deref().ok_or(ConnectError::NothingPasted)?;
-            from_kubeconfig(kubeconfig::sanitize_pasted(text)?).await
+            let kc = kubeconfig::sanitize_pasted(text, opts.allow_insecure_paste)?;
+            if kubeconfig::is_insecure(&kc) {
+                tracing::warn!(
+                    "a pasted kubeconfig turns TLS verification off or uses http:// (allowed by NKVM_ALLOW_INSECURE_KUBECONFIG)"
+                );
+            }
+            from_kubeconfig(kc).await
         }
     }
 }

@@ -53,6 +53,15 @@ pub trait ArchiveStore: Send + Sync {
     /// Opens a committed archive for reading.
     fn open(&self, artifact: &str) -> Result<Box<dyn Read + Send>, StoreError>;
 
+    /// Opens a committed archive with its size as stored, when the store can tell (downloads
+    /// announce it as their length).
+    fn open_sized(
+        &self,
+        artifact: &str,
+    ) -> Result<(Box<dyn Read + Send>, Option<u64>), StoreError> {
+        Ok((self.open(artifact)?, None))
+    }
+
     /// Reads the manifest of a committed archive.
     fn manifest(&self, artifact: &str) -> Result<Manifest, StoreError>;
 

@@ -181,6 +181,16 @@ impl ArchiveStore for LocalStore {
         Ok(Box::new(LocalStore::open(self, artifact)?))
     }
 
+    fn open_sized(
+        &self,
+        artifact: &str,
+    ) -> Result<(Box<dyn Read + Send>, Option<u64>), StoreError> {
+        let file = LocalStore::open(self, artifact)?;
+        // The opened file's own length: what will be read, whatever the history says.
+        let size = file.metadata().ok().map(|m| m.len());
+        Ok((Box::new(file), size))
+    }
+
     fn manifest(&self, artifact: &str) -> Result<Manifest, StoreError> {
         LocalStore::manifest(self, artifact)
     }

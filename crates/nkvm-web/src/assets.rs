@@ -1,5 +1,5 @@
 //! The vendored static files (htmx 2 and its SSE extension, see `static/NOTICE`) and nkvm's
-//! stylesheet, compiled into the binary and served with long cache lifetimes: every URL
+//! stylesheet and script, compiled into the binary and served with long cache lifetimes: every URL
 //! carries the file's version or content hash, so a changed file gets a new URL.
 
 use crate::WebState;
@@ -17,14 +17,21 @@ pub const SSE_PATH: &str = "/static/htmx-ext-sse-2.2.4.js";
 const HTMX: &str = include_str!("../static/htmx-2.0.11.min.js");
 const SSE: &str = include_str!("../static/htmx-ext-sse-2.2.4.js");
 const CSS: &str = include_str!("../static/nkvm.css");
+const JS: &str = include_str!("../static/nkvm.js");
 
 /// The stylesheet's URL, versioned by its content.
-pub static CSS_PATH: LazyLock<String> = LazyLock::new(|| {
+pub static CSS_PATH: LazyLock<String> =
+    LazyLock::new(|| format!("/static/nkvm-{}.css", short_hash(CSS)));
+
+/// nkvm's own script, versioned by its content.
+pub static JS_PATH: LazyLock<String> =
+    LazyLock::new(|| format!("/static/nkvm-{}.js", short_hash(JS)));
+
+fn short_hash(text: &str) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(CSS.as_bytes());
-    let short: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("/static/nkvm-{short}.css")
-});
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
 
 fn immutable(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -54,5 +61,9 @@ pub fn routes() -> Router<Arc<WebState>> {
         .route(
             CSS_PATH.as_str(),
             get(|| async { immutable("text/css; charset=utf-8", CSS) }),
+        )
+        .route(
+            JS_PATH.as_str(),
+            get(|| async { immutable("text/javascript; charset=utf-8", JS) }),
         )
 }

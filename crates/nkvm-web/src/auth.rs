@@ -8,12 +8,17 @@
 //! - Every state-changing request needs the session's CSRF token, as the `X-CSRF-Token` header
 //!   (htmx sends it from `hx-headers`) or the `csrf` form field, and a cross-origin `Origin` is
 //!   refused outright. The login form has its own double-submit token.
-//! - Failed logins are limited per client address and overall.
+//! - Failed logins slow down per client: after a few, each further attempt from that client
+//!   waits longer (up to a minute). There is no global lock, so a flood of guesses from
+//!   elsewhere never keeps the right password out. The client is the TCP peer, or the address
+//!   a trusted proxy forwards (see [`crate::proxies`]).
 //! - Optionally, a trusted reverse proxy names the user in a header; then no password is asked.
+//!   The header counts only on requests from a trusted proxy's address.
 
 use crate::WebState;
 use crate::form::FormData;
 use crate::layout;
+use crate::proxies::{Peer, TrustedProxies};
 use axum::Router;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::Next;
@@ -22,7 +27,7 @@ use axum::routing::{get, post};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,12 +35,16 @@ use std::time::{Duration, Instant};
 pub const SESSION_COOKIE: &str = "nkvm_session";
 /// The login form's double-submit cookie.
 const LOGIN_COOKIE: &str = "nkvm_login";
-/// Failed logins allowed per client address per window.
-const FAILURES_PER_CLIENT: u32 = 5;
-/// Failed logins allowed from everywhere per window.
-const FAILURES_OVERALL: u32 = 50;
-/// The rate-limit window.
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Failed logins a client may make before it has to wait between attempts.
+const FREE_FAILURES: u32 = 3;
+/// The longest wait between attempts.
+const MAX_LOGIN_DELAY: Duration = Duration::from_secs(60);
+/// How long a client's failures are remembered after its last one.
+const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+/// Clients whose failures are tracked at most (the oldest are forgotten first).
+const MAX_TRACKED_CLIENTS: usize = 10_000;
+/// Users named by the trusted header who are remembered (with their CSRF token) at most.
+const MAX_HEADER_USERS: usize = 1_000;
 
 /// The admin password; its `Debug` never shows it.
 #[derive(Clone)]
@@ -164,17 +173,17 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     }
 }
 
-/// The client's address (unspecified when unknown, as in in-process tests).
+/// The client's address: the peer's, or the one a trusted proxy forwards.
 pub struct ClientIp(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<Arc<WebState>> for ClientIp {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<WebState>,
+    ) -> Result<Self, Self::Rejection> {
         Ok(ClientIp(
-            parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()),
+            state.auth.proxies.client(Peer::of(parts), &parts.headers),
         ))
     }
 }
@@ -184,11 +193,26 @@ struct SessionEntry {
     last_used: Instant,
 }
 
-#[derive(Default)]
-struct Failures {
-    window_start: Option<Instant>,
-    overall: u32,
-    per_client: HashMap<IpAddr, u32>,
+struct HeaderUser {
+    csrf: String,
+    last_used: Instant,
+}
+
+/// A client's failed logins since its last success.
+struct ClientFailures {
+    count: u32,
+    last: Instant,
+}
+
+impl ClientFailures {
+    /// How long after the last failure the next attempt may come: nothing for the first few,
+    /// then 1 s, doubling up to [`MAX_LOGIN_DELAY`].
+    fn delay(&self) -> Duration {
+        match self.count.checked_sub(FREE_FAILURES) {
+            None => Duration::ZERO,
+            Some(extra) => Duration::from_secs(1u64 << extra.min(16)).min(MAX_LOGIN_DELAY),
+        }
+    }
 }
 
 /// Sessions, the password and the rate limiter.
@@ -196,10 +220,13 @@ pub struct Auth {
     password: AdminPassword,
     cookie_secure: bool,
     trusted_header: Option<http::HeaderName>,
+    proxies: TrustedProxies,
     idle: Duration,
     sessions: Mutex<HashMap<String, SessionEntry>>,
-    header_users: Mutex<HashMap<String, String>>,
-    failures: Mutex<Failures>,
+    header_users: Mutex<HashMap<String, HeaderUser>>,
+    failures: Mutex<HashMap<IpAddr, ClientFailures>>,
+    /// Bumped on every logout, so event streams can check whether their session still lives.
+    logouts: tokio::sync::watch::Sender<u64>,
 }
 
 impl Auth {
@@ -209,10 +236,12 @@ impl Auth {
             password: config.admin_password.clone(),
             cookie_secure: config.cookie_secure,
             trusted_header: config.trusted_user_header.clone(),
+            proxies: config.trusted_proxies.clone(),
             idle: config.session_idle,
             sessions: Mutex::default(),
             header_users: Mutex::default(),
             failures: Mutex::default(),
+            logouts: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -224,21 +253,18 @@ impl Auth {
         .expect("cookie values are hex tokens")
     }
 
-    /// The user of a request: the trusted header's, else the session cookie's.
-    fn user(&self, headers: &HeaderMap) -> Option<CurrentUser> {
+    /// The user of a request from `peer`: the trusted header's (from a trusted proxy only),
+    /// else the session cookie's.
+    pub fn user(&self, headers: &HeaderMap, peer: IpAddr) -> Option<CurrentUser> {
         if let Some(name) = &self.trusted_header
+            && self.proxies.contains(peer)
             && let Some(user) = headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim)
                 .filter(|u| !u.is_empty())
         {
-            let mut users = self.header_users.lock().unwrap_or_else(|e| e.into_inner());
-            let csrf = users.entry(user.to_string()).or_insert_with(random_token);
-            return Some(CurrentUser {
-                name: user.to_string(),
-                csrf: csrf.clone(),
-            });
+            return Some(self.header_user(user));
         }
         let token = cookie_value(headers, SESSION_COOKIE)?;
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -247,6 +273,63 @@ impl Auth {
         let entry = sessions.get_mut(token)?;
         entry.last_used = now;
         Some(entry.user.clone())
+    }
+
+    /// The user a trusted proxy named, with a CSRF token kept per name. The map is bounded:
+    /// past [`MAX_HEADER_USERS`] the least recently seen name is forgotten (its open pages then
+    /// need a reload for a new token).
+    fn header_user(&self, name: &str) -> CurrentUser {
+        let mut users = self.header_users.lock().unwrap_or_else(|e| e.into_inner());
+        if !users.contains_key(name) && users.len() >= MAX_HEADER_USERS {
+            let oldest = users
+                .iter()
+                .min_by_key(|(_, u)| u.last_used)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                users.remove(&oldest);
+            }
+        }
+        let entry = users.entry(name.to_string()).or_insert_with(|| HeaderUser {
+            csrf: random_token(),
+            last_used: Instant::now(),
+        });
+        entry.last_used = Instant::now();
+        CurrentUser {
+            name: name.to_string(),
+            csrf: entry.csrf.clone(),
+        }
+    }
+
+    /// Whether the login behind a CSRF token still lives (event streams end when it does not).
+    fn is_live(&self, csrf: &str) -> bool {
+        let now = Instant::now();
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let session = sessions
+            .values()
+            .any(|s| s.user.csrf == csrf && now.duration_since(s.last_used) < self.idle);
+        drop(sessions);
+        session
+            || self
+                .header_users
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .any(|u| u.csrf == csrf)
+    }
+
+    /// Resolves when the login behind `csrf` has ended (logged out or expired); checks on
+    /// every logout and once a minute.
+    pub async fn ended(&self, csrf: &str) {
+        let mut logouts = self.logouts.subscribe();
+        loop {
+            if !self.is_live(csrf) {
+                return;
+            }
+            tokio::select! {
+                changed = logouts.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            }
+        }
     }
 
     fn start_session(&self, name: &str) -> String {
@@ -275,35 +358,49 @@ impl Auth {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(token);
         }
+        self.logouts.send_modify(|n| *n += 1);
     }
 
     /// Whether `ip` may try to log in now; `Err(seconds)` to wait otherwise.
     fn may_attempt(&self, ip: IpAddr) -> Result<(), u64> {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let start = *f.window_start.get_or_insert(now);
-        if now.duration_since(start) >= FAILURE_WINDOW {
-            *f = Failures {
-                window_start: Some(now),
-                ..Failures::default()
-            };
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(f) = failures.get(&ip) else {
             return Ok(());
-        }
-        let client = f.per_client.get(&ip).copied().unwrap_or(0);
-        if client >= FAILURES_PER_CLIENT || f.overall >= FAILURES_OVERALL {
-            Err((FAILURE_WINDOW - now.duration_since(start))
-                .as_secs()
-                .max(1))
-        } else {
+        };
+        let wait = f.delay().saturating_sub(f.last.elapsed());
+        if wait.is_zero() {
             Ok(())
+        } else {
+            Err(wait.as_secs_f64().ceil() as u64)
         }
     }
 
     fn record_failure(&self, ip: IpAddr) {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        f.window_start.get_or_insert_with(Instant::now);
-        f.overall += 1;
-        *f.per_client.entry(ip).or_default() += 1;
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if !failures.contains_key(&ip) && failures.len() >= MAX_TRACKED_CLIENTS {
+            failures.retain(|_, f| f.last.elapsed() < FAILURE_MEMORY);
+            if failures.len() >= MAX_TRACKED_CLIENTS {
+                let oldest = failures.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k);
+                failures.retain(|k, _| Some(*k) != oldest);
+            }
+        }
+        let now = Instant::now();
+        let f = failures.entry(ip).or_insert(ClientFailures {
+            count: 0,
+            last: now,
+        });
+        if now.duration_since(f.last) >= FAILURE_MEMORY {
+            f.count = 0;
+        }
+        f.count += 1;
+        f.last = now;
+    }
+
+    fn record_success(&self, ip: IpAddr) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ip);
     }
 }
 
@@ -350,7 +447,7 @@ pub async fn require_login(
     next: Next,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let Some(user) = state.auth.user(&parts.headers) else {
+    let Some(user) = state.auth.user(&parts.headers, Peer::of(&parts)) else {
         return unauthenticated(&parts);
     };
     let mut request = if matches!(parts.method, Method::GET | Method::HEAD) {
@@ -367,12 +464,9 @@ pub async fn require_login(
         let (token, body) = match header_token {
             Some(t) => (Some(t), body),
             None => {
-                let bytes = match axum::body::to_bytes(body, crate::form::MAX_FORM_BYTES).await {
+                let bytes = match crate::form::read_body(body).await {
                     Ok(b) => b,
-                    Err(_) => {
-                        return (StatusCode::PAYLOAD_TOO_LARGE, "the form is too large\n")
-                            .into_response();
-                    }
+                    Err(refused) => return refused,
                 };
                 let token = FormData::parse(&bytes).get("csrf").map(str::to_string);
                 (token, axum::body::Body::from(bytes))
@@ -425,20 +519,38 @@ pub fn private_routes() -> Router<Arc<WebState>> {
     Router::new().route("/logout", post(logout))
 }
 
-/// Only same-site paths may be a `next` (no open redirects).
+/// Where to go after the login: a path of this site, rebuilt from its parsed form; anything
+/// odd (control characters or spaces, which browsers strip, backslashes, `//`, a scheme, not
+/// a path) goes to `/`. No open redirects: a browser must never read it as another host.
 fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+    let Some(n) = next else {
+        return "/".into();
+    };
+    let odd = !n.starts_with('/')
+        || !n.is_ascii()
+        || n.len() > 2048
+        || n.contains("//")
+        || n.contains('\\')
+        || n.chars().any(|c| c.is_control() || c.is_whitespace());
+    if odd {
+        return "/".into();
+    }
+    match n.parse::<http::uri::PathAndQuery>() {
+        Ok(pq) if pq.path().starts_with('/') && !pq.path().starts_with("//") => match pq.query() {
+            Some(q) => format!("{}?{q}", pq.path()),
+            None => pq.path().to_string(),
+        },
         _ => "/".into(),
     }
 }
 
 async fn login_page(
     State(state): State<Arc<WebState>>,
+    Peer(peer): Peer,
     headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
 ) -> Response {
-    if state.auth.user(&headers).is_some() {
+    if state.auth.user(&headers, peer).is_some() {
         return Redirect::to(&safe_next(q.get("next").map(String::as_str))).into_response();
     }
     login_form(
@@ -499,9 +611,8 @@ async fn login(
     State(state): State<Arc<WebState>>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    form: FormData,
 ) -> Response {
-    let form = FormData::parse(&body);
     let next = form.get("next");
     if cross_origin(&headers) {
         return forbidden("cross-origin request refused");
@@ -548,6 +659,7 @@ async fn login(
             StatusCode::UNAUTHORIZED,
         );
     }
+    state.auth.record_success(ip);
     let token = state.auth.start_session("admin");
     tracing::info!(client = %ip, "admin logged in");
     state
@@ -593,6 +705,61 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(None), "/");
+        // Browsers strip tabs and newlines from URLs: `/<TAB>/evil` would become `//evil`.
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/\n/evil.example")), "/");
+        assert_eq!(safe_next(Some("/\r\nX")), "/");
+        assert_eq!(safe_next(Some("/ /evil.example")), "/");
+        assert_eq!(safe_next(Some("/a//b")), "/");
+        assert_eq!(safe_next(Some("/history?pvc=a%2Fb")), "/history?pvc=a%2Fb");
+        assert_eq!(safe_next(Some("javascript:alert(1)")), "/");
+        assert_eq!(safe_next(Some("/caf\u{e9}")), "/");
+    }
+
+    #[test]
+    fn login_delays_grow_per_client_and_a_success_clears_them() {
+        let auth = Auth::new(&crate::WebConfig::new(AdminPassword::generate()));
+        let a: IpAddr = "203.0.113.1".parse().unwrap();
+        let b: IpAddr = "203.0.113.2".parse().unwrap();
+        for _ in 0..FREE_FAILURES {
+            assert!(auth.may_attempt(a).is_ok());
+            auth.record_failure(a);
+        }
+        assert!(
+            auth.may_attempt(a).is_err(),
+            "waits after the free failures"
+        );
+        assert!(auth.may_attempt(b).is_ok(), "others are not held up");
+        let delays: Vec<u64> = (3..12)
+            .map(|count| {
+                ClientFailures {
+                    count,
+                    last: Instant::now(),
+                }
+                .delay()
+                .as_secs()
+            })
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        auth.record_success(a);
+        assert!(auth.may_attempt(a).is_ok());
+    }
+
+    #[test]
+    fn the_trusted_header_users_stay_bounded() {
+        let mut config = crate::WebConfig::new(AdminPassword::generate());
+        config.trusted_user_header = Some("x-user".parse().unwrap());
+        let auth = Auth::new(&config);
+        let first = auth.header_user("user-0").csrf;
+        for i in 1..(MAX_HEADER_USERS * 3) {
+            auth.header_user(&format!("user-{i}"));
+        }
+        let users = auth.header_users.lock().unwrap();
+        assert_eq!(users.len(), MAX_HEADER_USERS);
+        assert!(
+            !users.values().any(|u| u.csrf == first),
+            "the oldest was forgotten"
+        );
     }
 
     #[test]

@@ -1,8 +1,54 @@
 //! Form bodies (`application/x-www-form-urlencoded`), with repeated fields kept: the volume
-//! table posts one `pvc` field per selected row.
+//! table posts one `pvc` field per selected row. Every handler that takes a body reads it
+//! here: at most [`MAX_FORM_BYTES`], within [`FORM_READ_TIMEOUT`], refused with a message
+//! that says so.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use std::time::Duration;
 
 /// The largest form accepted: a pasted kubeconfig (1 MiB) percent-encoded, with room to spare.
 pub const MAX_FORM_BYTES: usize = 4 << 20;
+/// How long a client may take to send a form (a slow sender holds a connection meanwhile).
+pub const FORM_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads a request body of at most [`MAX_FORM_BYTES`]; a refusal says why, as a response.
+pub async fn read_body(body: Body) -> Result<Bytes, Response> {
+    match tokio::time::timeout(
+        FORM_READ_TIMEOUT,
+        axum::body::to_bytes(body, MAX_FORM_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "The form is larger than {} MiB, the most nkvm accepts (a pasted kubeconfig may \
+                 be at most 1 MiB). Go back, shorten it and send it again.\n",
+                MAX_FORM_BYTES >> 20
+            ),
+        )
+            .into_response()),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "The form did not arrive within {} s; send it again.\n",
+                FORM_READ_TIMEOUT.as_secs()
+            ),
+        )
+            .into_response()),
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for FormData {
+    type Rejection = Response;
+    async fn from_request(request: Request, _: &S) -> Result<Self, Response> {
+        Ok(FormData::parse(&read_body(request.into_body()).await?))
+    }
+}
 
 /// A parsed form.
 #[derive(Debug, Default)]

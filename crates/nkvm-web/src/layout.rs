@@ -38,6 +38,7 @@ fn head(title: &str) -> Markup {
             link rel="stylesheet" href=(assets::CSS_PATH.as_str());
             script src=(assets::HTMX_PATH) {}
             script src=(assets::SSE_PATH) {}
+            script src=(assets::JS_PATH.as_str()) defer {}
         }
     }
 }

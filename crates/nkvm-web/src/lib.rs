@@ -4,9 +4,12 @@
 //! the login except to `/healthz`, `/readyz`, the login page, the vendored static files and,
 //! when configured public, `/metrics`; every state-changing request carries a CSRF token.
 //! Handlers extract, call one engine method, and render; they never touch SQLite or kube.
+//! The server closes connections that take too long to send a request's headers (or sit idle
+//! between requests), so slow clients cannot hold connections.
 
 mod assets;
 mod auth;
+mod connection;
 mod form;
 mod health;
 mod inventory_cache;
@@ -14,16 +17,17 @@ mod layout;
 mod metrics;
 mod page_error;
 mod pages;
+mod proxies;
 
 pub use auth::AdminPassword;
 pub use inventory_cache::{InventoryCache, Snapshot, VolumeQuery};
+pub use proxies::TrustedProxies;
 
 use axum::Router;
 use nkvm_domain::JobStatus;
 use nkvm_engine::jobs::{JobObserver, Jobs};
 use nkvm_engine::session::Session;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +40,11 @@ pub struct WebConfig {
     /// Whether cookies carry `Secure` (`NKVM_COOKIE_SECURE`).
     pub cookie_secure: bool,
     /// A request header a trusted auth proxy sets to the user's name
-    /// (`NKVM_TRUSTED_USER_HEADER`); `None` disables it.
+    /// (`NKVM_TRUSTED_USER_HEADER`); `None` disables it. Believed only from `trusted_proxies`.
     pub trusted_user_header: Option<http::HeaderName>,
+    /// Addresses of the reverse proxies whose `X-Forwarded-For` and user header are believed
+    /// (`NKVM_TRUSTED_PROXIES`).
+    pub trusted_proxies: TrustedProxies,
     /// Whether `/metrics` answers without a session (`NKVM_METRICS_PUBLIC`).
     pub metrics_public: bool,
     /// How long a login lasts without use.
@@ -46,6 +53,17 @@ pub struct WebConfig {
     pub default_kubeconfig: Option<PathBuf>,
     /// The context the connection form proposes (the global `--context`).
     pub default_context: Option<String>,
+    /// The directory below which the UI may open kubeconfig files besides
+    /// `default_kubeconfig` (`NKVM_KUBECONFIG_DIR`).
+    pub kubeconfig_dir: PathBuf,
+    /// Whether a pasted kubeconfig may skip TLS verification or use `http://`
+    /// (`NKVM_ALLOW_INSECURE_KUBECONFIG`).
+    pub allow_insecure_paste: bool,
+    /// How often `/readyz`'s checks run (in the background, whatever the request rate).
+    pub readiness_interval: Duration,
+    /// How long a client may take to send a request's headers, and to start the next request
+    /// on a kept-alive connection.
+    pub header_read_timeout: Duration,
     /// How long shutdown waits for running jobs before cancelling them.
     pub shutdown_grace: Duration,
 }
@@ -61,10 +79,32 @@ impl WebConfig {
             session_idle: Duration::from_secs(12 * 3600),
             default_kubeconfig: None,
             default_context: None,
+            kubeconfig_dir: PathBuf::from(DEFAULT_KUBECONFIG_DIR),
+            allow_insecure_paste: false,
+            readiness_interval: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(20),
+            trusted_proxies: TrustedProxies::default(),
+        }
+    }
+
+    /// Refuses settings that would be unsafe: a trusted user header without trusted proxies
+    /// would let any client that reaches nkvm name itself.
+    pub fn check(&self) -> Result<(), String> {
+        match &self.trusted_user_header {
+            Some(header) if self.trusted_proxies.is_empty() => Err(format!(
+                "NKVM_TRUSTED_USER_HEADER={header} needs NKVM_TRUSTED_PROXIES (the addresses of \
+                 the auth proxy, e.g. 10.0.0.0/8): otherwise any client could send the header \
+                 and log in as anyone"
+            )),
+            _ => Ok(()),
         }
     }
 }
+
+/// Where remote kubeconfigs are mounted (deploy/k8s/app/remote-kubeconfig), the only directory
+/// the UI opens kubeconfigs from unless configured otherwise.
+pub const DEFAULT_KUBECONFIG_DIR: &str = "/etc/nkvm/remote";
 
 /// Everything the handlers share.
 pub struct WebState {
@@ -79,6 +119,8 @@ pub struct WebState {
     closing: tokio::sync::watch::Sender<bool>,
     /// Restore plans shown and not yet run.
     plans: pages::history::PendingPlans,
+    /// The last readiness result (`/readyz`).
+    readiness: health::Readiness,
 }
 
 /// The jobs observer: metrics, and the inventory's last-backup column.
@@ -112,7 +154,7 @@ impl WebState {
             metrics: metrics.clone(),
             inventory: inventory.clone(),
         });
-        Arc::new(WebState {
+        let state = Arc::new(WebState {
             session,
             jobs: Jobs::new(Some(observer as Arc<dyn JobObserver>)),
             auth: auth::Auth::new(&config),
@@ -121,7 +163,10 @@ impl WebState {
             config,
             closing: tokio::sync::watch::channel(false).0,
             plans: pages::history::PendingPlans::default(),
-        })
+            readiness: health::Readiness::default(),
+        });
+        health::refresh_in_background(&state);
+        state
     }
 
     /// The job registry.
@@ -165,21 +210,39 @@ pub fn router(state: Arc<WebState>) -> Router {
 
 /// Serves the UI on an already-bound listener until `shutdown` resolves, then shuts the jobs
 /// down gracefully (running ones get `config.shutdown_grace`, then are cancelled; what still
-/// runs is marked interrupted).
+/// runs is marked interrupted). Refuses an unsafe configuration (see [`WebConfig::check`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<WebState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    state
+        .config
+        .check()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let closing = state.closing.clone();
-    let shutdown = async move {
-        shutdown.await;
-        closing.send_replace(true);
-    };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let app = router(state.clone());
+    let mut stop = std::pin::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of file descriptors and the like: wait instead of spinning.
+                Err(e) => {
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        connections.spawn(connection::serve(stream, peer, app.clone(), state.clone()));
+        // Reap finished connections so the set does not grow with every one ever served.
+        while connections.try_join_next().is_some() {}
+    }
+    closing.send_replace(true);
+    while connections.join_next().await.is_some() {}
     let running = state.jobs.in_flight();
     if running > 0 {
         tracing::info!(

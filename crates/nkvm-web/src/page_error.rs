@@ -14,6 +14,8 @@ pub struct PageError {
     title: &'static str,
     kind: FailureKind,
     message: String,
+    /// A link out of the dead end: element id, target, label.
+    back: Option<(&'static str, &'static str, &'static str)>,
 }
 
 impl PageError {
@@ -29,7 +31,14 @@ impl PageError {
             title,
             kind,
             message: message.into(),
+            back: None,
         }
+    }
+
+    /// Adds a link back to where the operator came from (element `id`, `href`, `label`).
+    pub fn with_back(mut self, id: &'static str, href: &'static str, label: &'static str) -> Self {
+        self.back = Some((id, href, label));
+        self
     }
 
     /// An engine (or cluster, store, history) error, with its own kind and message.
@@ -53,11 +62,18 @@ pub const NOT_CONNECTED: &str = "Not connected to a cluster: connect on the Conn
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        layout::error_page(
-            &self.user,
-            crate::pages::status_for(self.kind),
-            self.title,
-            &self.message,
+        let status = crate::pages::status_for(self.kind);
+        let Some((id, href, label)) = self.back else {
+            return layout::error_page(&self.user, status, self.title, &self.message);
+        };
+        let body = maud::html! {
+            (layout::error_box("page-error", &self.message))
+            p { a id=(id) href=(href) { (label) } }
+        };
+        (
+            status,
+            layout::page(self.title, &self.user, layout::Nav::None, body),
         )
+            .into_response()
     }
 }

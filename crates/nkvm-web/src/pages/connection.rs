@@ -2,11 +2,11 @@
 //! identity, permissions per allowlisted namespace), and disconnect, which drops a pasted
 //! kubeconfig's credentials.
 
-use crate::WebState;
 use crate::auth::CurrentUser;
 use crate::form::FormData;
 use crate::layout::{self, Nav, error_box};
 use crate::pages::see_other;
+use crate::{WebConfig, WebState};
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Response};
@@ -28,23 +28,37 @@ pub fn routes() -> Router<Arc<WebState>> {
 }
 
 async fn page(State(state): State<Arc<WebState>>, user: CurrentUser) -> Html<String> {
+    connection_page(&state, &user, None, None)
+}
+
+/// The page, with an error about the form just sent (shown above the form, which keeps what
+/// was entered) when there is one.
+fn connection_page(
+    state: &WebState,
+    user: &CurrentUser,
+    form_error: Option<&str>,
+    sent: Option<&FormData>,
+) -> Html<String> {
     let status = state.session.status();
     let body = html! {
         section #connection-status {
             @match &status.connected {
-                Some(c) => (connected_view(c)),
+                Some(c) => (connected_view(c, user)),
                 None => p.muted { "Not connected. Choose how nkvm reaches your cluster below." },
             }
             @if let Some(e) = &status.last_error {
                 (error_box("connection-error", e))
             }
         }
-        (connect_form(&state, &user))
+        @if let Some(e) = form_error {
+            (error_box("form-error", e))
+        }
+        (connect_form(state, user, sent))
     };
-    layout::page("Connection", &user, Nav::Connection, body)
+    layout::page("Connection", user, Nav::Connection, body)
 }
 
-fn connected_view(c: &Connected) -> Markup {
+fn connected_view(c: &Connected, user: &CurrentUser) -> Markup {
     let info = c.app.cluster();
     html! {
         p.ok { "Connected to " strong { (info.server) } " (" (info.version) ")" }
@@ -80,24 +94,43 @@ fn connected_view(c: &Connected) -> Markup {
             }
         }
         form #disconnect-form method="post" action="/connection/disconnect" {
+            input type="hidden" name="csrf" value=(user.csrf);
             button #disconnect type="submit" { "Disconnect" }
         }
     }
 }
 
-fn connect_form(state: &WebState, user: &CurrentUser) -> Markup {
-    let in_cluster = session::in_cluster_available();
-    let path = state
-        .config
-        .default_kubeconfig
-        .as_ref()
-        .map(|p| p.display().to_string())
+/// The path and mode the form shows: what was just sent, else the defaults.
+fn form_choice(
+    state: &WebState,
+    sent: Option<&FormData>,
+    in_cluster: bool,
+) -> (String, &'static str) {
+    let path = sent
+        .and_then(|f| f.get("kubeconfig_path"))
+        .map(str::to_string)
+        .or_else(|| {
+            state
+                .config
+                .default_kubeconfig
+                .as_ref()
+                .map(|p| p.display().to_string())
+        })
         .unwrap_or_default();
-    let default_mode = if in_cluster {
-        "in-cluster"
-    } else {
-        "kubeconfig"
+    let default_mode = match sent.and_then(|f| f.get("mode")) {
+        Some("paste") => "paste",
+        Some("in-cluster") if in_cluster => "in-cluster",
+        Some(_) => "kubeconfig",
+        None if in_cluster => "in-cluster",
+        None => "kubeconfig",
     };
+    (path, default_mode)
+}
+
+fn connect_form(state: &WebState, user: &CurrentUser, sent: Option<&FormData>) -> Markup {
+    let in_cluster = session::in_cluster_available();
+    let (path, default_mode) = form_choice(state, sent, in_cluster);
+    let dir = state.config.kubeconfig_dir.display().to_string();
     html! {
         form #connect-form method="post" action="/connection/connect" {
             input type="hidden" name="csrf" value=(user.csrf);
@@ -116,7 +149,7 @@ fn connect_form(state: &WebState, user: &CurrentUser) -> Markup {
                     input type="radio" name="mode" value="kubeconfig" checked[default_mode == "kubeconfig"];
                     strong { " Kubeconfig file" }
                 }
-                p.muted { "A kubeconfig on the nkvm server's disk, and one of its contexts: the one nkvm was started with (empty: $KUBECONFIG, then ~/.kube/config) or a file below " code { (KUBECONFIG_DIR) } ", where remote kubeconfigs are mounted." }
+                p.muted { "A kubeconfig on the nkvm server's disk, and one of its contexts: the one nkvm was started with (empty: $KUBECONFIG, then ~/.kube/config) or a file below " code { (dir) } ", where remote kubeconfigs are mounted." }
                 label for="kubeconfig-path" { "Path" }
                 input #kubeconfig-path type="text" name="kubeconfig_path" value=(path) placeholder="~/.kube/config"
                     hx-get="/connection/contexts" hx-trigger="load, change" hx-target="#context-choice" hx-include="this";
@@ -127,12 +160,17 @@ fn connect_form(state: &WebState, user: &CurrentUser) -> Markup {
             }
             fieldset.mode {
                 label {
-                    input type="radio" name="mode" value="paste";
+                    input type="radio" name="mode" value="paste" checked[default_mode == "paste"];
                     strong { " Paste a kubeconfig" }
                 }
                 p.muted {
                     "Kept in memory only. Refused when it would make the server run a program (exec, auth-provider), read its own files "
-                    "(tokenFile, client-certificate, client-key, certificate-authority) or use a proxy: paste one with inline token or *-data fields."
+                    "(tokenFile, client-certificate, client-key, certificate-authority) or use a proxy: paste one with inline token or *-data fields. "
+                    @if state.config.allow_insecure_paste {
+                        "TLS without verification and http:// servers are allowed here (NKVM_ALLOW_INSECURE_KUBECONFIG)."
+                    } @else {
+                        "Refused as well: insecure-skip-tls-verify and http:// servers, which would expose the credentials."
+                    }
                 }
                 textarea #pasted name="pasted" rows="8" spellcheck="false" placeholder="apiVersion: v1\nkind: Config\n..." {}
             }
@@ -153,9 +191,10 @@ async fn contexts(
         .filter(|p| !p.is_empty())
         .map(PathBuf::from);
     let configured = state.config.default_kubeconfig.clone();
+    let dir = state.config.kubeconfig_dir.clone();
     let read = tokio::task::spawn_blocking(move || {
         if let Some(p) = &path {
-            permitted_kubeconfig(p, configured.as_deref())?;
+            permitted_kubeconfig(p, configured.as_deref(), &dir)?;
         }
         session::kubeconfig_contexts(path.as_deref()).map_err(|e| e.to_string())
     })
@@ -181,16 +220,13 @@ async fn contexts(
     )
 }
 
-/// Where the UI may open kubeconfig files besides the one nkvm was started with: the
-/// deployment mounts remote kubeconfigs here (deploy/k8s/app, `/etc/nkvm/remote/config`).
-pub const KUBECONFIG_DIR: &str = "/etc/nkvm";
-
 /// Refuses kubeconfig paths typed into the UI that nkvm was not given: the file is read (and
-/// its exec plugins run) on the server, and parse errors quote what they read, so an arbitrary
-/// path would let a UI user read server files or run programs. Allowed: empty (nkvm's own
-/// default), the `--kubeconfig` nkvm was started with, files in `$KUBECONFIG`, and files
-/// below [`KUBECONFIG_DIR`].
-fn permitted_kubeconfig(path: &Path, configured: Option<&Path>) -> Result<(), String> {
+/// its exec plugins run) on the server, so an arbitrary path would let a UI user probe server
+/// files or run programs. Allowed: empty (nkvm's own default), the `--kubeconfig` nkvm was
+/// started with, files in `$KUBECONFIG`, and files below `dir` (`/etc/nkvm/remote`, not all of
+/// `/etc/nkvm`, where the admin password lives). What is opened must then be a regular file
+/// that parses as a kubeconfig, and errors never quote it (see `nkvm_kube::kubeconfig`).
+fn permitted_kubeconfig(path: &Path, configured: Option<&Path>, dir: &Path) -> Result<(), String> {
     let real = |p: &Path| std::fs::canonicalize(p).ok();
     let Some(wanted) = real(path) else {
         return Err(format!(
@@ -207,14 +243,15 @@ fn permitted_kubeconfig(path: &Path, configured: Option<&Path>) -> Result<(), St
         .chain(from_env)
         .filter_map(|p| real(&p))
         .any(|p| p == wanted);
-    let below_dir = real(Path::new(KUBECONFIG_DIR)).is_some_and(|dir| wanted.starts_with(dir));
+    let below_dir = real(dir).is_some_and(|dir| wanted.starts_with(dir));
     if known || below_dir {
         Ok(())
     } else {
         Err(format!(
             "the UI opens only the kubeconfig nkvm was started with (--kubeconfig or KUBECONFIG) \
-             or files below {KUBECONFIG_DIR}; mount {} there (a Secret volume) or start nkvm \
+             or files below {}; mount {} there (a Secret volume) or start nkvm \
              with --kubeconfig",
+            dir.display(),
             path.display()
         ))
     }
@@ -222,7 +259,7 @@ fn permitted_kubeconfig(path: &Path, configured: Option<&Path>) -> Result<(), St
 
 /// Connect options from the form; `Err` with a message for a bad mode or a kubeconfig path the
 /// UI may not open.
-fn options_from(form: &FormData, configured: Option<&Path>) -> Result<ConnectOptions, String> {
+fn options_from(form: &FormData, config: &WebConfig) -> Result<ConnectOptions, String> {
     let mode: AuthMode = form.get("mode").unwrap_or("kubeconfig").parse()?;
     let mut opts = ConnectOptions::new(mode);
     match mode {
@@ -230,13 +267,18 @@ fn options_from(form: &FormData, configured: Option<&Path>) -> Result<ConnectOpt
         AuthMode::Kubeconfig => {
             opts.kubeconfig = form.text("kubeconfig_path").map(PathBuf::from);
             if let Some(path) = &opts.kubeconfig {
-                permitted_kubeconfig(path, configured)?;
+                permitted_kubeconfig(
+                    path,
+                    config.default_kubeconfig.as_deref(),
+                    &config.kubeconfig_dir,
+                )?;
             }
             opts.context = form.text("context");
         }
         AuthMode::Paste => {
             // The paste's own current context is used: the drop-down lists the file's.
             opts.pasted = form.get("pasted").map(str::to_string);
+            opts.allow_insecure_paste = config.allow_insecure_paste;
         }
     }
     Ok(opts)
@@ -246,13 +288,14 @@ async fn connect(
     State(state): State<Arc<WebState>>,
     user: CurrentUser,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    form: FormData,
 ) -> Response {
-    let form = FormData::parse(&body);
-    let opts = match options_from(&form, state.config.default_kubeconfig.as_deref()) {
+    let opts = match options_from(&form, &state.config) {
         Ok(o) => o,
         Err(e) => {
-            return crate::page_error::PageError::invalid(&user, "Connection", e).into_response();
+            // The page again, with the form: a bare error page would be a dead end.
+            let page = connection_page(&state, &user, Some(&e), Some(&form));
+            return (http::StatusCode::BAD_REQUEST, page).into_response();
         }
     };
     let mode = opts.mode;

@@ -357,7 +357,11 @@ async fn download(
         header::CONTENT_TYPE,
         HeaderValue::from_static(content_type(&safe_name)),
     );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(archive.size));
+    // The stored file's length, never the history's: a wrong length truncates or stalls the
+    // download. Unknown: sent chunked.
+    if let Some(size) = archive.size {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{safe_name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -474,9 +478,8 @@ async fn plan_restore(
     State(state): State<Arc<WebState>>,
     user: CurrentUser,
     Path(raw): Path<String>,
-    body: Bytes,
+    form: FormData,
 ) -> Response {
-    let form = FormData::parse(&body);
     let d = match load(&state, &user, &raw).await {
         Ok(d) => d,
         Err(r) => return r,
@@ -518,9 +521,8 @@ async fn run_restore(
     user: CurrentUser,
     headers: HeaderMap,
     Path(raw): Path<String>,
-    body: Bytes,
+    form: FormData,
 ) -> Result<Response, PageError> {
-    let form = FormData::parse(&body);
     let generation = state.session.status().generation;
     let plan = form
         .get("plan")

@@ -159,8 +159,11 @@ pub fn item_body(item: &ItemState) -> Markup {
     }
 }
 
+/// The live stream of a Jobs tab. It ends when the server shuts down and when the login it
+/// was opened with ends (logout or expiry), so no stream outlives its session.
 async fn events(
     State(state): State<Arc<WebState>>,
+    user: CurrentUser,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     // Subscribe first, then snapshot: updates published in between come after the snapshot
     // and only repeat states it already holds or newer ones.
@@ -168,12 +171,17 @@ async fn events(
     let closing = state.closing.subscribe();
     let jobs = state.jobs.clone();
     let snapshot = futures_util::stream::iter([Ok(list_event(&jobs))]);
+    let session_ended = {
+        let state = state.clone();
+        Box::pin(async move { state.auth.ended(&user.csrf).await })
+    };
     let live = futures_util::stream::unfold(
-        (updates, closing, jobs),
-        |(mut updates, mut closing, jobs)| async move {
+        (updates, closing, jobs, session_ended),
+        |(mut updates, mut closing, jobs, mut session_ended)| async move {
             let next = tokio::select! {
                 e = updates.recv() => e,
                 _ = closing.wait_for(|c| *c) => return None,
+                () = &mut session_ended => return None,
             };
             let events = match next {
                 Ok(JobEvent::Item(item)) => item_events(&jobs, &item),
@@ -183,7 +191,7 @@ async fn events(
             };
             Some((
                 futures_util::stream::iter(events.into_iter().map(Ok)),
-                (updates, closing, jobs),
+                (updates, closing, jobs, session_ended),
             ))
         },
     )

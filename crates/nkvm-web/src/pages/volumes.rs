@@ -272,10 +272,16 @@ async fn back_up(
     State(state): State<Arc<WebState>>,
     user: CurrentUser,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    form: FormData,
 ) -> Result<Response, PageError> {
-    let form = FormData::parse(&body);
-    let bad = |msg: &str| PageError::invalid(&user, "Back up", msg);
+    // With a way back to the table: an error page without one is a dead end.
+    let bad = |msg: &str| {
+        PageError::invalid(&user, "Back up", msg).with_back(
+            "back-to-volumes",
+            "/volumes",
+            "Back to Volumes",
+        )
+    };
     let claims: Result<Vec<PvcRef>, _> = form.all("pvc").into_iter().map(PvcRef::parse).collect();
     let claims = match claims {
         Ok(c) if !c.is_empty() => c,

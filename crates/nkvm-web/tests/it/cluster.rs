@@ -69,7 +69,11 @@ async fn connecting_through_the_form_shows_server_identity_and_permissions() {
         )
         .await;
     assert_eq!(planted.status, StatusCode::BAD_REQUEST);
-    assert!(planted.body.contains("below /etc/nkvm"), "{}", planted.body);
+    assert!(
+        planted.body.contains("below /etc/nkvm/remote"),
+        "{}",
+        planted.body
+    );
     let listed = client
         .get("/connection/contexts?kubeconfig_path=/etc/passwd")
         .await;
@@ -265,14 +269,19 @@ async fn a_cluster_that_goes_away_is_reported_as_a_message() {
         page.body
     );
     assert!(!page.body.contains("panicked"));
-    let ready = ui.get_anonymous("/readyz").await;
+    // Readiness runs in the background (every 10 s): wait for it to see the cluster gone.
+    eventually("readiness to report the cluster gone", async || {
+        let body = client.get("/readyz").await.body;
+        body.contains("\"ok\": false") && body.contains("the Kubernetes API at")
+    })
+    .await;
+    let ready = client.get("/readyz").await;
     assert_eq!(
         ready.status,
         StatusCode::OK,
         "the UI stays in service: {}",
         ready.body
     );
-    assert!(ready.body.contains("\"ok\": false"), "{}", ready.body);
     let backup = client
         .post(
             "/backups",

@@ -224,6 +224,15 @@ impl Client<'_> {
     }
 }
 
+/// `request` as if it came over TCP from `peer` (an IP address).
+pub fn from_peer(peer: &str, mut request: Request<Body>) -> Request<Body> {
+    let addr = std::net::SocketAddr::new(peer.parse().expect("an IP address"), 40000);
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    request
+}
+
 /// A urlencoded form body.
 pub fn form(fields: &[(&str, &str)]) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());

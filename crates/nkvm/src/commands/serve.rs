@@ -9,7 +9,7 @@ use nkvm_domain::FailureKind;
 use nkvm_engine::Settings;
 use nkvm_engine::session::{AuthMode, ConnectOptions, Session, Workspace};
 use nkvm_history::History;
-use nkvm_web::{AdminPassword, WebConfig, WebState};
+use nkvm_web::{AdminPassword, TrustedProxies, WebConfig, WebState};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,8 +56,10 @@ fn cluster_named(g: &GlobalArgs, mode: AuthMode) -> bool {
 impl ServeOptions {
     /// From the global flags and the environment (`NKVM_ADMIN_PASSWORD`,
     /// `NKVM_ADMIN_PASSWORD_FILE`, `NKVM_COOKIE_SECURE`, `NKVM_TRUSTED_USER_HEADER`,
-    /// `NKVM_METRICS_PUBLIC`, `NKVM_SHUTDOWN_GRACE_SECONDS`). Cookies are `Secure` unless
-    /// `listen` is a loopback address or `NKVM_COOKIE_SECURE=false`.
+    /// `NKVM_TRUSTED_PROXIES`, `NKVM_METRICS_PUBLIC`, `NKVM_KUBECONFIG_DIR`,
+    /// `NKVM_ALLOW_INSECURE_KUBECONFIG`, `NKVM_SHUTDOWN_GRACE_SECONDS`). Cookies are `Secure`
+    /// unless `listen` is a loopback address or `NKVM_COOKIE_SECURE=false`. Refuses a trusted
+    /// user header without trusted proxies.
     pub fn from_global(g: &GlobalArgs, listen: SocketAddr) -> anyhow::Result<ServeOptions> {
         let settings = crate::settings::engine_settings(g)?;
         let connect_opts = crate::settings::connect_options(g)?;
@@ -76,6 +78,16 @@ impl ServeOptions {
             })?),
             _ => None,
         };
+        if let Ok(p) = std::env::var("NKVM_TRUSTED_PROXIES") {
+            web.trusted_proxies = p
+                .parse::<TrustedProxies>()
+                .map_err(|e| invalid(format!("NKVM_TRUSTED_PROXIES: {e}")))?;
+        }
+        web.check().map_err(invalid)?;
+        if let Some(dir) = std::env::var_os("NKVM_KUBECONFIG_DIR").filter(|d| !d.is_empty()) {
+            web.kubeconfig_dir = dir.into();
+        }
+        web.allow_insecure_paste = env_flag("NKVM_ALLOW_INSECURE_KUBECONFIG")?.unwrap_or(false);
         if let Ok(s) = std::env::var("NKVM_SHUTDOWN_GRACE_SECONDS")
             && !s.trim().is_empty()
         {

@@ -212,6 +212,37 @@ impl Browser {
             .expect("scroll");
     }
 
+    /// Runs `script` (a function body; `return` gives the value) in the page.
+    async fn js(&self, script: &str) -> Value {
+        self.client
+            .execute(script, Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("running {script:?}: {e}"))
+    }
+
+    /// Waits until `script` returns `true` in the page; on timeout saves the page and fails.
+    async fn wait_for_js(&mut self, what: &str, script: &str) {
+        let deadline = tokio::time::Instant::now() + STEP;
+        while self.js(script).await != Value::Bool(true) {
+            if tokio::time::Instant::now() > deadline {
+                let shot = self.shot("failure").await;
+                panic!("{what}: not after {STEP:?}; see {}", shot.display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Makes the page believe its tab was hidden or shown again (headless Chromium keeps
+    /// every tab visible), the way a browser tells it: `visibilityState` and the event.
+    async fn set_tab_visible(&self, visible: bool) {
+        let state = if visible { "visible" } else { "hidden" };
+        self.js(&format!(
+            "Object.defineProperty(document, 'visibilityState', {{configurable: true, get: () => '{state}'}}); \
+             document.dispatchEvent(new Event('visibilitychange')); return true;"
+        ))
+        .await;
+    }
+
     /// Ticks the checkbox matching `css` unless it already is.
     async fn check(&mut self, css: &str) {
         let checkbox = self.wait_for(css).await;
@@ -345,11 +376,23 @@ async fn an_operator_logs_in_backs_up_two_volumes_verifies_and_restores_in_the_b
     .await;
     b.shot("volumes-filtered").await;
 
+    // Nothing ticked: the button is off, not a way to an error page.
+    let button_off = "return document.getElementById('backup-selected').disabled;";
+    assert_eq!(
+        b.js(button_off).await,
+        Value::Bool(true),
+        "disabled with nothing ticked"
+    );
     // Back two of them up and watch both reach succeeded.
     for claim in ["analytics/data-events-db-0", "analytics/data-events-db-1"] {
         b.click(&format!(r#"input.pvc-select[value="{claim}"]"#))
             .await;
     }
+    assert_eq!(
+        b.js(button_off).await,
+        Value::Bool(false),
+        "enabled once ticked"
+    );
     b.click("button#backup-selected").await;
     b.wait_for("#jobs .job[data-job-id]").await;
     b.shot("jobs-started").await;
@@ -395,6 +438,31 @@ async fn an_operator_logs_in_backs_up_two_volumes_verifies_and_restores_in_the_b
     .await;
     b.shot("restore-done").await;
 
+    // A hidden Jobs tab gives its event stream (and so its connection) back, and opens a new
+    // one when shown again, which brings the list up to date.
+    let source = "var el = document.querySelector('[sse-connect]'); \
+                  var d = el && el['htmx-internal-data']; \
+                  return !!(d && d.sseEventSource && d.sseEventSource.readyState === 1);";
+    b.wait_for_js("the Jobs tab's stream opens", source).await;
+    b.js("window.nkvmFirstSource = document.querySelector('[sse-connect]')['htmx-internal-data'].sseEventSource; return true;").await;
+    b.set_tab_visible(false).await;
+    b.wait_for_js(
+        "a hidden tab closes its stream",
+        "return window.nkvmFirstSource.readyState === 2 \
+             && !document.querySelector('[sse-connect]') \
+             && !!document.querySelector('[data-sse-parked]');",
+    )
+    .await;
+    b.wait_for(r#".job-item[data-pvc="analytics/events-restored"]"#)
+        .await;
+    b.set_tab_visible(true).await;
+    b.wait_for_js("a shown tab opens a new stream", source)
+        .await;
+    b.wait_for(
+        r#".job-item[data-pvc="analytics/events-restored"] .item-state[data-status="succeeded"]"#,
+    )
+    .await;
+
     let data = tempfile::tempdir().expect("temp dir");
     let (code, out, err) = demo
         .nkvm(data.path(), &["pvcs", "-n", "analytics", "-o", "json"])
@@ -429,5 +497,12 @@ async fn an_operator_logs_in_backs_up_two_volumes_verifies_and_restores_in_the_b
         "{original}"
     );
     assert_eq!(again[0]["bytesRead"], original["bytesRead"]);
+
+    // Disconnect drops the connection from the UI (its form carries the CSRF token).
+    b.click("nav a#nav-connection").await;
+    b.wait_for_text("#connection-status", "Connected to").await;
+    b.click("button#disconnect").await;
+    b.wait_for_text("#connection-status", "Not connected").await;
+    b.shot("disconnected").await;
     demo.stop().await;
 }
