@@ -37,18 +37,29 @@ if ! command -v kubectl >/dev/null 2>&1; then
   exit 2
 fi
 
-# Offline manifest validation (scripts/validate-manifests.sh): kubernetes-validate from PyPI in
-# a private venv, so the system Python stays untouched. Quick when it is there already.
+# Python tools from PyPI in a private venv, so the system Python stays untouched: kubernetes-validate
+# for offline manifest validation (scripts/validate-manifests.sh) and the official `kubernetes`
+# client, which the sandbox's conformance tests drive (crates/kube-sandbox/tests/python).
+# Quick when they are there already.
 tools_venv="${NKVM_TOOLS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/nkvm-tools/venv}"
+pip_missing=()
 if ! command -v kubernetes-validate >/dev/null 2>&1 && [ ! -x "$tools_venv/bin/kubernetes-validate" ]; then
-  if ! command -v python3 >/dev/null 2>&1; then
-    echo "error: python3 is needed to install kubernetes-validate (apt-get install -y python3 python3-venv)" >&2
-    exit 2
+  pip_missing+=(kubernetes-validate)
+fi
+if ! "$tools_venv/bin/python3" -c 'import kubernetes' >/dev/null 2>&1; then
+  pip_missing+=(kubernetes)
+fi
+if [ ${#pip_missing[@]} -gt 0 ]; then
+  if [ ! -x "$tools_venv/bin/pip" ]; then
+    if ! command -v python3 >/dev/null 2>&1; then
+      echo "error: python3 is needed to install ${pip_missing[*]} (apt-get install -y python3 python3-venv)" >&2
+      exit 2
+    fi
+    python3 -m venv "$tools_venv" || {
+      echo "error: python3 -m venv failed; install python3-venv (apt-get install -y python3-venv)" >&2
+      exit 2
+    }
   fi
-  echo "installing: kubernetes-validate (into $tools_venv)"
-  python3 -m venv "$tools_venv" || {
-    echo "error: python3 -m venv failed; install python3-venv (apt-get install -y python3-venv)" >&2
-    exit 2
-  }
-  "$tools_venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate
+  echo "installing: ${pip_missing[*]} (into $tools_venv)"
+  "$tools_venv/bin/pip" install --quiet --disable-pip-version-check "${pip_missing[@]}"
 fi

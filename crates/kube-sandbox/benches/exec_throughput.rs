@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams, PostParams};
-use kube_sandbox::{Sandbox, SandboxOptions};
+use kube_sandbox::testing::TestSandbox;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
@@ -17,23 +17,9 @@ fn mib() -> u64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let options = SandboxOptions {
-        state_dir: dir.path().join("state"),
-        node_b_taints: Vec::new(),
-        ..Default::default()
-    };
-    let sandbox = Sandbox::start(listener, options).await.expect("sandbox");
-    let kubeconfig = dir.path().join("kubeconfig");
-    sandbox.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("parse");
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("config");
-    let client = kube::Client::try_from(config).expect("client");
+    let sandbox = TestSandbox::start().await;
+    let kubeconfig = sandbox.kubeconfig().to_path_buf();
+    let client = sandbox.client().await;
     let pods: Api<Pod> = Api::namespaced(client, "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "bench"},
@@ -63,7 +49,8 @@ async fn main() {
     let out = tokio::process::Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "kubectl --kubeconfig {} exec bench -- {producer} | wc -c",
+            "{} --kubeconfig {} exec bench -- {producer} | wc -c",
+            kube_sandbox::testing::kubectl_program(),
             kubeconfig.display()
         ))
         .output()

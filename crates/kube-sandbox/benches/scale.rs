@@ -8,9 +8,10 @@
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams, PostParams};
+use kube_sandbox::SandboxOptions;
 use kube_sandbox::cluster::Cluster;
 use kube_sandbox::scale::ScaleSpec;
-use kube_sandbox::{Sandbox, SandboxOptions};
+use kube_sandbox::testing::TestSandbox;
 use serde::de::DeserializeOwned;
 use std::time::{Duration, Instant};
 
@@ -130,7 +131,8 @@ async fn time_kubectl(kubeconfig: &std::path::Path, kind: &str, expected: usize)
     let out = tokio::process::Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "kubectl --kubeconfig {} get {kind} -A -o name --chunk-size={PAGE} | wc -l",
+            "{} --kubeconfig {} get {kind} -A -o name --chunk-size={PAGE} | wc -l",
+            kube_sandbox::testing::kubectl_program(),
             kubeconfig.display()
         ))
         .output()
@@ -236,18 +238,13 @@ fn time_controller_pass(cluster: &Cluster) {
 async fn main() {
     let spec = std::env::var("NKVM_BENCH_SCALE").unwrap_or_else(|_| DEFAULT_SCALE.into());
     let spec = ScaleSpec::parse(&spec).expect("NKVM_BENCH_SCALE");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
     let options = SandboxOptions {
-        state_dir: dir.path().join("state"),
         seed: Some(spec),
         ..Default::default()
     };
     let rss_before = status_kib("VmRSS:");
     let started = Instant::now();
-    let sandbox = Sandbox::start(listener, options).await.expect("sandbox");
+    let sandbox = TestSandbox::start_with(options).await;
     println!(
         "seed {spec}: Sandbox::start took {:.2} s",
         started.elapsed().as_secs_f64()
@@ -257,16 +254,11 @@ async fn main() {
         mib(status_kib("VmRSS:")),
         mib(rss_before)
     );
-    time_controller_pass(sandbox.cluster());
+    time_controller_pass(sandbox.sandbox().cluster());
     idle_cpu("after seeding").await;
 
-    let kubeconfig = dir.path().join("kubeconfig");
-    sandbox.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("parse");
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("config");
-    let client = kube::Client::try_from(config).expect("client");
+    let kubeconfig = sandbox.kubeconfig().to_path_buf();
+    let client = sandbox.client().await;
     time_raw_listing(&client, "pods", "/api/v1/pods").await;
     time_raw_listing(&client, "PVCs", "/api/v1/persistentvolumeclaims").await;
     let pods: Api<Pod> = Api::all(client.clone());

@@ -365,25 +365,35 @@ fn decode(content_type: &str, body: &[u8]) -> ApiResult<Value> {
     Ok(v)
 }
 
-/// Checks `apiVersion` and `kind` of a body against the endpoint it was sent to.
-fn check_type(res: &ResourceInfo, obj: &Value) -> ApiResult<()> {
-    if !obj.is_object() {
+/// Fills in and checks `apiVersion` and `kind` of a POST or PUT body against its endpoint.
+///
+/// kube-apiserver decodes these bodies with the endpoint's group/version/kind as the default
+/// (`gvkWithDefaults` in apimachinery's JSON serializer): a missing `kind` is the endpoint's, a
+/// missing `apiVersion` is the endpoint's group and version, and only a present value that
+/// differs is refused (400). Clients rely on that: the official Python client leaves both out
+/// of objects a program builds without them (`client.V1Pod(metadata=..., spec=...)`).
+fn settle_type(res: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
+    let Some(m) = obj.as_object_mut() else {
         return Err(ApiError::bad_request(
             "the body of the request must be a JSON object",
         ));
-    }
-    let kind = obj["kind"].as_str().unwrap_or("");
-    let api_version = obj["apiVersion"].as_str().unwrap_or("");
-    if kind.is_empty() {
+    };
+    let kind = type_field(m, "kind")?.unwrap_or(res.kind).to_string();
+    let api_version = match type_field(m, "apiVersion")? {
+        None => res.api_version(),
+        Some(v) => match v.split_once('/') {
+            // A group without a version takes the endpoint's version when the group is the
+            // endpoint's, as the upstream decoder does.
+            Some((group, "")) if group == res.group => res.api_version(),
+            _ => v.to_string(),
+        },
+    };
+    if kind != res.kind {
+        // Upstream cannot convert the decoded kind into the endpoint's and says so in these
+        // words; the second half names what differs.
         return Err(ApiError::bad_request(format!(
-            "Object 'Kind' is missing in '{}'",
-            truncate(&obj.to_string())
-        )));
-    }
-    if api_version.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "Object 'apiVersion' is missing in '{}'",
-            truncate(&obj.to_string())
+            "{kind} in version {api_version:?} cannot be handled as a {}: the kind in the data ({kind}) does not match the expected kind ({}) for this endpoint",
+            res.kind, res.kind
         )));
     }
     if api_version != res.api_version() {
@@ -392,13 +402,25 @@ fn check_type(res: &ResourceInfo, obj: &Value) -> ApiResult<()> {
             res.api_version()
         )));
     }
-    if kind != res.kind {
-        return Err(ApiError::bad_request(format!(
-            "the kind in the data ({kind}) does not match the expected kind ({}) for this endpoint",
-            res.kind
-        )));
-    }
+    m.insert("kind".into(), json!(kind));
+    m.insert("apiVersion".into(), json!(api_version));
     Ok(())
+}
+
+/// A type field of a body: `None` when absent, null or empty; an error when not a string.
+fn type_field<'a>(
+    m: &'a serde_json::Map<String, Value>,
+    field: &str,
+) -> ApiResult<Option<&'a str>> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "couldn't get version/kind; json parse error: {field} must be a string, not {}",
+            truncate(&other.to_string())
+        ))),
+    }
 }
 
 fn truncate(s: &str) -> String {
@@ -485,7 +507,7 @@ pub fn create_object(
     mut obj: Value,
     dry_run: bool,
 ) -> ApiResult<Arc<Value>> {
-    check_type(res, &obj)?;
+    settle_type(res, &mut obj)?;
     let t = Target {
         res,
         namespace: namespace.map(String::from),
@@ -616,7 +638,7 @@ fn service_account_admission(cluster: &Cluster, pod: &mut Value) -> ApiResult<()
 }
 
 fn update(cluster: &Cluster, t: &Target, mut obj: Value) -> ApiResult<Value> {
-    check_type(t.res, &obj)?;
+    settle_type(t.res, &mut obj)?;
     settle_namespace(t, &mut obj)?;
     let (ns, name) = object_key(t);
     if meta::name(&obj) != name {
@@ -1191,5 +1213,47 @@ mod tests {
         let tok = encode_continue("ns", "name");
         assert_eq!(decode_continue(&tok).unwrap(), ("ns".into(), "name".into()));
         assert_eq!(decode_continue("%%%").unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn missing_type_fields_default_from_the_endpoint_and_present_ones_must_match() {
+        let mut obj = json!({"metadata": {"name": "p"}});
+        settle_type(known::pods(), &mut obj).unwrap();
+        assert_eq!(
+            (&obj["apiVersion"], &obj["kind"]),
+            (&json!("v1"), &json!("Pod"))
+        );
+        let mut obj = json!({"apiVersion": null, "kind": "", "metadata": {}});
+        settle_type(known::pods(), &mut obj).unwrap();
+        assert_eq!(
+            (&obj["apiVersion"], &obj["kind"]),
+            (&json!("v1"), &json!("Pod"))
+        );
+        // A group without a version takes the endpoint's version.
+        let deployments = resources::by_kind("apps", "Deployment").unwrap();
+        let mut obj = json!({"apiVersion": "apps/", "metadata": {}});
+        settle_type(deployments, &mut obj).unwrap();
+        assert_eq!(obj["apiVersion"], "apps/v1");
+
+        let err = settle_type(known::pods(), &mut json!({"kind": "Secret"})).unwrap_err();
+        assert_eq!(err.code, 400);
+        assert!(
+            err.message
+                .contains("Secret in version \"v1\" cannot be handled as a Pod"),
+            "{}",
+            err.message
+        );
+        let err = settle_type(known::pods(), &mut json!({"apiVersion": "v2"})).unwrap_err();
+        assert!(
+            err.message.contains("the API version in the data (v2)"),
+            "{}",
+            err.message
+        );
+        let err = settle_type(known::pods(), &mut json!({"kind": 7})).unwrap_err();
+        assert_eq!(err.code, 400);
+        assert_eq!(
+            settle_type(known::pods(), &mut json!([])).unwrap_err().code,
+            400
+        );
     }
 }

@@ -200,6 +200,9 @@ async fn read_frames(
     while let Some(Ok(msg)) = incoming.next().await {
         let data = match msg {
             Message::Binary(d) => d,
+            // The kubelet reads text frames as data too; the official Python client sends
+            // stdin given as `str` in them.
+            Message::Text(t) => Bytes::copy_from_slice(t.as_str().as_bytes()),
             Message::Close(_) => break,
             _ => continue,
         };

@@ -87,6 +87,8 @@ pub mod scale;
 pub mod selector;
 pub mod server;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 
 use cluster::{Cluster, ClusterConfig};

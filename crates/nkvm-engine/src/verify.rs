@@ -3,7 +3,8 @@
 
 use crate::EngineError;
 use crate::archive::check_archive;
-use nkvm_domain::{BackupId, FailureKind};
+use crate::archive_safety::{Contents, UnsafeArchive};
+use nkvm_domain::{BackupId, Compression, FailureKind};
 use nkvm_history::History;
 use nkvm_store::ArchiveStore;
 use serde::Serialize;
@@ -124,6 +125,21 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Checks the archive in `file` and hashes all of it: the check's result, the bytes read and
+/// their sha256.
+fn read_through(
+    file: impl Read,
+    compression: Compression,
+) -> std::io::Result<(Result<Contents, UnsafeArchive>, u64, String)> {
+    let mut hashing = HashingReader::new(file);
+    let checked = check_archive(&mut hashing, compression);
+    // Read whatever the check left (padding, trailing frames, or everything after an early
+    // failure) so the hash covers the file. Into a sink: after a corrupt header the rest can
+    // be gigabytes, which must not be held in memory.
+    std::io::copy(&mut hashing, &mut std::io::sink())?;
+    Ok((checked, hashing.bytes_read(), hashing.hex()))
+}
+
 /// Verifies backup `id` (blocking I/O: call from a blocking thread for large archives).
 pub fn verify(
     store: &dyn ArchiveStore,
@@ -142,13 +158,8 @@ pub fn verify(
     };
     let manifest = store.manifest(&artifact).map_err(|e| read_err(&e))?;
     let file = store.open(&artifact).map_err(|e| read_err(&e))?;
-    let mut hashing = HashingReader::new(file);
-    let checked = check_archive(&mut hashing, manifest.compression);
-    // Read whatever the decoder left (padding, trailing frames) so the hash covers the file.
-    let mut rest = Vec::new();
-    hashing.read_to_end(&mut rest).map_err(|e| read_err(&e))?;
-    let bytes_stored = hashing.bytes_read();
-    let sha256 = hashing.hex();
+    let (checked, bytes_stored, sha256) =
+        read_through(file, manifest.compression).map_err(|e| read_err(&e))?;
     for (expected, source_name) in [
         (manifest.sha256.as_str(), "its manifest"),
         (
@@ -177,4 +188,46 @@ pub fn verify(
         tar_bytes: contents.tar_bytes,
         entries: contents.members,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes a corrupt archive carries after its bad header.
+    const TAIL: u64 = 64 << 20;
+
+    /// Serves a corrupt zstd header and then `TAIL` more bytes, remembering the largest buffer
+    /// it was asked to fill: what a reader of the archive holds in memory at once.
+    struct CorruptArchive {
+        data: std::io::Chain<&'static [u8], std::io::Take<std::io::Repeat>>,
+        largest_request: usize,
+    }
+
+    impl Read for CorruptArchive {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.largest_request = self.largest_request.max(buf.len());
+            self.data.read(buf)
+        }
+    }
+
+    #[test]
+    fn a_corrupt_archive_is_hashed_to_its_end_without_being_held_in_memory() {
+        let mut archive = CorruptArchive {
+            data: b"this is no zstd frame".chain(std::io::repeat(7).take(TAIL)),
+            largest_request: 0,
+        };
+        let (checked, bytes, sha256) =
+            read_through(&mut archive, Compression::Zstd).expect("readable");
+        assert!(checked.is_err(), "a corrupt header is reported");
+        // Every byte was read and hashed, so a checksum mismatch can still be told apart...
+        assert_eq!(bytes, 21 + TAIL);
+        assert_eq!(sha256.len(), 64);
+        // ...through a bounded buffer: buffering the rest asks for tens of MiB at once.
+        assert!(
+            archive.largest_request <= 1 << 20,
+            "read the rest {} bytes at a time",
+            archive.largest_request
+        );
+    }
 }

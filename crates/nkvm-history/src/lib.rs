@@ -7,6 +7,7 @@ use nkvm_domain::{FailureKind, JobStatus, Stage, Trigger};
 use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +33,16 @@ pub enum HistoryError {
     /// The database's directory could not be created.
     #[error("creating the directory of the history database {path}: {source}")]
     CreateDir {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database file could not be created, or made private to its owner.
+    #[error(
+        "making the history database {path} readable by its owner only (mode 0600): {source}; check that nkvm's user owns it"
+    )]
+    Private {
         /// The file.
         path: String,
         /// Why.
@@ -204,6 +215,36 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
     })
 }
 
+/// Mode of the database file; SQLite gives its `-wal`, `-shm` and `-journal` files the same.
+const FILE_MODE: u32 = 0o600;
+/// Mode of directories created for the database.
+const DIR_MODE: u32 = 0o700;
+
+/// Creates the database file 0600 before SQLite opens it (SQLite would create it 0644 and give
+/// the WAL and shared-memory files the same mode), or narrows an existing one and the WAL and
+/// shared-memory files beside it: the history names every namespace, claim and user.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::metadata(&file) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => std::fs::set_permissions(
+                &file,
+                std::fs::Permissions::from_mode(m.permissions().mode() & 0o7700),
+            )?,
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The history database.
 pub struct History {
     conn: Mutex<Connection>,
@@ -212,15 +253,24 @@ pub struct History {
 }
 
 impl History {
-    /// Opens (creating and migrating) the database at `path`.
+    /// Opens (creating and migrating) the database at `path`. Directories it creates are
+    /// 0700 and the database file 0600 (an existing one is narrowed to 0600).
     pub fn open(path: &Path) -> Result<Self, HistoryError> {
         let shown = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| HistoryError::CreateDir {
-                path: shown.clone(),
-                source,
-            })?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(dir)
+                .map_err(|source| HistoryError::CreateDir {
+                    path: shown.clone(),
+                    source,
+                })?;
         }
+        make_private(path).map_err(|source| HistoryError::Private {
+            path: shown.clone(),
+            source,
+        })?;
         let conn = Connection::open(path).map_err(|source| HistoryError::Open {
             path: shown.clone(),
             source,
@@ -565,6 +615,50 @@ mod tests {
         again
             .audit("t", "me", "backup.start", "shop/data", "")
             .unwrap();
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn the_database_its_wal_and_shm_files_and_new_directories_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/deeper/backups.db");
+        let h = History::open(&path).unwrap();
+        h.record_backup(&row("a", "u", "succeeded", "t")).unwrap();
+        // The WAL and shared-memory files exist while the connection is open.
+        for file in ["backups.db", "backups.db-wal", "backups.db-shm"] {
+            assert_eq!(
+                mode(&dir.path().join("nested/deeper").join(file)),
+                0o600,
+                "{file}"
+            );
+        }
+        assert_eq!(mode(&dir.path().join("nested")), 0o700);
+        assert_eq!(mode(&dir.path().join("nested/deeper")), 0o700);
+    }
+
+    #[test]
+    fn an_existing_world_readable_database_is_narrowed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backups.db");
+        drop(History::open(&path).unwrap());
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.path().join(format!("backups.db{suffix}"));
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let h = History::open(&path).unwrap();
+        assert!(h.backup("a").unwrap().is_none());
+        assert_eq!(mode(&path), 0o600);
+        for suffix in ["-wal", "-shm"] {
+            let file = dir.path().join(format!("backups.db{suffix}"));
+            if file.exists() {
+                assert_eq!(mode(&file), 0o600, "{suffix}");
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,12 @@ use crate::{ArchiveStore, ArchiveWriter, Listing, StoreError};
 use nkvm_domain::BackupId;
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+/// `O_NONBLOCK`, for opening archives (see [`LocalStore::open`]).
+// The flag is a small positive constant on every Unix, so the cast cannot wrap.
+const NONBLOCK: i32 = rustix::fs::OFlags::NONBLOCK.bits() as i32;
 
 /// Manifests are a few KiB; anything far larger is not one, and is not read into memory whole.
 const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
@@ -37,22 +42,34 @@ impl LocalStore {
         PartialArchive::create(&self.root, key)
     }
 
-    /// Opens an archive for reading, refusing paths that are not archives of this store or
-    /// that resolve (through symlinks) outside it.
+    /// Opens an archive for reading, refusing paths that are not archives of this store, that
+    /// resolve (through symlinks) outside it, or that are not regular files.
     pub fn open(&self, artifact: &str) -> Result<File, StoreError> {
         let location = Location::parse(artifact)?;
         let path = self.contained(artifact, "archive", &location.artifact())?;
-        let file =
-            File::open(&path).map_err(|e| StoreError::io("opening the archive", &path, e))?;
-        let is_file = file
+        let not_regular = || StoreError::InvalidArtifact {
+            artifact: artifact.to_string(),
+            reason: "it is not a regular file (a directory, FIFO, socket or device is never an archive)",
+        };
+        // Checked before opening: opening a FIFO for reading waits for a writer, and a device
+        // may act on open.
+        let before = fs::metadata(&path)
+            .map_err(|e| StoreError::io("reading the metadata of the archive", &path, e))?;
+        if !before.is_file() {
+            return Err(not_regular());
+        }
+        // Non-blocking, so a FIFO swapped in after that check cannot hold this thread either;
+        // the flag changes nothing for reads of a regular file.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(NONBLOCK)
+            .open(&path)
+            .map_err(|e| StoreError::io("opening the archive", &path, e))?;
+        let opened = file
             .metadata()
-            .map_err(|e| StoreError::io("reading the metadata of the archive", &path, e))?
-            .is_file();
-        if !is_file {
-            return Err(StoreError::InvalidArtifact {
-                artifact: artifact.to_string(),
-                reason: "it is not a regular file",
-            });
+            .map_err(|e| StoreError::io("reading the metadata of the archive", &path, e))?;
+        if !opened.is_file() {
+            return Err(not_regular());
         }
         Ok(file)
     }

@@ -2,14 +2,24 @@
 //! a commit that makes the archive appear whole, with its manifest, or not at all. Dropping an
 //! uncommitted [`PartialArchive`] deletes the temp file, so a failed or cancelled job never
 //! leaves a partial archive behind.
+//!
+//! Everything the store creates is private to the user nkvm runs as (files 0600, directories
+//! 0700): archives hold volume data, and on a shared host any local user could otherwise read
+//! them.
 
 use crate::layout::{ArchiveKey, Location, hex, partial_name};
 use crate::manifest::{FORMAT_VERSION, Manifest};
 use crate::{ArchiveWriter, StoreError, StoredArchive};
 use sha2::{Digest, Sha256};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// Mode of every file the store creates (archives, manifests and their temp files).
+pub(crate) const FILE_MODE: u32 = 0o600;
+/// Mode of every directory the store creates.
+pub(crate) const DIR_MODE: u32 = 0o700;
 
 /// Write buffer: the engine's compressors write in chunks of tens of KiB; a plain tar of small
 /// exec frames would otherwise cost a syscall per frame.
@@ -35,7 +45,10 @@ impl PartialArchive {
     pub(crate) fn create(root: &Path, key: &ArchiveKey) -> Result<Self, StoreError> {
         let location = key.location()?;
         let dir = root.join(location.dir());
-        fs::create_dir_all(&dir)
+        DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&dir)
             .map_err(|e| StoreError::io("creating the archive directory", &dir, e))?;
         // Checked now so a backup that could never be committed fails before streaming a volume.
         refuse_existing(&dir.join(location.archive_name()))?;
@@ -44,6 +57,7 @@ impl PartialArchive {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(FILE_MODE)
             .open(&temp)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => StoreError::AlreadyExists { path: temp.clone() },
@@ -225,8 +239,14 @@ fn write_manifest(dir: &Path, location: &Location, manifest: &Manifest) -> Resul
     let temp = dir.join(partial_name(&location.manifest_name()));
     let result = (|| {
         let json = serde_json::to_vec_pretty(manifest).map_err(io::Error::from)?;
-        // Any file at this temp name is a crashed attempt's leftover: truncating it is right.
-        let mut file = File::create(&temp)?;
+        // Any file at this temp name is a crashed attempt's leftover: replacing it is right
+        // (removed first, because truncating would keep a leftover's wider mode).
+        remove_if_present(&temp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&temp)?;
         file.write_all(&json)?;
         file.write_all(b"\n")?;
         file.sync_all()
@@ -255,4 +275,12 @@ fn sync_dirs(dir: &Path) -> Result<(), StoreError> {
             .map_err(|e| StoreError::io("syncing the archive directory", d, e))?;
     }
     Ok(())
+}
+
+/// Removes `path` if it exists.
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }

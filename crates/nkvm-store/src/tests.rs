@@ -399,3 +399,104 @@ fn the_engine_can_hold_the_store_as_a_trait_object() {
     aborted.abort().expect("abort");
     assert_eq!(store.list_manifests().expect("list").archives.len(), 1);
 }
+
+/// The permission bits of `path` (without following a final symlink).
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::symlink_metadata(path)
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn archives_manifests_and_their_directories_are_private_to_the_owner() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A root the store creates itself, as on a first backup.
+    let store = LocalStore::new(dir.path().join("backups"));
+    let partial = store.begin(&key(ID)).expect("begin");
+    let claim = store.root().join(CLAIM_DIR);
+    let temp = fs::read_dir(&claim)
+        .expect("claim dir")
+        .map(|e| e.expect("entry").path())
+        .next()
+        .expect("the temp archive");
+    assert_eq!(mode(&temp), 0o600, "temp archive {}", temp.display());
+    partial.abort().expect("abort");
+    let stored = store_one(&store, ID, b"volume data");
+
+    let mut checked = 0;
+    for sub in [
+        "",
+        "server_https___127.0.0.1_6443",
+        "server_https___127.0.0.1_6443/shop",
+        CLAIM_DIR,
+    ] {
+        assert_eq!(mode(&store.root().join(sub)), 0o700, "directory {sub:?}");
+        checked += 1;
+    }
+    for file in files_under(store.root()) {
+        assert_eq!(mode(&store.root().join(&file)), 0o600, "file {file}");
+        checked += 1;
+    }
+    assert_eq!(checked, 6, "4 directories, the archive and its manifest");
+    assert!(files_under(store.root()).contains(&stored.artifact));
+}
+
+#[test]
+fn a_leftover_manifest_temp_file_does_not_lend_its_mode_to_the_manifest() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, store) = temp_store();
+    let claim = store.root().join(CLAIM_DIR);
+    fs::create_dir_all(&claim).expect("mkdir");
+    // What a crashed commit of an older nkvm left: the manifest's temp name, world-readable.
+    let leftover = claim.join(format!(".{ID}.json.partial"));
+    fs::write(&leftover, b"{}").expect("write");
+    fs::set_permissions(&leftover, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let stored = store_one(&store, ID, b"data");
+    let manifest = store
+        .root()
+        .join(stored.artifact.replace(".tar.zst", ".json"));
+    assert_eq!(mode(&manifest), 0o600);
+}
+
+#[test]
+fn opening_a_fifo_planted_in_the_store_fails_at_once() {
+    let (_dir, store) = temp_store();
+    let stored = store_one(&store, ID, b"real");
+    // The archive's name taken by a FIFO, as a hostile local user could plant it.
+    let fifo_id = "20261126T010204Z-deadbeef";
+    let artifact = stored.artifact.replace(ID, fifo_id);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        store.root().join(&artifact),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("mkfifo");
+    let (done, result) = std::sync::mpsc::channel();
+    let opener = store.clone();
+    let wanted = artifact.clone();
+    std::thread::spawn(move || {
+        let _ = done.send(opener.open(&wanted).map(|_| ()));
+    });
+    // Without a writer, a blocking open of the FIFO would never return.
+    let err = result
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("open returned instead of blocking on the FIFO")
+        .expect_err("a FIFO is not an archive");
+    assert_eq!(err.kind(), FailureKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(err.to_string().contains(&artifact), "{err}");
+    // A directory in an archive's place is refused the same way.
+    let dir_id = "20261126T010205Z-deadbeef";
+    let dir_artifact = stored.artifact.replace(ID, dir_id);
+    fs::create_dir(store.root().join(&dir_artifact)).expect("mkdir");
+    let err = store
+        .open(&dir_artifact)
+        .expect_err("a directory is not an archive");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(store.open(&stored.artifact).is_ok());
+}

@@ -12,8 +12,9 @@
 use axum::body::Body;
 use futures_util::StreamExt;
 use http::{Request, StatusCode, header};
+use kube_sandbox::SandboxOptions;
 use kube_sandbox::scale::ScaleSpec;
-use kube_sandbox::{Sandbox, SandboxOptions};
+use kube_sandbox::testing::TestSandbox;
 use nkvm_engine::Settings;
 use nkvm_engine::jobs::JobEvent;
 use nkvm_engine::session::{AuthMode, ConnectOptions, Session, Workspace};
@@ -28,32 +29,28 @@ const PASSWORD: &str = "bench-password";
 
 struct Bench {
     state: Arc<WebState>,
-    dir: tempfile::TempDir,
-    _sandbox: Sandbox,
+    _dir: tempfile::TempDir,
+    sandbox: TestSandbox,
 }
 
 async fn start(seed: Option<&str>) -> Bench {
     let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let started = Instant::now();
-    let sandbox = Sandbox::start(
-        listener,
+    let sandbox = TestSandbox::start_in(
+        dir.path(),
         SandboxOptions {
-            state_dir: dir.path().join("sandbox"),
             seed: seed.map(|s| ScaleSpec::parse(s).unwrap()),
             ..Default::default()
         },
     )
-    .await
-    .expect("sandbox starts");
+    .await;
     if let Some(s) = seed {
         println!(
             "sandbox seeded with {s} in {:.1} s (in process)",
             started.elapsed().as_secs_f64()
         );
     }
-    let kubeconfig = dir.path().join("kubeconfig");
-    sandbox.write_kubeconfig(&kubeconfig).unwrap();
+    let kubeconfig = sandbox.kubeconfig().to_path_buf();
     let history = Arc::new(History::open(&dir.path().join("backups.db")).unwrap());
     let store = Arc::new(nkvm_store::LocalStore::new(dir.path().join("backups")));
     let settings = Settings {
@@ -69,8 +66,8 @@ async fn start(seed: Option<&str>) -> Bench {
     config.cookie_secure = false;
     Bench {
         state: WebState::new(session, config),
-        dir,
-        _sandbox: sandbox,
+        _dir: dir,
+        sandbox,
     }
 }
 
@@ -193,26 +190,9 @@ async fn volumes_page() {
     }
 }
 
-async fn kubectl(kubeconfig: &std::path::Path, yaml: &str) {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(yaml.as_bytes()).await.unwrap();
-    drop(stdin);
-    assert!(child.wait().await.unwrap().success());
-}
-
 async fn sse_with_16_jobs() {
     println!("== SSE with 16 concurrent backups ==");
     let bench = start(None).await;
-    let kubeconfig = bench.dir.path().join("kubeconfig");
     let mut yaml = String::new();
     for i in 0..16 {
         yaml.push_str(&format!(
@@ -220,7 +200,11 @@ async fn sse_with_16_jobs() {
              ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: fill-{i}, namespace: default}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: fill\n    image: busybox\n    command: [sh, -c, 'head -c 33554432 /dev/urandom > /data/blob']\n    volumeMounts: [{{name: d, mountPath: /data}}]\n  volumes:\n  - name: d\n    persistentVolumeClaim: {{claimName: data-{i}}}\n"
         ));
     }
-    kubectl(&kubeconfig, &yaml).await;
+    bench
+        .sandbox
+        .kubectl(&["apply", "-f", "-"], Some(yaml.as_bytes()))
+        .await
+        .ok();
     // Let the fill pods finish writing.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

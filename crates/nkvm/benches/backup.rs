@@ -26,7 +26,8 @@ fn sh(script: &str) -> String {
 
 fn kubectl(kubeconfig: &Path, args: &str) -> String {
     sh(&format!(
-        "kubectl --kubeconfig {} {args}",
+        "{} --kubeconfig {} {args}",
+        kube_sandbox::testing::kubectl_program(),
         kubeconfig.display()
     ))
 }

@@ -1,47 +1,20 @@
 //! Test fixture: a cluster (an in-process sandbox, or a real one), kubectl runs with timeouts,
 //! and per-test namespaces.
 
-use kube_sandbox::{Sandbox, SandboxOptions};
+use kube_sandbox::SandboxOptions;
+use kube_sandbox::testing::{self, TestSandbox};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
-/// The result of one kubectl run.
-#[derive(Debug)]
-pub struct Run {
-    /// Exit code (-1 when killed by a signal).
-    pub code: i32,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
-impl Run {
-    /// Panics with both streams unless the run succeeded.
-    #[track_caller]
-    pub fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "kubectl failed:\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-}
+pub use kube_sandbox::testing::KubectlRun as Run;
+pub use kube_sandbox::testing::eventually;
+pub use kube_sandbox::testing::kubectl_program as kubectl_bin;
 
 /// A cluster for one test.
 pub struct TestCluster {
-    sandbox: Option<Sandbox>,
-    _dir: tempfile::TempDir,
+    sandbox: Option<TestSandbox>,
     /// Path of the kubeconfig kubectl uses.
     pub kubeconfig: PathBuf,
-}
-
-/// The kubectl binary (`KUBECTL` overrides).
-pub fn kubectl_bin() -> String {
-    std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into())
 }
 
 impl TestCluster {
@@ -62,35 +35,16 @@ impl TestCluster {
     /// A fresh sandbox with these options (`state_dir` is replaced by a temp dir), or the real
     /// cluster named by `NKVM_TEST_KUBECONFIG`.
     pub async fn start_with_options(options: SandboxOptions) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
         if let Ok(path) = std::env::var("NKVM_TEST_KUBECONFIG") {
             return TestCluster {
                 sandbox: None,
                 kubeconfig: path.into(),
-                _dir: dir,
             };
         }
-        let state_dir = dir.path().join("state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let sandbox = Sandbox::start(
-            listener,
-            SandboxOptions {
-                state_dir,
-                ..options
-            },
-        )
-        .await
-        .expect("sandbox starts");
-        let kubeconfig = dir.path().join("kubeconfig");
-        sandbox
-            .write_kubeconfig(&kubeconfig)
-            .expect("write kubeconfig");
+        let sandbox = TestSandbox::start_with(options).await;
         TestCluster {
+            kubeconfig: sandbox.kubeconfig().to_path_buf(),
             sandbox: Some(sandbox),
-            kubeconfig,
-            _dir: dir,
         }
     }
 
@@ -106,31 +60,7 @@ impl TestCluster {
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> Run {
-        let mut cmd = tokio::process::Command::new(kubectl_bin());
-        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("kubectl runs");
-        if let Some(data) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin piped");
-            pipe.write_all(data).await.expect("write stdin");
-            drop(pipe);
-        }
-        let out = tokio::time::timeout(timeout, child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish within {timeout:?}"))
-            .expect("kubectl output");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        testing::kubectl(&self.kubeconfig, args, stdin, timeout).await
     }
 
     /// Runs kubectl with a 60 s limit.
@@ -194,25 +124,6 @@ fn rand_suffix() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Polls `f` every 100 ms until it returns `Some`, panicking after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A pod manifest running `script` with a PVC mounted at /data.

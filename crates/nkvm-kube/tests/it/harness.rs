@@ -4,7 +4,8 @@
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::PostParams;
-use kube_sandbox::{Sandbox, SandboxOptions};
+use kube_sandbox::SandboxOptions;
+use kube_sandbox::testing::TestSandbox;
 use nkvm_domain::PvcRef;
 use nkvm_kube::helper::{self, HelperMode, HelperPodOptions, RunningPod};
 use serde_json::json;
@@ -16,8 +17,7 @@ pub const IMAGE: &str = "nkvm-helper:test";
 
 /// A sandbox and a client for it.
 pub struct Env {
-    sandbox: Sandbox,
-    _dir: tempfile::TempDir,
+    sandbox: TestSandbox,
     /// Cluster-admin client.
     pub client: kube::Client,
 }
@@ -30,29 +30,13 @@ impl Env {
 
     /// A fresh sandbox with these `--fault` specs active from the start.
     pub async fn with_faults(faults: &[&str]) -> Env {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let options = SandboxOptions {
-            state_dir: dir.path().join("state"),
+        let sandbox = TestSandbox::start_with(SandboxOptions {
             faults: faults.iter().map(|f| f.to_string()).collect(),
             ..Default::default()
-        };
-        let sandbox = Sandbox::start(listener, options)
-            .await
-            .expect("sandbox starts");
-        let kubeconfig =
-            kube::config::Kubeconfig::from_yaml(sandbox.kubeconfig()).expect("kubeconfig parses");
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .expect("config");
-        let client = kube::Client::try_from(config).expect("client");
-        Env {
-            sandbox,
-            _dir: dir,
-            client,
-        }
+        })
+        .await;
+        let client = sandbox.client().await;
+        Env { sandbox, client }
     }
 
     /// Creates namespace `name`.

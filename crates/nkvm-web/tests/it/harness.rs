@@ -4,7 +4,7 @@
 use axum::Router;
 use axum::body::Body;
 use http::{HeaderMap, Method, Request, StatusCode, header};
-use kube_sandbox::{Sandbox, SandboxOptions};
+use kube_sandbox::testing::{self, TestSandbox};
 use nkvm_engine::Settings;
 use nkvm_engine::session::{AuthMode, ConnectOptions, Session, Workspace};
 use nkvm_history::History;
@@ -28,7 +28,7 @@ pub struct Ui {
     /// Scratch directory: history, store, kubeconfig.
     pub dir: tempfile::TempDir,
     /// The sandbox, when connected.
-    pub sandbox: Option<Sandbox>,
+    pub sandbox: Option<TestSandbox>,
 }
 
 /// A response, read whole.
@@ -94,17 +94,9 @@ impl Ui {
     /// A UI connected to a fresh sandbox (admin kubeconfig).
     pub async fn connected() -> Ui {
         let mut ui = Ui::new().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sandbox = Sandbox::start(
-            listener,
-            SandboxOptions {
-                state_dir: ui.dir.path().join("sandbox"),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("sandbox starts");
-        sandbox.write_kubeconfig(&ui.kubeconfig()).unwrap();
+        // In the UI's scratch directory: its kubeconfig is the one the UI was configured with.
+        let sandbox = TestSandbox::start_in(ui.dir.path(), Default::default()).await;
+        assert_eq!(sandbox.kubeconfig(), ui.kubeconfig());
         ui.sandbox = Some(sandbox);
         let mut opts = ConnectOptions::new(AuthMode::Kubeconfig);
         opts.kubeconfig = Some(ui.kubeconfig());
@@ -275,41 +267,22 @@ pub fn hidden(html: &str, name: &str) -> Option<String> {
 
 /// Waits (polling, bounded) until `check` holds.
 pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    testing::eventually(what, Duration::from_secs(90), async || {
+        check().await.then_some(())
+    })
+    .await
 }
 
-/// Runs kubectl against the UI's sandbox.
+/// Runs kubectl against the UI's sandbox, panicking unless it succeeds.
 pub async fn kubectl(ui: &Ui, args: &[&str], stdin: Option<&str>) -> String {
-    use tokio::io::AsyncWriteExt;
-    let mut cmd = tokio::process::Command::new("kubectl");
-    cmd.arg("--kubeconfig")
-        .arg(ui.kubeconfig())
-        .args(args)
-        .kill_on_drop(true)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("kubectl runs");
-    let mut pipe = child.stdin.take().unwrap();
-    if let Some(input) = stdin {
-        pipe.write_all(input.as_bytes()).await.unwrap();
-    }
-    drop(pipe);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("kubectl in time")
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let run = testing::kubectl(
+        &ui.kubeconfig(),
+        args,
+        // Always a (possibly empty) stdin, as kubectl commands here may read it.
+        Some(stdin.unwrap_or("").as_bytes()),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(run.code == 0, "kubectl {args:?} failed: {}", run.stderr);
+    run.stdout
 }

@@ -33,6 +33,32 @@ touch -d '2011-12-13 14:15:16' "dir with spaces"
 sleep 3600
 "#;
 
+/// Asserts that `dir` and every directory under it is 0700 and every file 0600; returns how
+/// many directories and files it checked.
+fn private_modes(dir: &std::path::Path) -> (usize, usize) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::symlink_metadata(p)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    let (mut dirs, mut files) = (1, 0);
+    for entry in std::fs::read_dir(dir).expect("readable") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            let (d, f) = private_modes(&path);
+            (dirs, files) = (dirs + d, files + f);
+        } else {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+            files += 1;
+        }
+    }
+    (dirs, files)
+}
+
 fn listing_script(root: &str) -> String {
     format!(
         "cd {root} && find . -printf '%p|%y|%m|%U|%G|%s|%l|%n|%T@\\n' | LC_ALL=C sort && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum"
@@ -110,6 +136,18 @@ async fn an_awkward_tree_round_trips_byte_exact_and_verifies() {
         assert!(r.get(key).is_some(), "missing {key} in {r}");
     }
     no_helper_pods(&env).await;
+    // Volume data and the history stay private to nkvm's user on a shared host.
+    let private = private_modes(&env.backups());
+    assert_eq!(
+        private,
+        (4, 2),
+        "directories and files checked under the store"
+    );
+    assert_eq!(
+        private_modes(&env.db().with_file_name("")).1,
+        1,
+        "the history file"
+    );
     let archive = env
         .backups()
         .join(r["artifact"].as_str().expect("artifact"));

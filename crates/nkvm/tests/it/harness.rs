@@ -1,13 +1,14 @@
 //! A sandbox cluster per test (in-process), kubectl to shape it, and the `nkvm` binary run
 //! against it as a user runs it.
 
-use kube_sandbox::{Sandbox, SandboxOptions};
+use kube_sandbox::SandboxOptions;
+use kube_sandbox::testing::{KubectlRun, TestSandbox};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 /// A sandbox plus a scratch directory for nkvm's data.
 pub struct Env {
-    sandbox: Sandbox,
+    sandbox: TestSandbox,
     /// Scratch directory (kubeconfigs, the history database).
     pub dir: tempfile::TempDir,
     /// The admin kubeconfig.
@@ -62,22 +63,11 @@ impl Env {
     /// Starts a sandbox with options (faults, taints); its state dir is replaced.
     pub async fn start_with(options: SandboxOptions) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let options = SandboxOptions {
-            state_dir: dir.path().join("state"),
-            ..options
-        };
-        let sandbox = Sandbox::start(listener, options)
-            .await
-            .expect("sandbox starts");
-        let kubeconfig = dir.path().join("admin.kubeconfig");
-        sandbox.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+        let sandbox = TestSandbox::start_in(dir.path(), options).await;
         Env {
+            kubeconfig: sandbox.kubeconfig().to_path_buf(),
             sandbox,
             dir,
-            kubeconfig,
         }
     }
 
@@ -88,37 +78,21 @@ impl Env {
 
     /// The admin kubeconfig's text.
     pub fn kubeconfig_text(&self) -> &str {
-        self.sandbox.kubeconfig()
+        self.sandbox.kubeconfig_text()
     }
 
     /// Runs kubectl as the admin, optionally feeding `stdin`.
     pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Ran {
-        let mut cmd = tokio::process::Command::new(
-            std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()),
-        );
-        cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .kill_on_drop(true);
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("kubectl runs");
-        if let Some(input) = stdin {
-            use tokio::io::AsyncWriteExt;
-            let mut pipe = child.stdin.take().expect("piped");
-            pipe.write_all(input.as_bytes()).await.expect("write");
+        let KubectlRun {
+            code,
+            stdout,
+            stderr,
+        } = self.sandbox.kubectl(args, stdin.map(str::as_bytes)).await;
+        Ran {
+            code,
+            stdout,
+            stderr,
         }
-        let out =
-            tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
-                .await
-                .expect("kubectl in time")
-                .expect("output");
-        Ran::from(out)
     }
 
     /// `kubectl apply -f -` (namespace in the manifests or `-n`), panicking on failure.
