@@ -270,8 +270,13 @@ impl Workspace {
 /// Creates, writes and removes a probe file in `dir` (created if missing).
 fn probe_writable(dir: &Path) -> Result<String, String> {
     use std::io::Write;
+    use std::os::unix::fs::DirBuilderExt;
     let shown = dir.display();
-    std::fs::create_dir_all(dir)
+    // A store root made here is private like everything under it (0700).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
         .map_err(|e| format!("creating {shown}: {e}; check NKVM_BACKUP_DIR"))?;
     let probe = dir.join(format!(".nkvm-readyz-{:08x}", rand::random::<u32>()));
     let written = std::fs::File::create(&probe)
