@@ -43,7 +43,8 @@ pub struct Target {
 pub struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(q: Option<&str>) -> Self {
+    /// Parses a raw query string (a malformed one reads as empty).
+    pub fn parse(q: Option<&str>) -> Self {
         Query(serde_urlencoded::from_str(q.unwrap_or("")).unwrap_or_default())
     }
     /// First value of `key`.

@@ -12,4 +12,5 @@ mod kubectl_exec;
 mod rbac;
 mod scale;
 mod scheduling;
+mod upstream;
 mod workloads;
