@@ -123,12 +123,16 @@ impl UpstreamCluster {
         let pki = PkiFiles {
             dir: dirs.pki.clone(),
         };
-        let admin = ca.sign(Usage::Client {
-            user: "nkvm-admin",
-            groups: &["system:masters"],
-        })?;
-        let kubeconfig = kubeconfig(&url, &ca.ca_pem, &admin, "nkvm-admin");
+        // A bearer token, not a client certificate: `kubectl --token` then replaces the
+        // admin's identity instead of adding to it (the API server would take the certificate).
+        let admin_token = format!("nkvm-admin-{}", crate::meta::new_uid().replace('-', ""));
+        let kubeconfig = crate::tls::kubeconfig(&url, &ca.ca_pem, &admin_token);
         write_identities(&ca, &pki, &url, host)?;
+        pki.write(
+            "tokens.csv",
+            &format!("{admin_token},nkvm-admin,nkvm-admin,\"system:masters\"\n"),
+        )
+        .map_err(io("writing", &pki.dir))?;
 
         let mut cluster = UpstreamCluster {
             components: Vec::new(),
@@ -412,6 +416,7 @@ fn apiserver_args(pki: &PkiFiles, etcd_url: &str, host: IpAddr, port: u16) -> Ve
         format!("--tls-cert-file={}", p("apiserver.crt")),
         format!("--tls-private-key-file={}", p("apiserver.key")),
         format!("--client-ca-file={}", p("ca.crt")),
+        format!("--token-auth-file={}", p("tokens.csv")),
         format!("--service-account-issuer={ISSUER}"),
         format!("--service-account-key-file={}", p("sa.pub")),
         format!("--service-account-signing-key-file={}", p("sa.key")),

@@ -268,12 +268,23 @@ async fn upstream_control_plane_runs_a_deployment_with_a_claim_and_exec() {
     // Neither file ends in a newline.
     assert_eq!(out, "stdin through the API serverapp");
 
-    check_projected_token(&cluster, &pods, &name).await;
+    let token = check_projected_token(&cluster, &pods, &name).await;
+    // The admin's kubeconfig holds a bearer token, so --token replaces the identity.
+    let can = kubectl(
+        &kubeconfig,
+        &[
+            "--token", &token, "-n", "app", "auth", "can-i", "delete", "pods",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(can.stdout.trim(), "no", "{can:?}");
 
     let logs = kubectl(&kubeconfig, &["-n", "app", "logs", &name], None)
         .await
         .ok();
     assert_eq!(logs.stdout, "hello from the pod\n");
+    check_follow(&kubeconfig).await;
     cluster.shutdown().await;
     // The provisioner's directories outlive the cluster (they are the controller-manager's,
     // under /tmp): remove this test's.
@@ -282,7 +293,7 @@ async fn upstream_control_plane_runs_a_deployment_with_a_claim_and_exec() {
 
 /// The pod's ServiceAccount token came from the TokenRequest API: the API server
 /// authenticates it as the pod's ServiceAccount, bound to the pod.
-async fn check_projected_token(cluster: &UpstreamCluster, pods: &Api<Pod>, name: &str) {
+async fn check_projected_token(cluster: &UpstreamCluster, pods: &Api<Pod>, name: &str) -> String {
     let mut attached = pods
         .exec(
             name,
@@ -321,6 +332,48 @@ async fn check_projected_token(cluster: &UpstreamCluster, pods: &Api<Pod>, name:
     );
     let bound = status["user"]["extra"]["authentication.kubernetes.io/pod-name"][0].as_str();
     assert_eq!(bound, Some(name), "{status}");
+    token
+}
+
+/// `kubectl logs -f` through the API server follows a container to its end: the node agent
+/// judges "still running" from its own view of the container, not from a lagging list.
+async fn check_follow(kubeconfig: &Path) {
+    let ticker = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: ticker
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox
+    command: ["sh", "-c", "for i in 1 2 3; do echo tick $i; sleep 0.3; done"]
+"#;
+    kubectl(
+        kubeconfig,
+        &["-n", "app", "apply", "-f", "-"],
+        Some(ticker.as_bytes()),
+    )
+    .await
+    .ok();
+    kubectl(
+        kubeconfig,
+        &[
+            "-n",
+            "app",
+            "wait",
+            "--for=condition=Ready",
+            "pod/ticker",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .await
+    .ok();
+    let followed = kubectl(kubeconfig, &["-n", "app", "logs", "-f", "ticker"], None)
+        .await
+        .ok();
+    assert_eq!(followed.stdout, "tick 1\ntick 2\ntick 3\n");
 }
 
 #[tokio::test]

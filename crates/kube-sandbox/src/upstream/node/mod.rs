@@ -54,6 +54,9 @@ struct Node {
     kubelet: Kubelet,
     /// When the node became Ready (its condition's lastTransitionTime).
     ready_since: String,
+    /// The agent's own copy of each pod it runs, by uid: what it last posted as status
+    /// (fresher than the last list).
+    local: std::sync::Mutex<std::collections::HashMap<String, Value>>,
     /// The pods bound to this node at the last sync, by `namespace/name`.
     pods: std::sync::Mutex<std::collections::HashMap<String, Value>>,
 }
@@ -61,6 +64,15 @@ struct Node {
 impl Node {
     fn pod_dir(&self, uid: &str) -> PathBuf {
         self.dir.join("pods").join(uid)
+    }
+
+    /// The agent's copy of a pod it runs (container states as it last set them).
+    fn local_pod(&self, uid: &str) -> Option<Value> {
+        self.local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .cloned()
     }
 
     fn pod(&self, ns: &str, name: &str) -> Option<Value> {
@@ -109,6 +121,7 @@ impl NodeAgent {
             client,
             kubelet: Kubelet::default(),
             ready_since: crate::meta::now(),
+            local: Default::default(),
             pods: Default::default(),
         });
         register(&node, port).await?;

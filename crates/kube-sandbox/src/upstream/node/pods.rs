@@ -32,23 +32,18 @@ fn pods(node: &Node, ns: &str) -> Api<DynamicObject> {
 /// the API server by a writer task (changes made while a write is in flight are coalesced).
 pub(super) struct ApiHost {
     node: Arc<Node>,
-    local: Mutex<HashMap<String, Value>>,
     dirty: mpsc::UnboundedSender<String>,
 }
 
 impl ApiHost {
     fn new(node: Arc<Node>) -> (Arc<ApiHost>, mpsc::UnboundedReceiver<String>) {
         let (dirty, rx) = mpsc::unbounded_channel();
-        let host = Arc::new(ApiHost {
-            node,
-            local: Mutex::default(),
-            dirty,
-        });
+        let host = Arc::new(ApiHost { node, dirty });
         (host, rx)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Value>> {
-        self.local.lock().unwrap_or_else(|e| e.into_inner())
+        self.node.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn forget(&self, uid: &str) {

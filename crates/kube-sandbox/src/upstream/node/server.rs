@@ -127,17 +127,17 @@ async fn logs_handler(
     let uid = meta::uid(&pod).to_string();
     let running = {
         let (node, container) = (node.clone(), container.clone());
+        // The agent's own copy: the listed pod lags behind the container's state.
         move || {
-            node.pod(&ns, &name).is_some_and(|p| {
-                meta::uid(&p) == uid
-                    && ["containerStatuses", "initContainerStatuses"]
-                        .iter()
-                        .flat_map(|l| p["status"][l].as_array().cloned().unwrap_or_default())
-                        .any(|s| {
-                            s["name"] == container.as_str()
-                                && (s.pointer("/state/running").is_some()
-                                    || s.pointer("/state/waiting").is_some())
-                        })
+            node.local_pod(&uid).is_some_and(|p| {
+                ["containerStatuses", "initContainerStatuses"]
+                    .iter()
+                    .flat_map(|l| p["status"][l].as_array().cloned().unwrap_or_default())
+                    .any(|s| {
+                        s["name"] == container.as_str()
+                            && (s.pointer("/state/running").is_some()
+                                || s.pointer("/state/waiting").is_some())
+                    })
             })
         }
     };
