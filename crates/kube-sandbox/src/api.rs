@@ -394,9 +394,16 @@ fn check_type(res: &ResourceInfo, obj: &Value) -> ApiResult<()> {
         )));
     }
     if kind != res.kind {
+        // kube-apiserver's words: it decodes the object, then fails to convert it to the
+        // endpoint's internal type (named by the group's package, `core` for the legacy one).
+        let version = api_version.rsplit('/').next().unwrap_or(api_version);
+        let package = match res.group {
+            "" => "core",
+            group => group.split('.').next().unwrap_or(group),
+        };
         return Err(ApiError::bad_request(format!(
-            "the kind in the data ({kind}) does not match the expected kind ({}) for this endpoint",
-            res.kind
+            "{kind} in version \"{version}\" cannot be handled as a {expected}: converting ({version}.{kind}) to ({package}.{expected}): unknown conversion",
+            expected = res.kind
         )));
     }
     Ok(())

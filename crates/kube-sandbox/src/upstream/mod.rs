@@ -125,12 +125,13 @@ impl UpstreamCluster {
         };
         // A bearer token, not a client certificate: `kubectl --token` then replaces the
         // admin's identity instead of adding to it (the API server would take the certificate).
-        let admin_token = format!("nkvm-admin-{}", crate::meta::new_uid().replace('-', ""));
+        // The user is named as the embedded sandbox's admin, so both look alike to tests.
+        let admin_token = format!("sandbox-admin-{}", crate::meta::new_uid().replace('-', ""));
         let kubeconfig = crate::tls::kubeconfig(&url, &ca.ca_pem, &admin_token);
         write_identities(&ca, &pki, &url, host)?;
         pki.write(
             "tokens.csv",
-            &format!("{admin_token},nkvm-admin,nkvm-admin,\"system:masters\"\n"),
+            &format!("{admin_token},sandbox-admin,sandbox-admin,\"system:masters\"\n"),
         )
         .map_err(io("writing", &pki.dir))?;
 

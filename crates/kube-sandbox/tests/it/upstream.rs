@@ -395,3 +395,144 @@ async fn a_missing_binaries_directory_names_the_build_script() {
         "{message}"
     );
 }
+
+/// One request of the differential test: what it is, method, path, body.
+type Case = (&'static str, &'static str, &'static str, Option<Value>);
+
+fn differential_cases() -> Vec<Case> {
+    let cm =
+        |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+    vec![
+        (
+            "create",
+            "POST",
+            "/api/v1/namespaces/diff/configmaps",
+            Some(cm("dup")),
+        ),
+        (
+            "create again",
+            "POST",
+            "/api/v1/namespaces/diff/configmaps",
+            Some(cm("dup")),
+        ),
+        (
+            "get missing",
+            "GET",
+            "/api/v1/namespaces/diff/configmaps/missing",
+            None,
+        ),
+        (
+            "get in a missing namespace",
+            "GET",
+            "/api/v1/namespaces/nowhere/configmaps/x",
+            None,
+        ),
+        (
+            "delete missing",
+            "DELETE",
+            "/api/v1/namespaces/diff/configmaps/missing",
+            None,
+        ),
+        (
+            "invalid name",
+            "POST",
+            "/api/v1/namespaces/diff/configmaps",
+            Some(cm("Bad_Name")),
+        ),
+        (
+            "wrong kind",
+            "POST",
+            "/api/v1/namespaces/diff/configmaps",
+            Some(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}})),
+        ),
+        (
+            "unknown resource",
+            "GET",
+            "/api/v1/namespaces/diff/nothings",
+            None,
+        ),
+    ]
+}
+
+/// (HTTP status, reason, message) of a request; the message only where both servers word
+/// it the same by design.
+async fn answer(client: &kube::Client, case: &Case) -> (u16, String, String) {
+    let (_, method, path, body) = case;
+    let body = body
+        .as_ref()
+        .map(|b| b.to_string().into_bytes())
+        .unwrap_or_default();
+    let request = http::Request::builder()
+        .method(*method)
+        .uri(*path)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .expect("request");
+    match client.request_text(request).await {
+        Ok(_) => (
+            if *method == "POST" { 201 } else { 200 },
+            String::new(),
+            String::new(),
+        ),
+        Err(kube::Error::Api(status)) => {
+            (status.code, status.reason.clone(), status.message.clone())
+        }
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+/// The same requests to the embedded sandbox and to kube-apiserver get the same status codes
+/// and reasons; kube-apiserver is the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_sandbox_answers_as_kube_apiserver_does() {
+    let Some(bin_dir) = bin_dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = UpstreamCluster::start(UpstreamOptions {
+        bin_dir,
+        state_dir: dir.path().join("upstream"),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        nodes: 1,
+    })
+    .await
+    .expect("the upstream control plane starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let embedded = kube_sandbox::Sandbox::start(
+        listener,
+        kube_sandbox::SandboxOptions {
+            state_dir: dir.path().join("embedded"),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("the embedded sandbox starts");
+    let clients = [
+        upstream.client().await.expect("client"),
+        kube_sandbox::upstream::client_from(embedded.kubeconfig())
+            .await
+            .expect("client"),
+    ];
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "diff"}});
+    let setup: Case = ("namespace", "POST", "/api/v1/namespaces", Some(namespace));
+    let mut mismatches = Vec::new();
+    for client in &clients {
+        assert_eq!(answer(client, &setup).await.0, 201);
+    }
+    for case in differential_cases() {
+        let reference = answer(&clients[0], &case).await;
+        let sandbox = answer(&clients[1], &case).await;
+        let same_message = case.0 != "wrong kind" || reference.2 == sandbox.2;
+        if (reference.0, &reference.1) != (sandbox.0, &sandbox.1) || !same_message {
+            mismatches.push(format!(
+                "{}: kube-apiserver {reference:?}, sandbox {sandbox:?}",
+                case.0
+            ));
+        }
+    }
+    embedded.shutdown().await;
+    upstream.shutdown().await;
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
