@@ -66,6 +66,10 @@
 //!   2 s doubling to 10 s, not Kubernetes' 10 s to 5 min.
 //! - Persistence: objects live in memory; a restarted sandbox starts empty (volume data
 //!   stays under the state dir).
+//!
+//! [`upstream`] runs the real control plane instead (kube-apiserver, etcd, controller-manager,
+//! scheduler) with a node agent built on this crate's kubelet: the reference the simulated
+//! server is compared against (docs/upstream-control-plane.md).
 
 pub mod admission;
 pub mod api;
