@@ -1,8 +1,8 @@
 //! A real Kubernetes control plane for tests and the sandbox command: etcd, kube-apiserver,
 //! kube-controller-manager and kube-scheduler built from the official Go modules
 //! (`scripts/upstream-control-plane.sh`), started as child processes with their own PKI, and
-//! nkvm's node agent ([`node`]) in place of the kubelet, running pods with the same runtime as
-//! the embedded sandbox.
+//! nkvm's node agent (the private `node` module) in place of the kubelet, running pods with
+//! the same runtime as the embedded sandbox.
 //!
 //! Layout of the state directory: `pki/` (certificates, keys, component kubeconfigs),
 //! `etcd/` (data, wiped at each start), `logs/<component>.log`, and per node
