@@ -43,7 +43,8 @@ pub struct Target {
 pub struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(q: Option<&str>) -> Self {
+    /// Parses a raw query string (a malformed one reads as empty).
+    pub fn parse(q: Option<&str>) -> Self {
         Query(serde_urlencoded::from_str(q.unwrap_or("")).unwrap_or_default())
     }
     /// First value of `key`.
@@ -389,11 +390,16 @@ fn settle_type(res: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
         },
     };
     if kind != res.kind {
-        // Upstream cannot convert the decoded kind into the endpoint's and says so in these
-        // words; the second half names what differs.
+        // kube-apiserver's words: it decodes the object, then fails to convert it to the
+        // endpoint's internal type (named by the group's package, `core` for the legacy one).
+        let version = api_version.rsplit('/').next().unwrap_or(&api_version);
+        let package = match res.group {
+            "" => "core",
+            group => group.split('.').next().unwrap_or(group),
+        };
         return Err(ApiError::bad_request(format!(
-            "{kind} in version {api_version:?} cannot be handled as a {}: the kind in the data ({kind}) does not match the expected kind ({}) for this endpoint",
-            res.kind, res.kind
+            "{kind} in version \"{version}\" cannot be handled as a {expected}: converting ({version}.{kind}) to ({package}.{expected}): unknown conversion",
+            expected = res.kind
         )));
     }
     if api_version != res.api_version() {

@@ -13,7 +13,7 @@
 use crate::api::{Query, Target};
 use crate::cluster::Cluster;
 use crate::error::{ApiError, ApiResult};
-use crate::faults::{ExecAction, StdinBudget, StdoutBudget};
+use crate::faults::{ExecAction, Faults, StdinBudget, StdoutBudget};
 use crate::kubelet::runtime::{self, ProcessSpec};
 use crate::meta;
 use crate::resources::known;
@@ -35,11 +35,15 @@ const CHUNK: usize = 256 * 1024;
 
 /// What the client asked for.
 #[derive(Debug, Clone)]
-struct ExecRequest {
-    argv: Vec<String>,
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
+pub struct ExecRequest {
+    /// The command and its arguments.
+    pub argv: Vec<String>,
+    /// Whether the client sends stdin.
+    pub stdin: bool,
+    /// Whether the client wants stdout.
+    pub stdout: bool,
+    /// Whether the client wants stderr.
+    pub stderr: bool,
 }
 
 /// Validates an exec request and upgrades the connection.
@@ -87,6 +91,17 @@ pub fn upgrade(
         stdout: query.flag("stdout") || query.get("stdout").is_none(),
         stderr: query.flag("stderr") || query.get("stderr").is_none(),
     };
+    serve(cluster.faults.clone(), spec, req, ws)
+}
+
+/// Upgrades to an exec session running `req` in the container view `spec`; `faults` may cut
+/// or stall the stream (the embedded sandbox's exec faults).
+pub fn serve(
+    faults: Faults,
+    spec: ProcessSpec,
+    req: ExecRequest,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
     let ws = ws.protocols([V5, V4]);
     let v5 = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
         Some(V5) => true,
@@ -99,7 +114,7 @@ pub fn upgrade(
     };
     Ok(ws
         .max_frame_size(16 << 20)
-        .on_upgrade(move |socket| session(cluster, socket, spec, req, v5)))
+        .on_upgrade(move |socket| session(faults, socket, spec, req, v5)))
 }
 
 fn frame(channel: u8, data: &[u8]) -> Message {
@@ -232,7 +247,7 @@ async fn read_frames(
 }
 
 async fn session(
-    cluster: Arc<Cluster>,
+    faults: Faults,
     socket: WebSocket,
     mut spec: ProcessSpec,
     req: ExecRequest,
@@ -262,7 +277,7 @@ async fn session(
     };
     let pid = child.id().unwrap_or(0);
     let (tx, rx) = mpsc::channel::<Message>(8);
-    let mut writer = tokio::spawn(write_frames(sink, rx, cluster.faults.exec_budget()));
+    let mut writer = tokio::spawn(write_frames(sink, rx, faults.exec_budget()));
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
         pumps.push(tokio::spawn(pump(out, 1, tx.clone())));
@@ -279,7 +294,7 @@ async fn session(
         incoming,
         child.stdin.take(),
         v5,
-        cluster.faults.stdin_budget(),
+        faults.stdin_budget(),
         cut,
     ));
     let argv = req.argv;

@@ -66,6 +66,10 @@
 //!   2 s doubling to 10 s, not Kubernetes' 10 s to 5 min.
 //! - Persistence: objects live in memory; a restarted sandbox starts empty (volume data
 //!   stays under the state dir).
+//!
+//! [`upstream`] runs the real control plane instead (kube-apiserver, etcd, controller-manager,
+//! scheduler) with a node agent built on this crate's kubelet: the reference the simulated
+//! server is compared against (docs/upstream-control-plane.md).
 
 pub mod admission;
 pub mod api;
@@ -90,6 +94,7 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
+pub mod upstream;
 
 use cluster::{Cluster, ClusterConfig};
 use std::path::PathBuf;
@@ -256,28 +261,7 @@ impl Sandbox {
 
     /// Writes the kubeconfig atomically (a reader never sees half a file), mode 0600.
     pub fn write_kubeconfig(&self, path: &std::path::Path) -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(
-            ".{}.tmp",
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("kubeconfig")
-        ));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(self.kubeconfig.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        write_private_atomically(path, &self.kubeconfig)
     }
 
     /// The cluster state (for in-process tests and seeding).
@@ -293,4 +277,30 @@ impl Sandbox {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
     }
+}
+
+/// Writes `content` to `path` atomically (a reader never sees half a file), mode 0600.
+pub fn write_private_atomically(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("kubeconfig")
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

@@ -168,6 +168,25 @@ pub struct SandboxArgs {
     /// `namespaces=500,pvcs=10000,pods=20000` (namespaces `scale-0000`...; see docs/sandbox.md).
     #[arg(long, value_name = "namespaces=N,pvcs=N,pods=N")]
     pub seed_scale: Option<String>,
+    /// Which control plane serves the cluster: `embedded` (nkvm's simulated API server, one
+    /// process, starts in seconds) or `upstream` (etcd, kube-apiserver,
+    /// kube-controller-manager and kube-scheduler from --upstream-bin, with nkvm's node agent;
+    /// see docs/upstream-control-plane.md).
+    #[arg(long, value_enum, default_value_t = ControlPlane::Embedded)]
+    pub control_plane: ControlPlane,
+    /// Directory of the upstream binaries (the last line of
+    /// scripts/upstream-control-plane.sh); needed with `--control-plane upstream`.
+    #[arg(long, env = "NKVM_UPSTREAM_BIN", value_name = "DIR")]
+    pub upstream_bin: Option<PathBuf>,
+}
+
+/// The control planes `nkvm sandbox` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ControlPlane {
+    /// nkvm's simulated API server with its built-in controllers and kubelet.
+    Embedded,
+    /// The real Kubernetes control plane with nkvm's node agent.
+    Upstream,
 }
 
 /// `nkvm serve`.

@@ -1,9 +1,8 @@
 //! A container's environment: literal values, downward-API fields, ConfigMap and Secret
 //! references, the in-cluster service variables, and `$(VAR)` expansion in command and args.
 
-use crate::cluster::Cluster;
+use super::sources::Sources;
 use crate::meta;
-use crate::resources::known;
 use base64::Engine;
 use serde_json::Value;
 
@@ -43,15 +42,15 @@ pub fn field_value(pod: &Value, field: &str) -> String {
     }
 }
 
-fn key_ref(cluster: &Cluster, ns: &str, r: &Value, secret: bool) -> Option<String> {
+fn key_ref(sources: &dyn Sources, ns: &str, r: &Value, secret: bool) -> Option<String> {
     let name = r["name"].as_str().unwrap_or("");
     let key = r["key"].as_str().unwrap_or("");
     if secret {
-        let s = cluster.store.get(known::secrets(), ns, name)?;
+        let s = sources.secret(ns, name)?;
         let b64 = s.pointer(&format!("/data/{key}")).and_then(Value::as_str)?;
         String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).ok()?).ok()
     } else {
-        let cm = cluster.store.get(known::config_maps(), ns, name)?;
+        let cm = sources.config_map(ns, name)?;
         cm.pointer(&format!("/data/{key}"))
             .and_then(Value::as_str)
             .map(String::from)
@@ -61,16 +60,13 @@ fn key_ref(cluster: &Cluster, ns: &str, r: &Value, secret: bool) -> Option<Strin
 /// The environment of `container` in `pod`, in Kubernetes' order (service variables, envFrom,
 /// env). A missing non-optional reference is an error message for CreateContainerConfigError.
 pub fn container_env(
-    cluster: &Cluster,
+    sources: &dyn Sources,
     pod: &Value,
     container: &Value,
 ) -> Result<Vec<(String, String)>, String> {
     let ns = meta::namespace(pod);
-    let (host, port) = cluster
-        .config
-        .server_address
-        .rsplit_once(':')
-        .unwrap_or(("127.0.0.1", "443"));
+    let server = sources.api_server();
+    let (host, port) = server.rsplit_once(':').unwrap_or(("127.0.0.1", "443"));
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let mut env: Vec<(String, String)> = vec![
         ("KUBERNETES_SERVICE_HOST".into(), host.into()),
@@ -82,18 +78,11 @@ pub fn container_env(
         let prefix = from["prefix"].as_str().unwrap_or("");
         let (obj, secret) = if let Some(r) = from.get("configMapRef") {
             (
-                cluster
-                    .store
-                    .get(known::config_maps(), ns, r["name"].as_str().unwrap_or("")),
+                sources.config_map(ns, r["name"].as_str().unwrap_or("")),
                 false,
             )
         } else if let Some(r) = from.get("secretRef") {
-            (
-                cluster
-                    .store
-                    .get(known::secrets(), ns, r["name"].as_str().unwrap_or("")),
-                true,
-            )
+            (sources.secret(ns, r["name"].as_str().unwrap_or("")), true)
         } else {
             continue;
         };
@@ -139,7 +128,7 @@ pub fn container_env(
         {
             field_value(pod, f)
         } else if let Some(r) = e.pointer("/valueFrom/secretKeyRef") {
-            match key_ref(cluster, ns, r, true) {
+            match key_ref(sources, ns, r, true) {
                 Some(v) => v,
                 None if r["optional"].as_bool() == Some(true) => continue,
                 None => {
@@ -151,7 +140,7 @@ pub fn container_env(
                 }
             }
         } else if let Some(r) = e.pointer("/valueFrom/configMapKeyRef") {
-            match key_ref(cluster, ns, r, false) {
+            match key_ref(sources, ns, r, false) {
                 Some(v) => v,
                 None if r["optional"].as_bool() == Some(true) => continue,
                 None => {

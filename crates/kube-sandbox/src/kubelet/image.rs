@@ -2,7 +2,7 @@
 //! programs), but this is where the injected faults `pod-start-delay` (the pod waits, as for a
 //! slow pull) and `image-pull-fail` (the pull fails, then backs off, forever) act.
 
-use super::{containers, set_container_state};
+use super::pod::{containers, set_container_state};
 use crate::cluster::Cluster;
 use crate::events;
 use serde_json::{Value, json};
@@ -18,7 +18,7 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Whether the pod may go on to start its containers.
-pub(super) enum Pulled {
+pub enum Pulled {
     /// Images are "present": start the containers.
     Ready,
     /// The pod was stopped while waiting.
@@ -27,7 +27,7 @@ pub(super) enum Pulled {
 
 /// Waits out an injected start delay, then fails pulls for as long as an `image-pull-fail`
 /// fault matches the pod (clearing the fault lets the next attempt succeed).
-pub(super) async fn pull(
+pub(crate) async fn pull(
     cluster: &Arc<Cluster>,
     pod: &Value,
     stop: &mut watch::Receiver<bool>,
@@ -111,7 +111,7 @@ fn report_failed_pull(cluster: &Arc<Cluster>, pod: &Value, list: &str, c: &Value
         "Error: ErrImagePull",
         "kubelet",
     );
-    set_container_state(cluster, pod, list, c, |s| {
+    set_container_state(&**cluster, pod, list, c, |s| {
         s["state"] = json!({"waiting": {"reason": "ErrImagePull", "message": why}});
     });
 }
@@ -131,7 +131,7 @@ fn report_backoff(cluster: &Arc<Cluster>, pod: &Value, list: &str, c: &Value) {
         "Error: ImagePullBackOff",
         "kubelet",
     );
-    set_container_state(cluster, pod, list, c, |s| {
+    set_container_state(&**cluster, pod, list, c, |s| {
         s["state"] = json!({"waiting": {"reason": "ImagePullBackOff", "message": message}});
     });
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// The log file of a container's current run.
-pub fn log_path(cluster: &Cluster, pod_uid: &str, container: &str) -> PathBuf {
-    let dir = cluster.pod_dir(pod_uid).join("logs");
+pub fn log_path(pod_dir: &Path, container: &str) -> PathBuf {
+    let dir = pod_dir.join("logs");
     // Creation failure surfaces when the kubelet opens the file.
     let _ = std::fs::create_dir_all(&dir);
     dir.join(format!("{container}.log"))
@@ -33,7 +33,8 @@ pub fn rotate(current: &Path) {
     }
 }
 
-fn container_name(pod: &Value, query: &Query) -> ApiResult<String> {
+/// The container a log request names, or the pod's only container.
+pub fn container_name(pod: &Value, query: &Query) -> ApiResult<String> {
     let names: Vec<&str> = ["initContainers", "containers"]
         .iter()
         .flat_map(|l| pod["spec"][l].as_array().into_iter().flatten())
@@ -102,11 +103,29 @@ pub async fn handle(cluster: Arc<Cluster>, t: &Target, query: &Query) -> ApiResu
         .get(known::pods(), &ns, &name)
         .ok_or_else(|| ApiError::not_found("pods", &name))?;
     let container = container_name(&pod, query)?;
-    let current = log_path(&cluster, meta::uid(&pod), &container);
+    let current = log_path(&cluster.pod_dir(meta::uid(&pod)), &container);
+    let uid = meta::uid(&pod).to_string();
+    let running = {
+        let container = container.clone();
+        move || container_running(&cluster, &ns, &name, &uid, &container)
+    };
+    serve(&pod, &container, &current, query, running).await
+}
+
+/// Answers a log request for `container` of `pod` from its log file `current` (`previous`,
+/// `tailLines`, `limitBytes`, `follow`); a follow ends once `running` turns false.
+pub async fn serve(
+    pod: &Value,
+    container: &str,
+    current: &Path,
+    query: &Query,
+    running: impl Fn() -> bool + Send + 'static,
+) -> ApiResult<Response> {
+    let name = meta::name(pod);
     let path = if query.flag("previous") {
-        previous_path(&current)
+        previous_path(current)
     } else {
-        current
+        current.to_path_buf()
     };
     let data = match tokio::fs::read(&path).await {
         Ok(d) => d,
@@ -115,7 +134,7 @@ pub async fn handle(cluster: Arc<Cluster>, t: &Target, query: &Query) -> ApiResu
                 "previous terminated container \"{container}\" in pod \"{name}\" not found"
             )));
         }
-        Err(_) if meta::str_at(&pod, "/status/phase") == "Pending" => {
+        Err(_) if meta::str_at(pod, "/status/phase") == "Pending" => {
             return Err(ApiError::bad_request(format!(
                 "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
             )));
@@ -136,36 +155,9 @@ pub async fn handle(cluster: Arc<Cluster>, t: &Target, query: &Query) -> ApiResu
     if !query.flag("follow") {
         return Ok(response.body(Body::from(first)).expect("static parts"));
     }
-    let uid = meta::uid(&pod).to_string();
     let offset = data.len() as u64;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    tokio::spawn(async move {
-        if tx.send(Bytes::from(first)).await.is_err() {
-            return;
-        }
-        let mut offset = offset;
-        loop {
-            let running = container_running(&cluster, &ns, &name, &uid, &container);
-            if let Ok(mut f) = tokio::fs::File::open(&path).await
-                && f.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
-            {
-                let mut buf = Vec::new();
-                if f.read_to_end(&mut buf).await.is_ok() && !buf.is_empty() {
-                    offset += buf.len() as u64;
-                    if tx.send(Bytes::from(buf)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            if !running {
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = tx.closed() => return,
-            }
-        }
-    });
+    tokio::spawn(follow(path, offset, Bytes::from(first), tx, running));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -174,6 +166,41 @@ pub async fn handle(cluster: Arc<Cluster>, t: &Target, query: &Query) -> ApiResu
     Ok(response
         .body(Body::from_stream(stream))
         .expect("static parts"))
+}
+
+/// Sends `first`, then what is appended to the file, until the container stops or the
+/// client goes away.
+async fn follow(
+    path: PathBuf,
+    mut offset: u64,
+    first: Bytes,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    running: impl Fn() -> bool,
+) {
+    if tx.send(first).await.is_err() {
+        return;
+    }
+    loop {
+        let still_running = running();
+        if let Ok(mut f) = tokio::fs::File::open(&path).await
+            && f.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
+        {
+            let mut buf = Vec::new();
+            if f.read_to_end(&mut buf).await.is_ok() && !buf.is_empty() {
+                offset += buf.len() as u64;
+                if tx.send(Bytes::from(buf)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if !still_running {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tx.closed() => return,
+        }
+    }
 }
 
 #[cfg(test)]

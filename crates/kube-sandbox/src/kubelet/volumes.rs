@@ -3,6 +3,7 @@
 //! for ReadWriteOnce, no filesystem mounts of Block claims).
 
 use super::runtime::Bind;
+use super::sources::Sources;
 use crate::cluster::Cluster;
 use crate::meta;
 use crate::resources::known;
@@ -23,8 +24,10 @@ pub struct VolumeProblem {
 /// A prepared volume: host path and whether the source forces read-only.
 #[derive(Debug, Clone)]
 pub struct PreparedVolume {
-    path: PathBuf,
-    read_only: bool,
+    /// The host directory.
+    pub path: PathBuf,
+    /// Whether the source forces read-only (a claim's `readOnly`, projected files).
+    pub read_only: bool,
 }
 
 fn problem(reason: &'static str, message: String) -> VolumeProblem {
@@ -33,13 +36,11 @@ fn problem(reason: &'static str, message: String) -> VolumeProblem {
 
 /// Checks attachability and materialises every volume of `pod`.
 pub fn prepare(
-    cluster: &Cluster,
+    sources: &dyn Sources,
     pod: &Value,
-    node: &str,
-    attached: &dyn Fn(&Value) -> bool,
 ) -> Result<HashMap<String, PreparedVolume>, VolumeProblem> {
     let ns = meta::namespace(pod);
-    let pod_dir = cluster.pod_dir(meta::uid(pod));
+    let pod_dir = sources.pod_dir(meta::uid(pod));
     let mut out = HashMap::new();
     for v in pod
         .pointer("/spec/volumes")
@@ -50,7 +51,7 @@ pub fn prepare(
         let name = v["name"].as_str().unwrap_or("").to_string();
         let dir = pod_dir.join("volumes").join(&name);
         let prepared = if let Some(src) = v.get("persistentVolumeClaim") {
-            claim_volume(cluster, pod, node, &name, src, attached)?
+            sources.claim_volume(pod, &name, src)?
         } else if v.get("emptyDir").is_some() {
             make_dir(&dir)?;
             PreparedVolume {
@@ -59,7 +60,7 @@ pub fn prepare(
             }
         } else if let Some(src) = v.get("configMap") {
             let cm_name = src["name"].as_str().unwrap_or("");
-            let files = match cluster.store.get(known::config_maps(), ns, cm_name) {
+            let files = match sources.config_map(ns, cm_name) {
                 Some(cm) => string_files(&cm["data"])
                     .into_iter()
                     .chain(binary_files(&cm["binaryData"]))
@@ -81,7 +82,7 @@ pub fn prepare(
             }
         } else if let Some(src) = v.get("secret") {
             let s_name = src["secretName"].as_str().unwrap_or("");
-            let files = match cluster.store.get(known::secrets(), ns, s_name) {
+            let files = match sources.secret(ns, s_name) {
                 Some(s) => binary_files(&s["data"])
                     .into_iter()
                     .chain(string_files(&s["stringData"]))
@@ -111,26 +112,17 @@ pub fn prepare(
             let mut files = Vec::new();
             for s in src["sources"].as_array().into_iter().flatten() {
                 if let Some(cm) = s.get("configMap") {
-                    if let Some(obj) = cluster.store.get(
-                        known::config_maps(),
-                        ns,
-                        cm["name"].as_str().unwrap_or(""),
-                    ) {
+                    if let Some(obj) = sources.config_map(ns, cm["name"].as_str().unwrap_or("")) {
                         files.extend(select_items(string_files(&obj["data"]), &cm["items"]));
                     }
                 } else if let Some(sec) = s.get("secret") {
-                    if let Some(obj) =
-                        cluster
-                            .store
-                            .get(known::secrets(), ns, sec["name"].as_str().unwrap_or(""))
-                    {
+                    if let Some(obj) = sources.secret(ns, sec["name"].as_str().unwrap_or("")) {
                         files.extend(select_items(binary_files(&obj["data"]), &sec["items"]));
                     }
                 } else if let Some(d) = s.get("downwardAPI") {
                     files.extend(downward_files(pod, &d["items"]));
                 } else if let Some(t) = s.get("serviceAccountToken") {
-                    let lifetime = t["expirationSeconds"].as_i64().unwrap_or(3607);
-                    let token = cluster.tokens.mint_for_pod(cluster, pod, lifetime).ok_or_else(|| {
+                    let token = sources.service_account_token(pod, t).ok_or_else(|| {
                         problem("FailedMount", format!("MountVolume.SetUp failed for volume \"{name}\" : serviceaccount of the pod not found"))
                     })?;
                     let path = t["path"].as_str().unwrap_or("token");
@@ -173,15 +165,19 @@ pub fn prepare(
     Ok(out)
 }
 
-fn claim_volume(
+/// The embedded sandbox's claim volumes: bound claims' PV directories under the state dir,
+/// with the Multi-Attach and Block-mode checks the attach/detach controller makes.
+pub fn claim_volume(
     cluster: &Cluster,
     pod: &Value,
-    node: &str,
     vol: &str,
     src: &Value,
-    attached: &dyn Fn(&Value) -> bool,
 ) -> Result<PreparedVolume, VolumeProblem> {
     let ns = meta::namespace(pod);
+    let node = meta::str_at(pod, "/spec/nodeName");
+    let attached = |p: &Value| {
+        cluster.kubelet.is_running(meta::uid(p)) || meta::str_at(p, "/status/phase") == "Running"
+    };
     let claim = src["claimName"].as_str().unwrap_or("");
     let pvc = cluster.store.get(known::pvcs(), ns, claim).ok_or_else(|| {
         problem(
@@ -274,7 +270,8 @@ pub fn binds_for(
     Ok(binds)
 }
 
-fn make_dir(p: &Path) -> Result<(), VolumeProblem> {
+/// Creates a volume directory, as a mount problem if it fails.
+pub fn make_dir(p: &Path) -> Result<(), VolumeProblem> {
     std::fs::create_dir_all(p)
         .map_err(|e| problem("FailedMount", format!("creating {}: {e}", p.display())))
 }

@@ -100,6 +100,19 @@ impl TestCluster {
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
         ))
         .await;
+        // A real cluster's controller-manager adds the `default` ServiceAccount a moment
+        // later, and pods created before it are refused.
+        eventually(
+            "the namespace's default ServiceAccount",
+            Duration::from_secs(30),
+            || async {
+                let run = self
+                    .kubectl(&["-n", &name, "get", "serviceaccount", "default"])
+                    .await;
+                (run.code == 0).then_some(())
+            },
+        )
+        .await;
         name
     }
 

@@ -206,7 +206,7 @@ async fn get_serves_json_yaml_wide_and_a_watch_that_sees_a_pod_go_running() {
             "pods",
             "-A",
             "--field-selector",
-            "status.phase=Running,metadata.name=p",
+            &format!("status.phase=Running,metadata.name=p,metadata.namespace={ns}"),
             "-o",
             "name",
         ])
@@ -444,7 +444,9 @@ async fn bad_input_gets_the_status_errors_a_real_api_server_returns() {
         ])
         .await;
     assert!(
-        raw.stderr.contains("does not match the expected kind"),
+        raw.stderr.contains(
+            "Secret in version \"v1\" cannot be handled as a ConfigMap: converting (v1.Secret) to (core.ConfigMap): unknown conversion"
+        ),
         "{}",
         raw.stderr
     );

@@ -14,4 +14,5 @@ mod python_client;
 mod rbac;
 mod scale;
 mod scheduling;
+mod upstream;
 mod workloads;
