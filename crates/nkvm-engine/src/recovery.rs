@@ -133,6 +133,17 @@ impl App {
                 .failures
                 .push(format!("deleting leftover partial archives: {e}")),
         }
+        self.sweep_own_helpers(&at, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Deletes this instance's helper pods. This process runs no job yet (recovery comes
+    /// first), so none is kept; another instance's (another history database's) are not ours.
+    async fn sweep_own_helpers(
+        &self,
+        at: &str,
+        report: &mut RecoveryReport,
+    ) -> Result<(), EngineError> {
         let namespaces: Vec<String> = self
             .settings
             .allowlist
@@ -140,8 +151,6 @@ impl App {
             .iter()
             .map(ToString::to_string)
             .collect();
-        // This process runs no job yet (recovery comes first), so none of this instance's
-        // helper pods is kept; another instance's (another history database's) are not ours.
         let instance = self.history.instance_id()?;
         let sweep =
             nkvm_kube::helper::sweep_helpers(&self.conn.client, &namespaces, &instance, |_| false)
@@ -149,7 +158,7 @@ impl App {
         for pod in sweep.deleted {
             audit(
                 &self.history,
-                &at,
+                at,
                 RECOVERY_ACTOR,
                 "recover.helper-deleted",
                 &pod,
@@ -160,7 +169,7 @@ impl App {
         report
             .failures
             .extend(sweep.failures.iter().map(ToString::to_string));
-        Ok(report)
+        Ok(())
     }
 }
 

@@ -195,40 +195,7 @@ fn human(bytes: u64) -> String {
 /// Turns gathered facts into a plan: the restore rules, without I/O.
 pub fn decide(f: PlanFacts) -> RestorePlan {
     let r = &f.request;
-    let contents = f.contents.clone().unwrap_or_default();
-    let mut plan = RestorePlan {
-        backup_id: f.row.id.clone(),
-        cluster: f.cluster.clone(),
-        source: RestoreSource {
-            cluster: f.row.cluster.clone(),
-            namespace: f.row.namespace.clone(),
-            pvc: f.row.pvc.clone(),
-            started_at: f.row.started_at.clone(),
-            artifact: f.row.artifact.clone(),
-            sha256: f.row.sha256.clone(),
-            compression: f.row.compression.clone(),
-            tar_bytes: contents.tar_bytes,
-            members: contents.members,
-        },
-        target: RestoreTarget {
-            namespace: r.target.namespace.to_string(),
-            pvc: r.target.name.to_string(),
-        },
-        create: r.create,
-        new_claim: None,
-        target_capacity: String::new(),
-        node: String::new(),
-        in_use_by: Vec::new(),
-        clean: r.clean,
-        force: r.force,
-        privileged: false,
-        warnings: Vec::new(),
-        refusals: Vec::new(),
-        refusal_kind: None,
-        consumer_pod: None,
-        target_uid: String::new(),
-        source_spec: serde_json::Value::Null,
-    };
+    let mut plan = blank_plan(&f);
     check_source(&f, &mut plan);
     if !f.allowed {
         plan.refuse(
@@ -276,6 +243,45 @@ pub fn decide(f: PlanFacts) -> RestorePlan {
     }
     decide_privileges(&f, &mut plan);
     plan
+}
+
+/// The plan before any rule ran: the source and target as requested.
+fn blank_plan(f: &PlanFacts) -> RestorePlan {
+    let r = &f.request;
+    let contents = f.contents.clone().unwrap_or_default();
+    RestorePlan {
+        backup_id: f.row.id.clone(),
+        cluster: f.cluster.clone(),
+        source: RestoreSource {
+            cluster: f.row.cluster.clone(),
+            namespace: f.row.namespace.clone(),
+            pvc: f.row.pvc.clone(),
+            started_at: f.row.started_at.clone(),
+            artifact: f.row.artifact.clone(),
+            sha256: f.row.sha256.clone(),
+            compression: f.row.compression.clone(),
+            tar_bytes: contents.tar_bytes,
+            members: contents.members,
+        },
+        target: RestoreTarget {
+            namespace: r.target.namespace.to_string(),
+            pvc: r.target.name.to_string(),
+        },
+        create: r.create,
+        new_claim: None,
+        target_capacity: String::new(),
+        node: String::new(),
+        in_use_by: Vec::new(),
+        clean: r.clean,
+        force: r.force,
+        privileged: false,
+        warnings: Vec::new(),
+        refusals: Vec::new(),
+        refusal_kind: None,
+        consumer_pod: None,
+        target_uid: String::new(),
+        source_spec: serde_json::Value::Null,
+    }
 }
 
 fn check_source(f: &PlanFacts, plan: &mut RestorePlan) {

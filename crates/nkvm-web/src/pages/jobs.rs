@@ -245,3 +245,65 @@ async fn cancel_item(
     tracing::info!(job, index, user = %user.name, "cancel item");
     cancelled(state.jobs.cancel(job, Some(index)), &headers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nkvm_domain::{FailureKind, Stage};
+
+    fn item(index: usize, status: JobStatus, stage: Stage, error: &str) -> ItemState {
+        ItemState {
+            job: 1,
+            kind: JobKind::Backup,
+            index,
+            namespace: "shop".into(),
+            pvc: format!("data-{index}"),
+            id: String::new(),
+            status,
+            stage,
+            bytes: 0,
+            rate: None,
+            expected_bytes: None,
+            eta_seconds: None,
+            failure_kind: (status == JobStatus::Failed).then_some(FailureKind::Timeout),
+            error: error.into(),
+            hint: String::new(),
+            artifact: String::new(),
+            started_at: String::new(),
+            finished_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_job_counts_outcomes_not_just_ended_items() {
+        let job = JobState {
+            id: 1,
+            kind: JobKind::Backup,
+            actor: "ui:admin".into(),
+            submitted_at: String::new(),
+            summary: String::new(),
+            items: vec![
+                item(0, JobStatus::Succeeded, Stage::Commit, ""),
+                item(1, JobStatus::Failed, Stage::Stream, "cut"),
+                item(2, JobStatus::Running, Stage::Stream, ""),
+            ],
+        };
+        assert_eq!(progress_line(&job), "2 of 3 ended: 1 succeeded, 1 failed");
+    }
+
+    #[test]
+    fn a_cancel_is_shown_as_a_notice_and_a_failure_as_an_error() {
+        let cancelled = item(
+            0,
+            JobStatus::Cancelled,
+            Stage::Cancelled,
+            "cancelled on request; no archive was kept",
+        );
+        let html = item_body(&cancelled).into_string();
+        assert!(html.contains("class=\"notice\""), "{html}");
+        assert!(!html.contains("Failed at"), "{html}");
+        let failed = item(1, JobStatus::Failed, Stage::Stream, "cut");
+        let html = item_body(&failed).into_string();
+        assert!(html.contains("Failed at <strong>stream</strong>"), "{html}");
+    }
+}
