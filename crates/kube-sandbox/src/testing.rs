@@ -111,6 +111,22 @@ impl TestSandbox {
     }
 }
 
+/// The upstream control plane's binaries (`NKVM_UPSTREAM_BIN`, the directory
+/// `scripts/upstream-control-plane.sh` prints); `None` tells a test to skip on a developer
+/// machine. Under `CI=true` a missing directory fails the test instead: .ci/run must set it.
+pub fn upstream_bin_dir() -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("NKVM_UPSTREAM_BIN") {
+        return Some(dir.into());
+    }
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "NKVM_UPSTREAM_BIN is not set under CI=true: .ci/run must run scripts/upstream-control-plane.sh and export the directory it prints"
+    );
+    eprintln!("skipped: set NKVM_UPSTREAM_BIN (scripts/upstream-control-plane.sh prints it)");
+    None
+}
+
 /// How long [`TestSandbox::kubectl`] lets one kubectl run take.
 pub const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -20,16 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The binaries directory, `None` to skip; panics under CI without it.
 fn bin_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("NKVM_UPSTREAM_BIN") {
-        return Some(dir.into());
-    }
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "NKVM_UPSTREAM_BIN is not set under CI=true: .ci/run must run scripts/upstream-control-plane.sh and export the directory it prints"
-    );
-    eprintln!("skipped: set NKVM_UPSTREAM_BIN (scripts/upstream-control-plane.sh prints it)");
-    None
+    kube_sandbox::testing::upstream_bin_dir()
 }
 
 async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&[u8]>) -> Run {

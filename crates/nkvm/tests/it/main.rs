@@ -10,3 +10,4 @@ mod inventory;
 mod recovery;
 mod restore;
 mod sandbox_command;
+mod upstream;
