@@ -1129,6 +1129,10 @@ async fn sandbox_faults(
     req: Request,
 ) -> ApiResult<Response> {
     if !identity.groups.iter().any(|g| g == "system:masters") {
+        // Read the body first: answering before it arrived closes the connection under a
+        // client still writing, which then sees a broken pipe instead of the 403 (Go's HTTP
+        // server, under kube-apiserver, drains unread bodies the same way).
+        let _ = read_body(req).await;
         let attrs = Attributes::non_resource(method.as_str(), path);
         return Err(ApiError::forbidden_resource(
             "",

@@ -127,6 +127,27 @@ pub fn upstream_bin_dir() -> Option<std::path::PathBuf> {
     None
 }
 
+/// Starts an upstream control plane with two nodes in `dir` (state below it) and writes its
+/// admin kubeconfig there; returns both. Panics if it does not start.
+pub async fn start_upstream(
+    bin_dir: std::path::PathBuf,
+    dir: &Path,
+) -> (crate::upstream::UpstreamCluster, std::path::PathBuf) {
+    let cluster = crate::upstream::UpstreamCluster::start(crate::upstream::UpstreamOptions {
+        bin_dir,
+        state_dir: dir.join("state"),
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        nodes: 2,
+    })
+    .await
+    .expect("the upstream control plane starts");
+    let kubeconfig = dir.join("kubeconfig");
+    cluster
+        .write_kubeconfig(&kubeconfig)
+        .expect("the kubeconfig is written");
+    (cluster, kubeconfig)
+}
+
 /// How long [`TestSandbox::kubectl`] lets one kubectl run take.
 pub const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -7,16 +7,16 @@
 //! Needs `NKVM_UPSTREAM_BIN` (the directory the script prints). Without it the test is
 //! skipped on a developer machine and fails under `CI=true`, where .ci/run sets it.
 
-use crate::harness::{Run, eventually, kubectl_bin};
+use crate::harness::{Run, eventually};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use kube_sandbox::testing::start_upstream;
 use kube_sandbox::upstream::{UpstreamCluster, UpstreamOptions};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// The binaries directory, `None` to skip; panics under CI without it.
 fn bin_dir() -> Option<PathBuf> {
@@ -24,31 +24,13 @@ fn bin_dir() -> Option<PathBuf> {
 }
 
 async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&[u8]>) -> Run {
-    let mut cmd = tokio::process::Command::new(kubectl_bin());
-    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("kubectl runs");
-    if let Some(data) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin piped");
-        pipe.write_all(data).await.expect("write stdin");
-        drop(pipe);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish within 60s"))
-        .expect("kubectl output");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    kube_sandbox::testing::kubectl(
+        kubeconfig,
+        args,
+        stdin,
+        kube_sandbox::testing::KUBECTL_TIMEOUT,
+    )
+    .await
 }
 
 const APP: &str = r#"apiVersion: v1
@@ -94,16 +76,7 @@ async fn upstream_control_plane_runs_a_deployment_with_a_claim_and_exec() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let cluster = UpstreamCluster::start(UpstreamOptions {
-        bin_dir,
-        state_dir: dir.path().join("state"),
-        listen: "127.0.0.1:0".parse().expect("address"),
-        nodes: 2,
-    })
-    .await
-    .expect("the upstream control plane starts");
-    let kubeconfig = dir.path().join("kubeconfig");
-    cluster.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let (cluster, kubeconfig) = start_upstream(bin_dir, dir.path()).await;
 
     let version = kubectl(&kubeconfig, &["version", "-o", "json"], None)
         .await

@@ -5,8 +5,7 @@
 //!
 //! Needs `NKVM_UPSTREAM_BIN`; skipped without it on a developer machine, failed under CI.
 
-use kube_sandbox::testing::{KubectlRun, eventually, kubectl, upstream_bin_dir};
-use kube_sandbox::upstream::{UpstreamCluster, UpstreamOptions};
+use kube_sandbox::testing::{KubectlRun, eventually, kubectl, start_upstream, upstream_bin_dir};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -123,16 +122,7 @@ async fn a_backup_and_a_restore_into_another_namespace_go_through_kube_apiserver
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let cluster = UpstreamCluster::start(UpstreamOptions {
-        bin_dir,
-        state_dir: dir.path().join("state"),
-        listen: "127.0.0.1:0".parse().expect("address"),
-        nodes: 2,
-    })
-    .await
-    .expect("the upstream control plane starts");
-    let kc = dir.path().join("kubeconfig");
-    cluster.write_kubeconfig(&kc).expect("kubeconfig");
+    let (cluster, kc) = start_upstream(bin_dir, dir.path()).await;
     namespace(&kc, "shop").await;
     k(&kc, &["-n", "shop", "apply", "-f", "-"], Some(SOURCE))
         .await
