@@ -1,18 +1,28 @@
-//! A sandbox cluster per test (in-process), kubectl to shape it, and the `nkvm` binary run
-//! against it as a user runs it.
+//! A cluster per test, kubectl to shape it, and the `nkvm` binary run against it as a user
+//! runs it. The cluster is the embedded sandbox (in-process), or for the tests that also prove
+//! themselves on upstream Kubernetes, the upstream control plane ([`Env::start_upstream`]).
 
 use kube_sandbox::SandboxOptions;
-use kube_sandbox::testing::{KubectlRun, TestSandbox};
+use kube_sandbox::testing::{KubectlRun, TestSandbox, start_upstream, upstream_bin_dir};
+use kube_sandbox::upstream::UpstreamCluster;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 /// A sandbox plus a scratch directory for nkvm's data.
 pub struct Env {
-    sandbox: TestSandbox,
+    cluster: Cluster,
     /// Scratch directory (kubeconfigs, the history database).
     pub dir: tempfile::TempDir,
     /// The admin kubeconfig.
     pub kubeconfig: PathBuf,
+}
+
+/// The cluster under a test.
+enum Cluster {
+    /// The embedded sandbox.
+    Embedded(TestSandbox),
+    /// kube-apiserver and friends with nkvm's node agent, and its admin kubeconfig's text.
+    Upstream(UpstreamCluster, String),
 }
 
 /// What a command printed.
@@ -66,19 +76,39 @@ impl Env {
         let sandbox = TestSandbox::start_in(dir.path(), options).await;
         Env {
             kubeconfig: sandbox.kubeconfig().to_path_buf(),
-            sandbox,
+            cluster: Cluster::Embedded(sandbox),
             dir,
         }
     }
 
-    /// The sandbox's URL.
+    /// Starts the upstream control plane; `None` (the test skips) on a developer machine
+    /// without its binaries, a failure under CI.
+    pub async fn start_upstream() -> Option<Env> {
+        let bin_dir = upstream_bin_dir()?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cluster, kubeconfig) = start_upstream(bin_dir, dir.path()).await;
+        let text = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+        Some(Env {
+            kubeconfig,
+            cluster: Cluster::Upstream(cluster, text),
+            dir,
+        })
+    }
+
+    /// The API server's URL.
     pub fn url(&self) -> &str {
-        self.sandbox.url()
+        match &self.cluster {
+            Cluster::Embedded(s) => s.url(),
+            Cluster::Upstream(u, _) => u.url(),
+        }
     }
 
     /// The admin kubeconfig's text.
     pub fn kubeconfig_text(&self) -> &str {
-        self.sandbox.kubeconfig_text()
+        match &self.cluster {
+            Cluster::Embedded(s) => s.kubeconfig_text(),
+            Cluster::Upstream(_, text) => text,
+        }
     }
 
     /// Runs kubectl as the admin, optionally feeding `stdin`.
@@ -87,7 +117,13 @@ impl Env {
             code,
             stdout,
             stderr,
-        } = self.sandbox.kubectl(args, stdin.map(str::as_bytes)).await;
+        } = kube_sandbox::testing::kubectl(
+            &self.kubeconfig,
+            args,
+            stdin.map(str::as_bytes),
+            kube_sandbox::testing::KUBECTL_TIMEOUT,
+        )
+        .await;
         Ran {
             code,
             stdout,
@@ -181,6 +217,9 @@ impl Env {
 
     /// Stops the sandbox.
     pub async fn stop(self) {
-        self.sandbox.shutdown().await;
+        match self.cluster {
+            Cluster::Embedded(s) => s.shutdown().await,
+            Cluster::Upstream(u, _) => u.shutdown().await,
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! emptied with --clean; refusals (allowlist, tampered or hostile archives) happen before any
 //! pod or claim is created; a stream cut mid-restore fails honestly with no helper pod left.
 
-use crate::backup::{AWKWARD, CLAIM, json_results, no_helper_pods, setup};
+use crate::backup::{AWKWARD, CLAIM, json_results, namespace, no_helper_pods, setup};
 use crate::harness::Env;
 use kube_sandbox::SandboxOptions;
 use serde_json::Value;
@@ -53,12 +53,23 @@ async fn claims_in(env: &Env, ns: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_restored_into_a_new_claim_elsewhere_matches_file_by_file() {
-    let env = Env::start().await;
+    restored_elsewhere_matches(Env::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restored_into_a_new_claim_elsewhere_matches_file_by_file_on_upstream_kubernetes()
+{
+    if let Some(env) = Env::start_upstream().await {
+        restored_elsewhere_matches(env).await;
+    }
+}
+
+/// A backup of an awkward tree restored with --create into another namespace: the plan, the
+/// run, and the new volume listed file by file equal to the source.
+async fn restored_elsewhere_matches(env: Env) {
     setup(&env, "shop", AWKWARD).await;
     let id = backup_id(&env, "shop/data").await;
-    env.kubectl(&["create", "namespace", "restored"], None)
-        .await
-        .ok();
+    namespace(&env, "restored").await;
 
     let planned = env
         .nkvm(&[
