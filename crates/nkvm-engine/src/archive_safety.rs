@@ -265,6 +265,17 @@ fn follow<R: Read, F: FnMut(&[u8]) -> std::io::Result<()>>(
     })
 }
 
+impl nkvm_domain::UserError for UnsafeArchive {
+    /// A hostile or broken archive is bad content, as `verify` counts a damaged one; a read
+    /// error is the store's.
+    fn kind(&self) -> nkvm_domain::FailureKind {
+        match self {
+            UnsafeArchive::Read(_) => nkvm_domain::FailureKind::StorageUnavailable,
+            _ => nkvm_domain::FailureKind::CommandFailed,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
