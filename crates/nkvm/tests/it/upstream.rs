@@ -5,94 +5,22 @@
 //!
 //! Needs `NKVM_UPSTREAM_BIN`; skipped without it on a developer machine, failed under CI.
 
-use kube_sandbox::testing::{KubectlRun, eventually, kubectl, start_upstream, upstream_bin_dir};
-use serde_json::Value;
+use crate::backup::{namespace, no_helper_pods};
+use crate::harness::Env;
+use kube_sandbox::testing::eventually;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const SOURCE: &str = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: app}\nspec:\n  containers:\n  - name: app\n    image: busybox\n    command: [sh, -c, \"mkdir -p /data/logs && for i in $(seq 1 50); do seq 1 2000 > /data/logs/f$i.txt; done && printf x > /data/suid && chmod 4755 /data/suid && sleep 3600\"]\n    volumeMounts: [{name: d, mountPath: /data}]\n  volumes:\n  - name: d\n    persistentVolumeClaim: {claimName: data}\n";
 
-async fn k(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> KubectlRun {
-    kubectl(
-        kubeconfig,
-        args,
-        stdin.map(str::as_bytes),
-        Duration::from_secs(60),
-    )
-    .await
-}
-
-/// A namespace whose `default` ServiceAccount exists (pods are refused until it does).
-async fn namespace(kubeconfig: &Path, ns: &str) {
-    k(kubeconfig, &["create", "namespace", ns], None).await.ok();
-    eventually(
-        "the namespace's default ServiceAccount",
-        Duration::from_secs(30),
-        async || {
-            let sa = k(
-                kubeconfig,
-                &["-n", ns, "get", "serviceaccount", "default"],
-                None,
-            )
-            .await;
-            (sa.code == 0).then_some(())
-        },
-    )
-    .await;
-}
-
-async fn nkvm(dir: &Path, kubeconfig: &Path, args: &[&str]) -> Value {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nkvm"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--db")
-        .arg(dir.join("data/backups.db"))
-        .arg("--backup-dir")
-        .arg(dir.join("backups"))
-        .args(["--helper-image", "busybox"])
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .env_remove("NKVM_NAMESPACES")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("nkvm runs");
-    assert!(
-        out.status.success(),
-        "nkvm {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("nkvm printed JSON")
-}
-
 /// The host directory of the hostPath volume bound to claim `ns/data`.
-async fn volume_dir(kubeconfig: &Path, ns: &str) -> PathBuf {
-    let pv = k(
-        kubeconfig,
-        &[
-            "-n",
-            ns,
-            "get",
-            "pvc",
-            "data",
-            "-o",
-            "jsonpath={.spec.volumeName}",
-        ],
-        None,
-    )
-    .await
-    .ok()
-    .stdout;
-    let path = k(
-        kubeconfig,
-        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
-        None,
-    )
-    .await
-    .ok()
-    .stdout;
-    PathBuf::from(path)
+async fn volume_dir(env: &Env, ns: &str) -> PathBuf {
+    let jsonpath = "jsonpath={.spec.volumeName}";
+    let pvc = ["-n", ns, "get", "pvc", "data", "-o", jsonpath];
+    let pv = env.kubectl(&pvc, None).await.ok().stdout;
+    let path = ["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"];
+    PathBuf::from(env.kubectl(&path, None).await.ok().stdout)
 }
 
 /// Every file below `root` (relative path, mode, contents), sorted.
@@ -118,57 +46,40 @@ fn tree(root: &Path) -> Vec<(String, u32, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_and_a_restore_into_another_namespace_go_through_kube_apiserver() {
-    let Some(bin_dir) = upstream_bin_dir() else {
+    let Some(env) = Env::start_upstream().await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (cluster, kc) = start_upstream(bin_dir, dir.path()).await;
-    namespace(&kc, "shop").await;
-    k(&kc, &["-n", "shop", "apply", "-f", "-"], Some(SOURCE))
-        .await
-        .ok();
-    k(
-        &kc,
-        &[
-            "-n",
-            "shop",
-            "wait",
-            "--for=condition=Ready",
-            "pod/app",
-            "--timeout=60s",
-        ],
-        None,
-    )
-    .await
-    .ok();
-    let source = volume_dir(&kc, "shop").await;
+    namespace(&env, "shop").await;
+    env.apply(Some("shop"), SOURCE).await;
+    env.wait_ready("shop", "app").await;
+    let source = volume_dir(&env, "shop").await;
     eventually("the app's files", Duration::from_secs(30), async || {
         std::fs::metadata(source.join("suid")).ok()
     })
     .await;
 
-    let backup = nkvm(dir.path(), &kc, &["backup", "shop/data", "-o", "json"]).await;
+    let backup = env
+        .nkvm(&["backup", "shop/data", "-o", "json"])
+        .await
+        .ok()
+        .json();
     assert_eq!(backup[0]["status"], "succeeded", "{backup}");
     let id = backup[0]["id"].as_str().expect("id").to_string();
-    namespace(&kc, "restored").await;
-    let restore = nkvm(
-        dir.path(),
-        &kc,
-        &[
-            "restore",
-            &id,
-            "--to",
-            "restored/data",
-            "--create",
-            "-o",
-            "json",
-        ],
-    )
-    .await;
+    namespace(&env, "restored").await;
+    let to = [
+        "restore",
+        &id,
+        "--to",
+        "restored/data",
+        "--create",
+        "-o",
+        "json",
+    ];
+    let restore = env.nkvm(&to).await.ok().json();
     assert_eq!(restore["status"], "succeeded", "{restore}");
     assert_eq!(restore["created"], true);
 
-    let (before, after) = (tree(&source), tree(&volume_dir(&kc, "restored").await));
+    let (before, after) = (tree(&source), tree(&volume_dir(&env, "restored").await));
     assert_eq!(before.len(), 51, "50 logs and the setuid file");
     let strip = |t: &[(String, u32, Vec<u8>)]| -> Vec<(String, u32, Vec<u8>)> {
         t.iter()
@@ -187,24 +98,9 @@ async fn a_backup_and_a_restore_into_another_namespace_go_through_kube_apiserver
         Some(0),
         "a restore into another namespace clears the setuid bit"
     );
-    let helpers = k(
-        &kc,
-        &[
-            "get",
-            "pods",
-            "-A",
-            "-l",
-            "app.kubernetes.io/managed-by=nkvm",
-            "-o",
-            "name",
-        ],
-        None,
-    )
-    .await
-    .ok();
-    assert_eq!(helpers.stdout.trim(), "", "no helper pod left");
+    no_helper_pods(&env).await;
     for ns in ["shop", "restored"] {
-        let _ = std::fs::remove_dir_all(volume_dir(&kc, ns).await);
+        let _ = std::fs::remove_dir_all(volume_dir(&env, ns).await);
     }
-    cluster.shutdown().await;
+    env.stop().await;
 }
