@@ -28,18 +28,25 @@ pub enum TlsError {
     Configure(#[from] rustls::Error),
 }
 
-/// Mints a CA and a serving certificate valid for `hosts` (names or IP addresses).
-pub fn mint(hosts: &[String]) -> Result<ServingIdentity, TlsError> {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
+/// The parameters of a self-signed certificate authority named `common_name`, for the
+/// embedded sandbox's CA and the upstream control plane's.
+pub(crate) fn ca_params(common_name: &str) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
         .distinguished_name
-        .push(DnType::CommonName, "kube-sandbox-ca");
-    ca_params.key_usages = vec![
+        .push(DnType::CommonName, common_name);
+    params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    Ok(params)
+}
+
+/// Mints a CA and a serving certificate valid for `hosts` (names or IP addresses).
+pub fn mint(hosts: &[String]) -> Result<ServingIdentity, TlsError> {
+    let ca_params = ca_params("kube-sandbox-ca")?;
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);

@@ -5,10 +5,7 @@
 //! Everything is minted fresh at each start (a restarted sandbox gets new identities) and the
 //! files the Go components read are written under `<state-dir>/pki` with mode 0600.
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose};
 use std::path::{Path, PathBuf};
 
 /// A certificate and its private key, both PEM.
@@ -48,16 +45,7 @@ pub enum Usage<'a> {
 impl Authority {
     /// Mints a new CA.
     pub fn new() -> Result<Authority, rcgen::Error> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "nkvm-upstream-ca");
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let params = crate::tls::ca_params("nkvm-upstream-ca")?;
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         Ok(Authority {
