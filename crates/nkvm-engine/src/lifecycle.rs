@@ -194,6 +194,23 @@ pub(crate) struct JobEnd {
     pub(crate) bytes: u64,
 }
 
+impl JobEnd {
+    /// A running job's state at its start.
+    fn running(tracker: &Tracker) -> JobEnd {
+        JobEnd {
+            status: JobStatus::Running,
+            stage: tracker.stage(),
+            failure: None,
+            error: String::new(),
+            started_at: tracker.started_at.clone(),
+            finished_at: String::new(),
+            helper_pod: String::new(),
+            node: String::new(),
+            bytes: 0,
+        }
+    }
+}
+
 /// A job type's result: how it is written to the history and published when it ends.
 pub(crate) trait JobResult: Clone {
     /// Inserts or replaces the job's history row.
@@ -228,7 +245,7 @@ impl App {
         steps: impl Future<Output = Result<T, JobFailure>>,
         result: impl Fn(&JobEnd, Option<&T>) -> R,
     ) -> R {
-        let mut end = self.job_start(tracker);
+        let mut end = JobEnd::running(tracker);
         if let Err(refused) = self.open_job(&spec, &end, &result) {
             end.finished_at = now_rfc3339();
             apply(&mut end, Err(refused));
@@ -259,21 +276,6 @@ impl App {
         self.close_job(&spec, &end, &r, tracker.id());
         tracker.publish(r.clone().into_progress());
         r
-    }
-
-    /// A running job's state at its start.
-    fn job_start(&self, tracker: &Tracker) -> JobEnd {
-        JobEnd {
-            status: JobStatus::Running,
-            stage: tracker.stage(),
-            failure: None,
-            error: String::new(),
-            started_at: tracker.started_at.clone(),
-            finished_at: String::new(),
-            helper_pod: String::new(),
-            node: String::new(),
-            bytes: 0,
-        }
     }
 
     /// Writes the opening audit entry and the `running` row; refuses the job when either

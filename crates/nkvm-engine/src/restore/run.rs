@@ -17,7 +17,7 @@ use bytes::Bytes;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
 use nkvm_domain::UserError;
-use nkvm_domain::{Compression, FailureKind, JobStatus, PvcRef, Stage, Trigger};
+use nkvm_domain::{Compression, FailureKind, JobStatus, PvcRef, ResourceName, Stage, Trigger};
 use nkvm_history::{HistoryError, RestoreRow};
 use nkvm_kube::exec::{ExecError, ExecOptions, ExecOutcome, ExecTarget, exec_capture, exec_stream};
 use nkvm_kube::helper::{self, HelperMode, HelperPodOptions};
@@ -376,9 +376,8 @@ impl App {
     /// Refuses a plan that no longer holds: made against another cluster, or a target that
     /// changed since (see [`recheck`]).
     async fn recheck_plan(&self, plan: &RestorePlan) -> Result<(), JobFailure> {
-        let namespace = PvcRef::parse(&format!("{}/{}", plan.target.namespace, plan.target.pvc))
-            .map_err(|e| fail(Stage::Plan, FailureKind::InvalidInput, e.to_string()))?
-            .namespace;
+        let namespace = ResourceName::namespace(&plan.target.namespace)
+            .map_err(|e| fail(Stage::Plan, FailureKind::InvalidInput, e.to_string()))?;
         let now = self
             .inventory(&crate::Scope::Namespace(namespace))
             .await
