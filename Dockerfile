@@ -5,12 +5,19 @@
 # NKVM_HELPER_IMAGE to it). Build and smoke-test: docs/runbooks/operations.md.
 #
 #   docker build -t nkvm:dev .
+#
+# Where no Rust toolchain image can be pulled (scripts/build-image.sh builds with podman from a
+# local Debian base), the binary can come from outside instead: a context holding
+# `prebuilt/nkvm` (built for the same Debian release) and `--build-arg NKVM_BINARY=prebuilt`.
+# Only the stage named by NKVM_BINARY is built, so the other one's base is never pulled.
 
 # The toolchain the project is tested with; the workspace's minimum is in Cargo.toml.
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
+# Where the binary comes from: `source` (compiled in the toolchain stage) or `prebuilt`.
+ARG NKVM_BINARY=source
 
-FROM docker.io/library/rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
+FROM docker.io/library/rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build-source
 WORKDIR /src
 COPY . .
 # Cache mounts keep the registry and the target dir between builds; the binary is copied out
@@ -19,6 +26,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p nkvm \
     && install -D -m 0755 target/release/nkvm /out/nkvm
+
+FROM scratch AS build-prebuilt
+COPY prebuilt/nkvm /out/nkvm
+
+FROM build-${NKVM_BINARY} AS build
 
 FROM docker.io/library/debian:${DEBIAN_RELEASE}-slim
 ARG VERSION=0.1.0
