@@ -11,6 +11,7 @@
 
 mod cluster;
 mod container;
+mod image;
 
 use crate::harness::Env;
 use cluster::{

@@ -1,0 +1,342 @@
+//! The built image itself (scripts/build-image.sh), run by podman: standalone against a
+//! sandbox on the host, as `docker run` users run it.
+//!
+//! The image is named by `NKVM_TEST_IMAGE` (the build script prints its tag). Without it a
+//! developer machine skips these tests with a notice; under `CI=true` a missing image, or a
+//! podman that cannot run containers here, fails them with the reason.
+
+use super::cluster::{archived_hello, claim_with_file};
+use super::container::{http_get, tree};
+use crate::harness::{Env, Ran};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// podman's defaults that fail on these machines: crun ("cgroups in hybrid mode not
+/// supported") and an RLIMIT_NOFILE above the hard limit.
+const PODMAN_FLAGS: &[&str] = &["--runtime", "runc"];
+const ULIMITS: &[&str] = &["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"];
+
+/// The image under test, checked to run; `None` (skip) on a developer machine without
+/// `NKVM_TEST_IMAGE`, a failure under CI.
+pub(super) async fn test_image() -> Option<String> {
+    let Some(image) = std::env::var("NKVM_TEST_IMAGE")
+        .ok()
+        .filter(|i| !i.is_empty())
+    else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "NKVM_TEST_IMAGE is not set under CI=true: .ci/run must run scripts/build-image.sh and export the tag it prints"
+        );
+        eprintln!("skipped: set NKVM_TEST_IMAGE (scripts/build-image.sh prints it)");
+        return None;
+    };
+    let probe = podman(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--network",
+        "host",
+        "--entrypoint",
+        "id",
+        &image,
+        "-u",
+    ])
+    .await;
+    assert_eq!(
+        probe.code, 0,
+        "podman cannot run a container of {image} here (install podman and runc, run scripts/build-image.sh): {probe:?}"
+    );
+    assert_eq!(probe.stdout.trim(), "10001", "the image runs as UID 10001");
+    Some(image)
+}
+
+/// Runs `podman` with the flags these machines need (`run` also gets the ulimits).
+pub(super) async fn podman(args: &[&str]) -> Ran {
+    let mut cmd = tokio::process::Command::new("podman");
+    cmd.args(PODMAN_FLAGS);
+    if let Some((first, rest)) = args.split_first() {
+        cmd.arg(first);
+        if *first == "run" {
+            cmd.args(ULIMITS);
+        }
+        cmd.args(rest);
+    }
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("podman in time");
+    match out {
+        Ok(out) => Ran {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        },
+        Err(e) => Ran {
+            code: -1,
+            stdout: String::new(),
+            stderr: format!("podman does not start: {e}"),
+        },
+    }
+}
+
+/// A detached container, removed (without the 10 s SIGTERM wait) when dropped.
+pub(super) struct Detached {
+    /// The container's name.
+    pub name: String,
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("podman")
+            .args(["rm", "-f", "-t", "0", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A directory the container user (UID/GID 10001) owns, as a fresh volume is for it.
+fn owned_by_nkvm(dir: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).expect("dir");
+    std::os::unix::fs::chown(dir, Some(10001), Some(10001)).expect("chown (tests run as root)");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// One HTTP/1.1 exchange over a fresh connection: status code, `Set-Cookie` values, body.
+async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("nkvm listens");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let cookies = head
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie: "))
+        .filter_map(|l| l["set-cookie: ".len()..].split(';').next())
+        .map(String::from)
+        .collect();
+    Reply {
+        status,
+        cookies,
+        body: body.to_string(),
+    }
+}
+
+/// What [`http`] read.
+struct Reply {
+    status: u16,
+    cookies: Vec<String>,
+    body: String,
+}
+
+impl Reply {
+    fn cookie(&self, name: &str) -> String {
+        let prefix = format!("{name}=");
+        self.cookies
+            .iter()
+            .find(|c| c.starts_with(&prefix))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} cookie in {:?}", self.cookies))
+    }
+
+    fn hidden(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no hidden {name} in {}", self.body))
+            + marker.len();
+        let end = self.body[start..].find('"').expect("closing quote") + start;
+        self.body[start..end].to_string()
+    }
+}
+
+/// A urlencoded form body (every byte but ASCII letters and digits escaped).
+fn form(fields: &[(&str, &str)]) -> String {
+    let escape = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Logs in as the admin; returns the session cookie and the session's CSRF token.
+async fn log_in(addr: &str, password: &str) -> (String, String) {
+    let page = http(addr, "GET", "/login", &[], "").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let body = form(&[("csrf", &page.hidden("csrf")), ("password", password)]);
+    let login_cookie = page.cookie("nkvm_login");
+    let reply = http(
+        addr,
+        "POST",
+        "/login",
+        &[
+            ("Cookie", &login_cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(reply.status, 303, "logging in: {}", reply.body);
+    let session = reply.cookie("nkvm_session");
+    let jobs = http(addr, "GET", "/jobs", &[("Cookie", &session)], "").await;
+    assert_eq!(jobs.status, 200, "{}", jobs.body);
+    let csrf = jobs.hidden("csrf");
+    (session, csrf)
+}
+
+/// Waits until `nkvm serve` in container `name` answers `/healthz` on `addr`.
+async fn wait_healthy(addr: &str, name: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match http_get(addr, "/healthz").await {
+            Ok(answer) if answer.starts_with("HTTP/1.1 200") => return,
+            _ if tokio::time::Instant::now() > deadline => {
+                let logs = podman(&["logs", name]).await;
+                panic!("nkvm serve in {name} did not answer on {addr}: {logs:?}");
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_serves_standalone_with_a_mounted_kubeconfig_on_a_read_only_root() {
+    let Some(image) = test_image().await else {
+        return;
+    };
+    let env = Env::start().await;
+    claim_with_file(&env, "shop", "standalone records").await;
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let data = scratch.path().join("data");
+    owned_by_nkvm(&data, 0o750);
+    // The kubeconfig as an operator mounts it: read-only, readable by the container user only.
+    let remote = scratch.path().join("remote");
+    owned_by_nkvm(&remote, 0o750);
+    std::fs::write(remote.join("config"), env.kubeconfig_text()).expect("kubeconfig");
+    std::os::unix::fs::chown(remote.join("config"), Some(10001), Some(10001)).expect("chown");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let password = "standalone-test-password";
+    let container = Detached {
+        name: format!("nkvm-it-standalone-{}-{port}", std::process::id()),
+    };
+    let volume = format!("{}:/var/lib/nkvm", data.display());
+    let kubeconfig = format!("{}:/etc/nkvm/remote:ro", remote.display());
+    let (listen, admin) = (
+        format!("NKVM_LISTEN={addr}"),
+        format!("NKVM_ADMIN_PASSWORD={password}"),
+    );
+    // The image's own entrypoint and command (`nkvm serve`); the sandbox runs on the host.
+    podman(&[
+        "run",
+        "-d",
+        "--name",
+        &container.name,
+        "--read-only",
+        "--user",
+        "10001:10001",
+        "--network",
+        "host",
+        "-v",
+        &volume,
+        "-v",
+        &kubeconfig,
+        "-e",
+        "NKVM_DEFAULT_AUTH_MODE=kubeconfig",
+        "-e",
+        "KUBECONFIG=/etc/nkvm/remote/config",
+        "-e",
+        &listen,
+        "-e",
+        &admin,
+        &image,
+    ])
+    .await
+    .ok();
+    wait_healthy(&addr, &container.name).await;
+
+    let (session, csrf) = log_in(&addr, password).await;
+    let listed = kube_sandbox::testing::eventually(
+        "the Volumes page lists shop/data",
+        Duration::from_secs(60),
+        async || {
+            let page = http(&addr, "GET", "/volumes", &[("Cookie", &session)], "").await;
+            page.body.contains("value=\"shop/data\"").then_some(page)
+        },
+    )
+    .await;
+    assert_eq!(listed.status, 200);
+
+    let started = http(
+        &addr,
+        "POST",
+        "/backups",
+        &[
+            ("Cookie", &session),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        &form(&[("csrf", &csrf), ("pvc", "shop/data")]),
+    )
+    .await;
+    assert_eq!(started.status, 303, "starting the backup: {}", started.body);
+    let backups = data.join("backups");
+    kube_sandbox::testing::eventually(
+        "an archive of shop/data in the volume",
+        Duration::from_secs(90),
+        async || {
+            (backups.exists()
+                && tree(&backups)
+                    .iter()
+                    .any(|p| p.contains("/shop/data/") && p.ends_with(".tar.zst")))
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(archived_hello(&backups, "shop"), "standalone records");
+    assert!(
+        tree(&data).contains(&"data/backups.db".to_string()),
+        "the history lives in the volume too: {:?}",
+        tree(&data)
+    );
+    // Nothing else is writable: the root is read-only.
+    let write = podman(&["exec", &container.name, "touch", "/usr/local/bin/x"]).await;
+    assert_ne!(write.code, 0, "{write:?}");
+    assert!(write.stderr.contains("Read-only file system"), "{write:?}");
+    drop(container);
+    env.stop().await;
+}
