@@ -19,6 +19,8 @@ pub struct ClusterConfig {
     pub max_token_seconds: Option<i64>,
     /// Taints put on `node-b` at start (`key=value:Effect`), for scheduling tests.
     pub node_b_taints: Vec<String>,
+    /// Images whose containers run in podman (see [`crate::kubelet::podman`]).
+    pub podman_images: Vec<String>,
 }
 
 /// One running sandbox.

@@ -255,7 +255,7 @@ async fn session(
 ) {
     let (mut sink, incoming) = socket.split();
     spec.argv = req.argv.clone();
-    let mut cmd = runtime::command(&spec);
+    let mut cmd = runtime::exec_command(&spec);
     let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
     cmd.stdin(piped(req.stdin))
         .stdout(piped(req.stdout))

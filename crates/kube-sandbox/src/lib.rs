@@ -117,6 +117,9 @@ pub struct SandboxOptions {
     pub faults: Vec<String>,
     /// A large settled cluster to seed before serving (see [`scale`]).
     pub seed: Option<scale::ScaleSpec>,
+    /// Images whose pods run as real podman containers of that image when it is in local
+    /// podman storage (see [`kubelet::podman`]); every other image runs the host's programs.
+    pub podman_images: Vec<String>,
 }
 
 /// Errors starting a sandbox.
@@ -212,6 +215,7 @@ impl Sandbox {
                 server_address,
                 node_b_taints: options.node_b_taints,
                 max_token_seconds: options.max_token_seconds,
+                podman_images: options.podman_images,
             },
             kubelet: kubelet::Kubelet::default(),
             root_ca: std::sync::OnceLock::new(),

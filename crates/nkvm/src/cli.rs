@@ -164,6 +164,11 @@ pub struct SandboxArgs {
     /// (see docs/sandbox.md; change them at run time through /sandbox/faults).
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<String>,
+    /// Run pods of this image as real podman containers of it, when it is in local podman
+    /// storage (repeatable; e.g. `localhost/nkvm:dev` from scripts/build-image.sh). Pods of
+    /// other images run the host's programs (see docs/image.md).
+    #[arg(long = "podman-image", value_name = "IMAGE")]
+    pub podman_images: Vec<String>,
     /// Seed a large settled cluster before serving, e.g.
     /// `namespaces=500,pvcs=10000,pods=20000` (namespaces `scale-0000`...; see docs/sandbox.md).
     #[arg(long, value_name = "namespaces=N,pvcs=N,pods=N")]

@@ -6,6 +6,7 @@ pub mod env;
 pub mod image;
 pub mod logs;
 pub mod pod;
+pub mod podman;
 pub mod runtime;
 pub mod scheduler;
 pub mod sources;
@@ -65,6 +66,11 @@ impl Kubelet {
             let _ = rt.stop.send(true);
             for pid in rt.pids.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
                 runtime::kill_group(pid);
+            }
+            // Killing `podman run` leaves its container running: remove those too.
+            let specs = rt.specs.lock().unwrap_or_else(|e| e.into_inner());
+            for p in specs.values().filter_map(|s| s.podman.as_ref()) {
+                podman::remove(p);
             }
         }
     }
@@ -349,6 +355,10 @@ impl sources::Sources for Cluster {
 
     fn api_server(&self) -> String {
         self.config.server_address.clone()
+    }
+
+    fn podman_images(&self) -> &[String] {
+        &self.config.podman_images
     }
 
     fn pod_dir(&self, pod_uid: &str) -> PathBuf {

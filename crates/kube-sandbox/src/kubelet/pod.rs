@@ -143,7 +143,10 @@ pub fn process_spec(
         .join(c["name"].as_str().unwrap_or("c"));
     std::fs::create_dir_all(&tmp_dir)
         .map_err(|e| format!("creating {}: {e}", tmp_dir.display()))?;
+    let podman =
+        super::podman::container_for(sources.podman_images(), pod, c, |a| env::expand(a, &env));
     Ok(ProcessSpec {
+        podman,
         argv,
         env,
         binds,
@@ -359,7 +362,7 @@ async fn run_container(
         "kubelet",
     );
     let started_at = meta::now();
-    if spec.argv.is_empty() {
+    if spec.argv.is_empty() && spec.podman.is_none() {
         // No command: the image's entrypoint is unknown, so the container idles until stopped.
         mark_running(host, pod, list, c, &started_at);
         let _ = stop.wait_for(|s| *s).await;
@@ -401,6 +404,9 @@ async fn run_container(
     };
     let pid = child.id().unwrap_or(0);
     pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+    if let Some(p) = &spec.podman {
+        super::podman::wait_running(p, &mut child).await;
+    }
     host.event(
         pod,
         "Normal",

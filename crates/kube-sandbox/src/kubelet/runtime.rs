@@ -39,6 +39,8 @@ pub struct ProcessSpec {
     pub tmp_dir: PathBuf,
     /// `runAsUser`/`runAsGroup` and supplementary groups (fsGroup), if set.
     pub run_as: Option<RunAs>,
+    /// Set when the container runs as a real podman container of its image.
+    pub podman: Option<super::podman::PodmanContainer>,
 }
 
 /// Identity a container process runs as.
@@ -152,14 +154,26 @@ pub fn bwrap_args(spec: &ProcessSpec) -> Vec<OsString> {
     a
 }
 
-/// A `tokio` command running `spec` under bubblewrap, in its own process group so that the
-/// whole tree can be killed at once.
+/// A `tokio` command running `spec` under bubblewrap (or its podman container), in its own
+/// process group so that the whole tree can be killed at once.
 pub fn command(spec: &ProcessSpec) -> tokio::process::Command {
+    if let Some(p) = &spec.podman {
+        return super::podman::run_command(spec, p);
+    }
     let mut cmd = tokio::process::Command::new("bwrap");
     cmd.args(bwrap_args(spec));
     cmd.process_group(0);
     cmd.kill_on_drop(true);
     cmd
+}
+
+/// A `tokio` command running `spec.argv` in the running container: `podman exec` for a podman
+/// container, otherwise a new process in the same filesystem view, as [`command`].
+pub fn exec_command(spec: &ProcessSpec) -> tokio::process::Command {
+    match &spec.podman {
+        Some(p) => super::podman::exec_command(spec, p),
+        None => command(spec),
+    }
 }
 
 /// Kills a process group started by [`command`]; a group already gone is fine.
@@ -182,6 +196,7 @@ mod tests {
             hostname: "p".into(),
             tmp_dir: "/state/tmp".into(),
             run_as: None,
+            podman: None,
         }
     }
 

@@ -29,6 +29,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         max_token_seconds: args.max_token_seconds,
         faults: args.faults,
         seed,
+        podman_images: args.podman_images,
     };
     let sandbox = Sandbox::start(listener, options)
         .await

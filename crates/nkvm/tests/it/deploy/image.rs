@@ -15,7 +15,12 @@ use std::time::Duration;
 /// podman's defaults that fail on these machines: crun ("cgroups in hybrid mode not
 /// supported") and an RLIMIT_NOFILE above the hard limit.
 const PODMAN_FLAGS: &[&str] = &["--runtime", "runc"];
-const ULIMITS: &[&str] = &["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"];
+const ULIMITS: &[&str] = &[
+    "--ulimit",
+    "nofile=4096:4096",
+    "--ulimit",
+    "nproc=4096:4096",
+];
 
 /// The image under test, checked to run; `None` (skip) on a developer machine without
 /// `NKVM_TEST_IMAGE`, a failure under CI.
@@ -339,4 +344,225 @@ async fn the_image_serves_standalone_with_a_mounted_kubeconfig_on_a_read_only_ro
     assert!(write.stderr.contains("Read-only file system"), "{write:?}");
     drop(container);
     env.stop().await;
+}
+
+/// An overlay of `deploy/k8s/app` in `dir` that runs `image` (for nkvm and its helper pods)
+/// and allows namespace `shop`, as an operator's overlay would; returns its directory.
+fn overlay(dir: &Path, image: &str) -> std::path::PathBuf {
+    let (name, tag) = image.rsplit_once(':').expect("IMAGE:TAG");
+    // kustomize loads bases by relative path only: a copy of the app sits beside the overlay.
+    let app = super::repo().join("deploy/k8s/app");
+    for entry in std::fs::read_dir(&app).expect("deploy/k8s/app").flatten() {
+        if entry.path().is_file() {
+            std::fs::create_dir_all(dir.join("app")).expect("app dir");
+            std::fs::copy(entry.path(), dir.join("app").join(entry.file_name())).expect("copy");
+        }
+    }
+    let overlay = dir.join("overlay");
+    std::fs::create_dir_all(&overlay).expect("overlay dir");
+    let kustomization = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- ../app\nimages:\n- name: registry.example.invalid/nkvm\n  newName: {name}\n  newTag: {tag}\npatches:\n- path: helper.yaml\n"
+    );
+    let patch = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: nkvm, namespace: nkvm}}\nspec:\n  template:\n    spec:\n      containers:\n      - name: nkvm\n        env:\n        - {{name: NKVM_HELPER_IMAGE, value: {image:?}}}\n        - {{name: NKVM_NAMESPACES, value: shop}}\n"
+    );
+    std::fs::write(overlay.join("kustomization.yaml"), kustomization).expect("kustomization");
+    std::fs::write(overlay.join("helper.yaml"), patch).expect("patch");
+    overlay
+}
+
+/// Names of the podman containers started since `since` for the sandbox's pods.
+async fn sandbox_containers_started(since: &str) -> Vec<String> {
+    let events = podman(&[
+        "events",
+        "--stream=false",
+        "--since",
+        since,
+        "--filter",
+        "event=start",
+        "--format",
+        "{{.Name}}",
+    ])
+    .await
+    .ok();
+    events
+        .stdout
+        .lines()
+        .filter(|n| n.starts_with("nkvm-sandbox-"))
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployment_runs_the_image_in_cluster_and_backs_up_with_it_as_helper() {
+    let Some(image) = test_image().await else {
+        return;
+    };
+    let started_at = utc_now();
+    let env = Env::start_with(kube_sandbox::SandboxOptions {
+        podman_images: vec![image.clone()],
+        ..Default::default()
+    })
+    .await;
+    claim_with_file(&env, "shop", "in-cluster records").await;
+    env.kubectl(&["create", "namespace", "nkvm"], None)
+        .await
+        .ok();
+    env.kubectl(
+        &[
+            "-n",
+            "nkvm",
+            "create",
+            "secret",
+            "generic",
+            "nkvm-admin",
+            "--from-literal=password=correct-horse-battery",
+        ],
+        None,
+    )
+    .await
+    .ok();
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let overlay = overlay(scratch.path(), &image);
+    env.kubectl(&["apply", "-k", &overlay.display().to_string()], None)
+        .await
+        .ok();
+    env.kubectl(&["apply", "-k", &super::repo_path("deploy/k8s/rbac")], None)
+        .await
+        .ok();
+    super::bind_runtime(&env, &["shop"]).await;
+    env.kubectl(
+        &[
+            "-n",
+            "nkvm",
+            "wait",
+            "--for=condition=Available",
+            "deployment/nkvm",
+            "--timeout=120s",
+        ],
+        None,
+    )
+    .await
+    .ok();
+    let pod = env
+        .kubectl(
+            &[
+                "-n",
+                "nkvm",
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/component=server",
+                "-o",
+                "jsonpath={.items[0].metadata.name} {.items[0].metadata.uid}",
+            ],
+            None,
+        )
+        .await
+        .ok();
+    let (pod, uid) = pod.stdout.trim().split_once(' ').expect("name and uid");
+    let (pod, uid) = (pod.to_string(), uid.to_string());
+    // It is a podman container of the image, not host programs.
+    let label = format!(
+        "label={}={uid}",
+        kube_sandbox::kubelet::podman::POD_UID_LABEL
+    );
+    let running = podman(&["ps", "--filter", &label, "--format", "{{.Image}}"])
+        .await
+        .ok();
+    assert_eq!(running.stdout.trim(), image, "{running:?}");
+
+    let exec = |args: &'static [&'static str]| {
+        let mut all = vec!["-n", "nkvm", "exec", pod.as_str(), "--"];
+        all.extend_from_slice(args);
+        all.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let kubectl = async |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.kubectl(&args, None).await
+    };
+    let identity = kubectl(exec(&["id", "-u"])).await.ok();
+    assert_eq!(identity.stdout.trim(), "10001");
+    let check = super::json(
+        &kubectl(exec(&[
+            "nkvm",
+            "check",
+            "--auth",
+            "in-cluster",
+            "-o",
+            "json",
+        ]))
+        .await
+        .ok(),
+    );
+    assert_eq!(check["authMode"], "in-cluster", "{check}");
+    assert_eq!(check["identity"], super::RUNNER, "{check}");
+    assert!(
+        check["grants"]
+            .as_array()
+            .is_some_and(|g| !g.is_empty() && g.iter().all(|g| g["allowed"] == true)),
+        "{check}"
+    );
+
+    let backed_up = kubectl(exec(&["nkvm", "backup", "shop/data", "-o", "json"]))
+        .await
+        .ok();
+    let result = &super::json(&backed_up)[0];
+    assert_eq!(result["status"], "succeeded", "{result}");
+    let id = result["id"].as_str().expect("id").to_string();
+    let verify = {
+        let mut v = exec(&["nkvm", "verify"]);
+        v.push(id);
+        v
+    };
+    kubectl(verify).await.ok();
+    // The helper pod ran as a podman container of the same image, and is gone.
+    let started = sandbox_containers_started(&started_at).await;
+    assert!(
+        started
+            .iter()
+            .any(|n| !n.contains(&uid) && n.ends_with("-helper")),
+        "a helper container started in podman: {started:?}"
+    );
+    let left = podman(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label={}", kube_sandbox::kubelet::podman::POD_UID_LABEL),
+        "--format",
+        "{{.Names}}",
+    ])
+    .await
+    .ok();
+    assert!(
+        !left.stdout.lines().any(|n| n.ends_with("-helper")),
+        "helper containers removed: {left:?}"
+    );
+
+    // Deleting the Deployment removes its container.
+    env.kubectl(
+        &["-n", "nkvm", "delete", "deployment", "nkvm", "--wait=true"],
+        None,
+    )
+    .await
+    .ok();
+    kube_sandbox::testing::eventually(
+        "the server's podman container is removed",
+        Duration::from_secs(30),
+        async || {
+            let ps = podman(&["ps", "-a", "--filter", &label, "-q"]).await.ok();
+            ps.stdout.trim().is_empty().then_some(())
+        },
+    )
+    .await;
+    env.stop().await;
+}
+
+/// Now, as podman's `--since` takes it (RFC 3339, UTC).
+fn utc_now() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .expect("date runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
