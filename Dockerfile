@@ -33,6 +33,9 @@ COPY prebuilt/nkvm /out/nkvm
 FROM build-${NKVM_BINARY} AS build
 
 FROM docker.io/library/debian:${DEBIAN_RELEASE}-slim
+# ARGs declared before the first FROM are not visible inside a stage unless declared again
+# (without it the base-name label below read `debian:-slim`).
+ARG DEBIAN_RELEASE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="nkvm" \

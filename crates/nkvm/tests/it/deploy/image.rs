@@ -338,6 +338,26 @@ async fn the_image_serves_standalone_with_a_mounted_kubeconfig_on_a_read_only_ro
         "the history lives in the volume too: {:?}",
         tree(&data)
     );
+    // The image says what it is built on (the Debian release, not an empty one).
+    let base = podman(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{index .Labels \"org.opencontainers.image.base.name\"}}",
+        &image,
+    ])
+    .await
+    .ok();
+    let release = base
+        .stdout
+        .trim()
+        .strip_prefix("docker.io/library/debian:")
+        .and_then(|r| r.strip_suffix("-slim"))
+        .unwrap_or_else(|| panic!("a debian slim base: {base:?}"));
+    assert!(
+        !release.is_empty(),
+        "the base label names the release: {base:?}"
+    );
     // Nothing else is writable: the root is read-only.
     let write = podman(&["exec", &container.name, "touch", "/usr/local/bin/x"]).await;
     assert_ne!(write.code, 0, "{write:?}");
