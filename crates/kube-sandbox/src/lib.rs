@@ -39,7 +39,9 @@
 //!
 //! What it does NOT emulate (tests must not rely on these):
 //! - Images: nothing is pulled; containers run the host's programs (`/usr`, `/etc` read-only).
-//!   A container without `command` idles instead of running the image's entrypoint.
+//!   A container without `command` idles instead of running the image's entrypoint. The
+//!   exception: images listed in [`SandboxOptions::podman_images`] and present in local podman
+//!   storage run as real podman containers ([`kubelet::podman`]).
 //! - Networking: pods share the host network namespace; Services get a cluster IP but
 //!   nothing routes to it; no DNS; pod and host IPs are 127.0.0.1.
 //! - Only the root filesystem's `/tmp` survives between execs (as a container's writable
