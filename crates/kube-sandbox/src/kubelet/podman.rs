@@ -284,7 +284,7 @@ mod tests {
         let pod = json!({"metadata": {"uid": "u1"}});
         let c = json!({"name": "c", "image": "busybox"});
         assert_eq!(
-            container_for(&["localhost/nkvm:dev".into()], &pod, &c, String::from),
+            container_for(&["localhost/nkvm:dev".into()], &pod, &c, |s| s.to_string()),
             None
         );
     }
