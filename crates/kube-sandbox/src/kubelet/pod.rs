@@ -398,7 +398,10 @@ async fn run_container(
                 pod,
                 list,
                 c,
-                &format!("starting bwrap: {e} (is bubblewrap installed?)"),
+                &format!(
+                    "starting {}: {e} (is it installed?)",
+                    runtime::launcher(&spec)
+                ),
             );
         }
     };

@@ -167,6 +167,15 @@ pub fn command(spec: &ProcessSpec) -> tokio::process::Command {
     cmd
 }
 
+/// The program that starts the container's processes, as error messages name it.
+pub fn launcher(spec: &ProcessSpec) -> &'static str {
+    if spec.podman.is_some() {
+        "podman"
+    } else {
+        "bwrap (bubblewrap)"
+    }
+}
+
 /// A `tokio` command running `spec.argv` in the running container: `podman exec` for a podman
 /// container, otherwise a new process in the same filesystem view, as [`command`].
 pub fn exec_command(spec: &ProcessSpec) -> tokio::process::Command {

@@ -144,7 +144,7 @@ fn phase(pod: &Pod) -> String {
 }
 
 /// The phase and, when its container is not running, why: `Pending: RunContainerError:
-/// starting bwrap: ... (is bubblewrap installed?)` says what to fix.
+/// starting bwrap (bubblewrap): ... (is it installed?)` says what to fix.
 fn condition(pod: &Pod) -> String {
     let state = pod
         .status

@@ -1,5 +1,6 @@
 //! The built image itself (scripts/build-image.sh), run by podman: standalone against a
-//! sandbox on the host, as `docker run` users run it.
+//! sandbox on the host, as `docker run` users run it, and as the Deployment of deploy/k8s/app
+//! in a sandbox whose kubelet runs that image as real podman containers.
 //!
 //! The image is named by `NKVM_TEST_IMAGE` (the build script prints its tag). Without it a
 //! developer machine skips these tests with a notice; under `CI=true` a missing image, or a
@@ -110,8 +111,24 @@ fn owned_by_nkvm(dir: &Path, mode: u32) {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-/// One HTTP/1.1 exchange over a fresh connection: status code, `Set-Cookie` values, body.
+/// One HTTP/1.1 exchange over a fresh connection (bounded to 30 s): status code,
+/// `Set-Cookie` values, body.
 async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        exchange(addr, method, path, headers, body),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{method} {path} answered within 30 s"))
+}
+
+async fn exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
@@ -236,37 +253,30 @@ async fn wait_healthy(addr: &str, name: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_image_serves_standalone_with_a_mounted_kubeconfig_on_a_read_only_root() {
-    let Some(image) = test_image().await else {
-        return;
-    };
-    let env = Env::start().await;
-    claim_with_file(&env, "shop", "standalone records").await;
-    let scratch = tempfile::tempdir().expect("temp dir");
-    let data = scratch.path().join("data");
+/// Starts the image detached as an operator runs it standalone: read-only root, UID 10001,
+/// `data` at /var/lib/nkvm, `kubeconfig` mounted read-only under /etc/nkvm/remote, the host's
+/// network; returns the container and the address `nkvm serve` answers on.
+async fn run_standalone(image: &str, scratch: &Path, kubeconfig: &str) -> (Detached, String) {
+    let data = scratch.join("data");
     owned_by_nkvm(&data, 0o750);
-    // The kubeconfig as an operator mounts it: read-only, readable by the container user only.
-    let remote = scratch.path().join("remote");
+    // Readable by the container user only, as a Secret mounted with mode 0440 would be.
+    let remote = scratch.join("remote");
     owned_by_nkvm(&remote, 0o750);
-    std::fs::write(remote.join("config"), env.kubeconfig_text()).expect("kubeconfig");
+    std::fs::write(remote.join("config"), kubeconfig).expect("kubeconfig");
     std::os::unix::fs::chown(remote.join("config"), Some(10001), Some(10001)).expect("chown");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let password = "standalone-test-password";
     let container = Detached {
         name: format!("nkvm-it-standalone-{}-{port}", std::process::id()),
     };
     let volume = format!("{}:/var/lib/nkvm", data.display());
-    let kubeconfig = format!("{}:/etc/nkvm/remote:ro", remote.display());
-    let (listen, admin) = (
-        format!("NKVM_LISTEN={addr}"),
-        format!("NKVM_ADMIN_PASSWORD={password}"),
-    );
-    // The image's own entrypoint and command (`nkvm serve`); the sandbox runs on the host.
+    let mounted = format!("{}:/etc/nkvm/remote:ro", remote.display());
+    let listen = format!("NKVM_LISTEN={addr}");
+    let admin = format!("NKVM_ADMIN_PASSWORD={PASSWORD}");
+    // The image's own entrypoint and command (`nkvm serve`).
     podman(&[
         "run",
         "-d",
@@ -280,7 +290,7 @@ async fn the_image_serves_standalone_with_a_mounted_kubeconfig_on_a_read_only_ro
         "-v",
         &volume,
         "-v",
-        &kubeconfig,
+        &mounted,
         "-e",
         "NKVM_DEFAULT_AUTH_MODE=kubeconfig",
         "-e",
@@ -289,36 +299,82 @@ async fn the_image_serves_standalone_with_a_mounted_kubeconfig_on_a_read_only_ro
         &listen,
         "-e",
         &admin,
-        &image,
+        image,
     ])
     .await
     .ok();
     wait_healthy(&addr, &container.name).await;
+    (container, addr)
+}
 
-    let (session, csrf) = log_in(&addr, password).await;
+/// The standalone server's admin password (a test value).
+const PASSWORD: &str = "standalone-test-password";
+
+/// Logs in, waits until the Volumes page lists `claim`, and starts its backup from the UI.
+async fn back_up_from_the_ui(addr: &str, claim: &str) {
+    let (session, csrf) = log_in(addr, PASSWORD).await;
     let listed = kube_sandbox::testing::eventually(
-        "the Volumes page lists shop/data",
+        "the Volumes page lists the claim",
         Duration::from_secs(60),
         async || {
-            let page = http(&addr, "GET", "/volumes", &[("Cookie", &session)], "").await;
-            page.body.contains("value=\"shop/data\"").then_some(page)
+            let page = http(addr, "GET", "/volumes", &[("Cookie", &session)], "").await;
+            page.body
+                .contains(&format!("value=\"{claim}\""))
+                .then_some(page)
         },
     )
     .await;
     assert_eq!(listed.status, 200);
-
     let started = http(
-        &addr,
+        addr,
         "POST",
         "/backups",
         &[
             ("Cookie", &session),
             ("Content-Type", "application/x-www-form-urlencoded"),
         ],
-        &form(&[("csrf", &csrf), ("pvc", "shop/data")]),
+        &form(&[("csrf", &csrf), ("pvc", claim)]),
     )
     .await;
     assert_eq!(started.status, 303, "starting the backup: {}", started.body);
+}
+
+/// The release in the image's `org.opencontainers.image.base.name` label.
+async fn base_release(image: &str) -> String {
+    let label = podman(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{index .Labels \"org.opencontainers.image.base.name\"}}",
+        image,
+    ])
+    .await
+    .ok();
+    label
+        .stdout
+        .trim()
+        .strip_prefix("docker.io/library/debian:")
+        .and_then(|r| r.strip_suffix("-slim"))
+        .unwrap_or_else(|| panic!("a debian slim base: {label:?}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_serves_standalone_with_a_mounted_kubeconfig_on_a_read_only_root() {
+    let Some(image) = test_image().await else {
+        return;
+    };
+    assert!(
+        !base_release(&image).await.is_empty(),
+        "the base label names the release"
+    );
+    let env = Env::start().await;
+    claim_with_file(&env, "shop", "standalone records").await;
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let (container, addr) = run_standalone(&image, scratch.path(), env.kubeconfig_text()).await;
+    back_up_from_the_ui(&addr, "shop/data").await;
+
+    let data = scratch.path().join("data");
     let backups = data.join("backups");
     kube_sandbox::testing::eventually(
         "an archive of shop/data in the volume",
@@ -338,26 +394,6 @@ async fn the_image_serves_standalone_with_a_mounted_kubeconfig_on_a_read_only_ro
         "the history lives in the volume too: {:?}",
         tree(&data)
     );
-    // The image says what it is built on (the Debian release, not an empty one).
-    let base = podman(&[
-        "image",
-        "inspect",
-        "--format",
-        "{{index .Labels \"org.opencontainers.image.base.name\"}}",
-        &image,
-    ])
-    .await
-    .ok();
-    let release = base
-        .stdout
-        .trim()
-        .strip_prefix("docker.io/library/debian:")
-        .and_then(|r| r.strip_suffix("-slim"))
-        .unwrap_or_else(|| panic!("a debian slim base: {base:?}"));
-    assert!(
-        !release.is_empty(),
-        "the base label names the release: {base:?}"
-    );
     // Nothing else is writable: the root is read-only.
     let write = podman(&["exec", &container.name, "touch", "/usr/local/bin/x"]).await;
     assert_ne!(write.code, 0, "{write:?}");
@@ -372,9 +408,9 @@ fn overlay(dir: &Path, image: &str) -> std::path::PathBuf {
     let (name, tag) = image.rsplit_once(':').expect("IMAGE:TAG");
     // kustomize loads bases by relative path only: a copy of the app sits beside the overlay.
     let app = super::repo().join("deploy/k8s/app");
+    std::fs::create_dir_all(dir.join("app")).expect("app dir");
     for entry in std::fs::read_dir(&app).expect("deploy/k8s/app").flatten() {
         if entry.path().is_file() {
-            std::fs::create_dir_all(dir.join("app")).expect("app dir");
             std::fs::copy(entry.path(), dir.join("app").join(entry.file_name())).expect("copy");
         }
     }
@@ -389,6 +425,75 @@ fn overlay(dir: &Path, image: &str) -> std::path::PathBuf {
     std::fs::write(overlay.join("kustomization.yaml"), kustomization).expect("kustomization");
     std::fs::write(overlay.join("helper.yaml"), patch).expect("patch");
     overlay
+}
+
+/// What the runbook does, with the overlay: the admin Secret, the app, the RBAC, the runtime
+/// role in `shop`; then waits until the Deployment is Available.
+async fn install_image(env: &Env, image: &str, scratch: &Path) {
+    env.kubectl(&["create", "namespace", "nkvm"], None)
+        .await
+        .ok();
+    let secret = [
+        "-n",
+        "nkvm",
+        "create",
+        "secret",
+        "generic",
+        "nkvm-admin",
+        "--from-literal=password=correct-horse-battery",
+    ];
+    env.kubectl(&secret, None).await.ok();
+    let overlay = overlay(scratch, image).display().to_string();
+    env.kubectl(&["apply", "-k", &overlay], None).await.ok();
+    let rbac = super::repo_path("deploy/k8s/rbac");
+    env.kubectl(&["apply", "-k", &rbac], None).await.ok();
+    super::bind_runtime(env, &["shop"]).await;
+    let wait = [
+        "-n",
+        "nkvm",
+        "wait",
+        "--for=condition=Available",
+        "deployment/nkvm",
+        "--timeout=120s",
+    ];
+    env.kubectl(&wait, None).await.ok();
+}
+
+/// Name and uid of the Deployment's pod.
+async fn server_pod(env: &Env) -> (String, String) {
+    let pod = env
+        .kubectl(
+            &[
+                "-n",
+                "nkvm",
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/component=server",
+                "-o",
+                "jsonpath={.items[0].metadata.name} {.items[0].metadata.uid}",
+            ],
+            None,
+        )
+        .await
+        .ok();
+    let (name, uid) = pod.stdout.trim().split_once(' ').expect("name and uid");
+    (name.to_string(), uid.to_string())
+}
+
+/// `kubectl exec` into pod `pod` of namespace nkvm.
+async fn in_pod(env: &Env, pod: &str, command: &[&str]) -> Ran {
+    let mut args = vec!["-n", "nkvm", "exec", pod, "--"];
+    args.extend_from_slice(command);
+    env.kubectl(&args, None).await
+}
+
+/// The `podman ps` filter for the containers of the pod with `uid`.
+fn pod_filter(uid: &str) -> String {
+    format!(
+        "label={}={uid}",
+        kube_sandbox::kubelet::podman::POD_UID_LABEL
+    )
 }
 
 /// Names of the podman containers started since `since` for the sandbox's pods.
@@ -413,6 +518,37 @@ async fn sandbox_containers_started(since: &str) -> Vec<String> {
         .collect()
 }
 
+/// `nkvm check --auth in-cluster` in the pod passes as nkvm's ServiceAccount.
+async fn assert_in_cluster_check_passes(env: &Env, pod: &str) {
+    let check = &["nkvm", "check", "--auth", "in-cluster", "-o", "json"];
+    let check = super::json(&in_pod(env, pod, check).await.ok());
+    assert_eq!(check["authMode"], "in-cluster", "{check}");
+    assert_eq!(check["identity"], super::RUNNER, "{check}");
+    assert!(
+        check["grants"]
+            .as_array()
+            .is_some_and(|g| !g.is_empty() && g.iter().all(|g| g["allowed"] == true)),
+        "{check}"
+    );
+}
+
+/// A helper pod ran as a podman container since `since` and none is left.
+async fn assert_helper_ran_in_podman(since: &str) {
+    let started = sandbox_containers_started(since).await;
+    assert!(
+        started.iter().any(|n| n.ends_with("-helper")),
+        "a helper container started in podman: {started:?}"
+    );
+    let label = format!("label={}", kube_sandbox::kubelet::podman::POD_UID_LABEL);
+    let left = podman(&["ps", "-a", "--filter", &label, "--format", "{{.Names}}"])
+        .await
+        .ok();
+    assert!(
+        !left.stdout.lines().any(|n| n.ends_with("-helper")),
+        "helper containers removed: {left:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deployment_runs_the_image_in_cluster_and_backs_up_with_it_as_helper() {
     let Some(image) = test_image().await else {
@@ -425,152 +561,41 @@ async fn the_deployment_runs_the_image_in_cluster_and_backs_up_with_it_as_helper
     })
     .await;
     claim_with_file(&env, "shop", "in-cluster records").await;
-    env.kubectl(&["create", "namespace", "nkvm"], None)
-        .await
-        .ok();
-    env.kubectl(
-        &[
-            "-n",
-            "nkvm",
-            "create",
-            "secret",
-            "generic",
-            "nkvm-admin",
-            "--from-literal=password=correct-horse-battery",
-        ],
-        None,
-    )
-    .await
-    .ok();
     let scratch = tempfile::tempdir().expect("temp dir");
-    let overlay = overlay(scratch.path(), &image);
-    env.kubectl(&["apply", "-k", &overlay.display().to_string()], None)
-        .await
-        .ok();
-    env.kubectl(&["apply", "-k", &super::repo_path("deploy/k8s/rbac")], None)
-        .await
-        .ok();
-    super::bind_runtime(&env, &["shop"]).await;
-    env.kubectl(
-        &[
-            "-n",
-            "nkvm",
-            "wait",
-            "--for=condition=Available",
-            "deployment/nkvm",
-            "--timeout=120s",
-        ],
-        None,
-    )
-    .await
-    .ok();
-    let pod = env
-        .kubectl(
-            &[
-                "-n",
-                "nkvm",
-                "get",
-                "pods",
-                "-l",
-                "app.kubernetes.io/component=server",
-                "-o",
-                "jsonpath={.items[0].metadata.name} {.items[0].metadata.uid}",
-            ],
-            None,
-        )
-        .await
-        .ok();
-    let (pod, uid) = pod.stdout.trim().split_once(' ').expect("name and uid");
-    let (pod, uid) = (pod.to_string(), uid.to_string());
+    install_image(&env, &image, scratch.path()).await;
+    let (pod, uid) = server_pod(&env).await;
     // It is a podman container of the image, not host programs.
-    let label = format!(
-        "label={}={uid}",
-        kube_sandbox::kubelet::podman::POD_UID_LABEL
-    );
-    let running = podman(&["ps", "--filter", &label, "--format", "{{.Image}}"])
-        .await
-        .ok();
-    assert_eq!(running.stdout.trim(), image, "{running:?}");
-
-    let exec = |args: &'static [&'static str]| {
-        let mut all = vec!["-n", "nkvm", "exec", pod.as_str(), "--"];
-        all.extend_from_slice(args);
-        all.into_iter().map(String::from).collect::<Vec<_>>()
-    };
-    let kubectl = async |args: Vec<String>| {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        env.kubectl(&args, None).await
-    };
-    let identity = kubectl(exec(&["id", "-u"])).await.ok();
-    assert_eq!(identity.stdout.trim(), "10001");
-    let check = super::json(
-        &kubectl(exec(&[
-            "nkvm",
-            "check",
-            "--auth",
-            "in-cluster",
-            "-o",
-            "json",
-        ]))
-        .await
-        .ok(),
-    );
-    assert_eq!(check["authMode"], "in-cluster", "{check}");
-    assert_eq!(check["identity"], super::RUNNER, "{check}");
-    assert!(
-        check["grants"]
-            .as_array()
-            .is_some_and(|g| !g.is_empty() && g.iter().all(|g| g["allowed"] == true)),
-        "{check}"
-    );
-
-    let backed_up = kubectl(exec(&["nkvm", "backup", "shop/data", "-o", "json"]))
-        .await
-        .ok();
-    let result = &super::json(&backed_up)[0];
-    assert_eq!(result["status"], "succeeded", "{result}");
-    let id = result["id"].as_str().expect("id").to_string();
-    let verify = {
-        let mut v = exec(&["nkvm", "verify"]);
-        v.push(id);
-        v
-    };
-    kubectl(verify).await.ok();
-    // The helper pod ran as a podman container of the same image, and is gone.
-    let started = sandbox_containers_started(&started_at).await;
-    assert!(
-        started
-            .iter()
-            .any(|n| !n.contains(&uid) && n.ends_with("-helper")),
-        "a helper container started in podman: {started:?}"
-    );
-    let left = podman(&[
+    let running = podman(&[
         "ps",
-        "-a",
         "--filter",
-        &format!("label={}", kube_sandbox::kubelet::podman::POD_UID_LABEL),
+        &pod_filter(&uid),
         "--format",
-        "{{.Names}}",
+        "{{.Image}}",
     ])
     .await
     .ok();
-    assert!(
-        !left.stdout.lines().any(|n| n.ends_with("-helper")),
-        "helper containers removed: {left:?}"
-    );
+    assert_eq!(running.stdout.trim(), image, "{running:?}");
+    let identity = in_pod(&env, &pod, &["id", "-u"]).await.ok();
+    assert_eq!(identity.stdout.trim(), "10001");
+    assert_in_cluster_check_passes(&env, &pod).await;
+
+    let backup = &["nkvm", "backup", "shop/data", "-o", "json"];
+    let result = &super::json(&in_pod(&env, &pod, backup).await.ok())[0];
+    assert_eq!(result["status"], "succeeded", "{result}");
+    let id = result["id"].as_str().expect("id");
+    in_pod(&env, &pod, &["nkvm", "verify", id]).await.ok();
+    assert_helper_ran_in_podman(&started_at).await;
 
     // Deleting the Deployment removes its container.
-    env.kubectl(
-        &["-n", "nkvm", "delete", "deployment", "nkvm", "--wait=true"],
-        None,
-    )
-    .await
-    .ok();
+    let delete = ["-n", "nkvm", "delete", "deployment", "nkvm", "--wait=true"];
+    env.kubectl(&delete, None).await.ok();
     kube_sandbox::testing::eventually(
         "the server's podman container is removed",
         Duration::from_secs(30),
         async || {
-            let ps = podman(&["ps", "-a", "--filter", &label, "-q"]).await.ok();
+            let ps = podman(&["ps", "-a", "--filter", &pod_filter(&uid), "-q"])
+                .await
+                .ok();
             ps.stdout.trim().is_empty().then_some(())
         },
     )
