@@ -41,6 +41,8 @@ pub(super) async fn test_image() -> Option<String> {
     let probe = podman(&[
         "run",
         "--rm",
+        "--pull",
+        "never",
         "--read-only",
         "--network",
         "host",
