@@ -309,3 +309,10 @@ impl crate::scheduler::SlotLedger for LeaseLedger {
         })
     }
 }
+
+impl crate::App {
+    /// The engine's cluster client (the scheduler's Lease lives on the same connection).
+    pub fn kube_client(&self) -> kube::Client {
+        self.conn.client.clone()
+    }
+}

@@ -11,6 +11,7 @@ mod policies;
 mod pvcs;
 mod recover;
 mod restore;
+mod scheduling;
 #[cfg(feature = "sandbox")]
 mod sandbox;
 #[cfg(not(feature = "sandbox"))]
