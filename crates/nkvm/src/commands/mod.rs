@@ -11,9 +11,9 @@ mod policies;
 mod pvcs;
 mod recover;
 mod restore;
-mod scheduling;
 #[cfg(feature = "sandbox")]
 mod sandbox;
+mod scheduling;
 #[cfg(not(feature = "sandbox"))]
 mod without_sandbox;
 
