@@ -8,7 +8,7 @@ use crate::commands::invalid;
 use nkvm_engine::jobs::Jobs;
 use nkvm_engine::leader::{Elector, LeaseLedger, LeaseOptions};
 use nkvm_engine::policy_set;
-use nkvm_engine::scheduler::{Scheduler, SharedPolicies, SystemClock, engine_runner};
+use nkvm_engine::scheduler::{RunObserver, Scheduler, SharedPolicies, SystemClock, engine_runner};
 use nkvm_engine::session::{ConnectOptions, Workspace};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -69,6 +69,7 @@ pub async fn start(
     connect: Option<&ConnectOptions>,
     workspace: &Arc<Workspace>,
     jobs: Jobs,
+    observer: Arc<dyn RunObserver>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SharedPolicies, Option<tokio::task::JoinHandle<()>>)> {
     let loaded = policy_set::load(
@@ -106,7 +107,7 @@ pub async fn start(
         Arc::new(LeaseLedger::new(client, &lease)),
         Arc::new(SystemClock),
         engine_runner(app, jobs),
-        None,
+        Some(observer),
     );
     tokio::spawn(scheduler.run(tick, leading, stop));
     tracing::info!(

@@ -189,6 +189,7 @@ pub async fn serve(
         opts.connect.as_ref(),
         &workspace,
         state.jobs().clone(),
+        state.policy_observer(),
         stop,
     )
     .await?;
