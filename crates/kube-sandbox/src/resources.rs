@@ -187,6 +187,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
         &["netpol"],
         false,
     ),
+    // Leader election: updates carry the resourceVersion read and conflict (409) when stale,
+    // as on a real API server.
+    kind(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        true,
+        &[],
+        false,
+    ),
     kind(
         "storage.k8s.io",
         "v1",

@@ -100,6 +100,9 @@ pub struct PvcRecord {
     pub backupable: bool,
     /// Why not, when not backupable ("" otherwise).
     pub reason: String,
+    /// The claim's labels (policies select claims by them).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The short form kubectl prints for an access mode (`RWO`, `ROX`, `RWX`, `RWOP`).
@@ -139,6 +142,7 @@ mod tests {
             last_failed_backup: None,
             backupable: true,
             reason: String::new(),
+            labels: Default::default(),
         };
         let v = serde_json::to_value(&r).unwrap();
         for key in [

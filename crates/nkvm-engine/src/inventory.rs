@@ -123,6 +123,7 @@ impl App {
                     consumers: r.consumers,
                     backupable,
                     reason,
+                    labels: c.metadata.labels,
                 }
             })
             .collect();

@@ -9,9 +9,14 @@ mod check;
 mod inventory;
 mod job_helper;
 pub mod jobs;
+pub mod leader;
 mod lifecycle;
+pub mod policy_run;
+pub mod policy_set;
 mod recovery;
 pub mod restore;
+pub mod retention;
+pub mod scheduler;
 pub mod session;
 pub mod tar_check;
 pub mod verify;
@@ -102,6 +107,9 @@ pub enum EngineError {
     /// An access review failed.
     #[error("checking permissions: {0}")]
     Access(#[source] kube::Error),
+    /// Removing an archive from the store failed.
+    #[error("deleting the archive: {0}")]
+    DeleteArchive(#[source] nkvm_store::StoreError),
 }
 
 impl nkvm_domain::UserError for EngineError {
@@ -116,6 +124,7 @@ impl nkvm_domain::UserError for EngineError {
             EngineError::NotFound(_) => FailureKind::NotFound,
             EngineError::Cluster(e) => nkvm_kube::failure_kind(e),
             EngineError::Internal(_) => FailureKind::Internal,
+            EngineError::DeleteArchive(e) => e.kind(),
         }
     }
 }

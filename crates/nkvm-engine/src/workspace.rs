@@ -75,6 +75,16 @@ impl Workspace {
         &self.settings
     }
 
+    /// The history database.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
+    }
+
+    /// The archive store.
+    pub(crate) fn store(&self) -> Arc<dyn ArchiveStore> {
+        self.store.clone()
+    }
+
     /// Connects and returns an engine sharing this workspace's history and store.
     pub async fn connect(&self, opts: ConnectOptions) -> Result<Arc<App>, ConnectError> {
         connect_app(

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 mod columns;
+mod policies;
 mod restores;
+pub use policies::{DeletedBackup, PolicyRunRow, PolicySkipRow, UiPolicyRow};
 pub use restores::{RestoreFilter, RestoreRow};
 
 /// Why a history operation failed.
@@ -122,6 +124,9 @@ fn migrations() -> Migrations<'static> {
         CREATE INDEX restores_by_backup ON restores (backup_id);",
         ),
         M::up("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"),
+        // policies (#15): deletion marks, policy runs and skips, UI-made policies. Written as
+        // the next entry of this branch; renumber at merge if another migration lands first.
+        M::up(policies::MIGRATION),
     ])
 }
 
@@ -185,6 +190,9 @@ pub struct BackupFilter {
     pub pvc_contains: Option<String>,
     /// At most this many.
     pub limit: Option<u32>,
+    /// Also rows of backups deleted by retention or by hand (kept for audit; hidden by
+    /// default, as their archives are gone).
+    pub include_deleted: bool,
 }
 
 const COLUMNS: &str = "id, cluster, namespace, pvc, pvc_uid, trigger, actor, status, stage, failure_kind, error,
@@ -406,6 +414,7 @@ impl History {
         let mut stmt = conn.prepare(
             "SELECT pvc_uid, MAX(finished_at) FROM backups
              WHERE cluster = ?1 AND status = ?2 AND finished_at IS NOT NULL
+               AND id NOT IN (SELECT id FROM deleted_backups)
              GROUP BY pvc_uid",
         )?;
         let rows = stmt.query_map(params![cluster, JobStatus::Succeeded.as_str()], |r| {
@@ -449,6 +458,7 @@ impl History {
             "SELECT {COLUMNS} FROM backups
              WHERE (?1 IS NULL OR cluster = ?1) AND (?2 IS NULL OR namespace = ?2) AND (?3 IS NULL OR pvc = ?3)
                AND (?5 IS NULL OR instr(pvc, ?5) > 0)
+               AND (?6 OR id NOT IN (SELECT id FROM deleted_backups))
              ORDER BY started_at DESC, id DESC LIMIT ?4"
         );
         let mut stmt = conn.prepare(&sql)?;
@@ -459,7 +469,8 @@ impl History {
                 filter.namespace,
                 filter.pvc,
                 limit,
-                filter.pvc_contains
+                filter.pvc_contains,
+                filter.include_deleted
             ],
             row_from,
         )?;

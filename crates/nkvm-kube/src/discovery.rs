@@ -111,6 +111,9 @@ pub struct Meta {
     /// Owners.
     #[serde(default)]
     pub owner_references: Vec<OwnerRef>,
+    /// Labels (policies select claims by them).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Meta {

@@ -252,6 +252,7 @@ mod tests {
             last_failed_backup: None,
             backupable: true,
             reason: String::new(),
+            labels: Default::default(),
         }
     }
 

@@ -145,6 +145,36 @@ impl JobObserver for Observer {
     }
 }
 
+/// Counts policy runs and the bytes each policy's backups hold.
+struct PolicyMetrics {
+    metrics: Arc<metrics::Metrics>,
+    workspace: Arc<nkvm_engine::workspace::Workspace>,
+}
+
+impl nkvm_engine::scheduler::RunObserver for PolicyMetrics {
+    fn run_finished(
+        &self,
+        policy: &nkvm_policy::Policy,
+        report: Result<&nkvm_engine::policy_run::PolicyRunReport, &nkvm_engine::EngineError>,
+    ) {
+        let result = match report {
+            Ok(r) if r.succeeded() => "succeeded",
+            Ok(_) => "failed",
+            Err(_) => "error",
+        };
+        let actor = policy.actor();
+        let stored: u64 = self
+            .workspace
+            .backups(&Default::default())
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.actor == actor && r.status == JobStatus::Succeeded)
+            .map(|r| r.bytes_stored)
+            .sum();
+        self.metrics.policy_run(&policy.name, result, stored);
+    }
+}
+
 impl WebState {
     /// The shared state over a session.
     pub fn new(session: Arc<Session>, config: WebConfig) -> Arc<WebState> {
@@ -182,6 +212,14 @@ impl WebState {
     /// The inventory cache (benchmarks fill it directly).
     pub fn inventory(&self) -> &InventoryCache {
         &self.inventory
+    }
+
+    /// What the scheduler tells about each policy run: the policy metrics.
+    pub fn policy_observer(&self) -> Arc<dyn nkvm_engine::scheduler::RunObserver> {
+        Arc::new(PolicyMetrics {
+            metrics: self.metrics.clone(),
+            workspace: self.session.workspace().clone(),
+        })
     }
 
     /// Loads the inventory of the live connection into the cache (after connecting).

@@ -32,6 +32,9 @@ pub struct Metrics {
     in_flight: Gauge,
     discovery: Histogram,
     last_success: Family<Labels, Gauge<f64, AtomicU64>>,
+    pvc_last_success: Family<Labels, Gauge<f64, AtomicU64>>,
+    policy_runs: Family<Labels, Counter>,
+    policy_bytes: Family<Labels, Gauge>,
     connected: Gauge,
 }
 
@@ -90,6 +93,25 @@ impl Metrics {
             "Unix time of the last successful backup of each claim (namespace, pvc)",
             last_success.clone(),
         );
+        // The name the policy alerts use (docs/policies.md); same values as the one above.
+        let pvc_last_success = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "nkvm_pvc_last_success_timestamp_seconds",
+            "Unix time of the last successful backup of each claim (namespace, pvc)",
+            pvc_last_success.clone(),
+        );
+        let policy_runs = Family::<Labels, Counter>::default();
+        registry.register(
+            "nkvm_policy_runs",
+            "Policy runs that ended, by policy and result (succeeded, failed, error)",
+            policy_runs.clone(),
+        );
+        let policy_bytes = Family::<Labels, Gauge>::default();
+        registry.register(
+            "nkvm_backup_bytes_stored",
+            "Bytes the backups each policy made (and retention kept) hold in the store",
+            policy_bytes.clone(),
+        );
         let connected = Gauge::default();
         registry.register(
             "nkvm_cluster_connected",
@@ -106,8 +128,23 @@ impl Metrics {
             in_flight,
             discovery,
             last_success,
+            pvc_last_success,
+            policy_runs,
+            policy_bytes,
             connected,
         }
+    }
+
+    /// Counts a policy run that ended with `result`, and sets the bytes its backups hold.
+    pub fn policy_run(&self, policy: &str, result: &str, bytes_stored: u64) {
+        let labels: Labels = vec![
+            ("policy".into(), policy.into()),
+            ("result".into(), result.into()),
+        ];
+        self.policy_runs.get_or_create(&labels).inc();
+        self.policy_bytes
+            .get_or_create(&vec![("policy".into(), policy.into())])
+            .set(i64::try_from(bytes_stored).unwrap_or(i64::MAX));
     }
 
     /// Counts an ended item.
@@ -143,9 +180,9 @@ impl Metrics {
                 ("namespace".into(), namespace.into()),
                 ("pvc".into(), pvc.into()),
             ];
-            self.last_success
-                .get_or_create(&labels)
-                .set(t.as_millisecond() as f64 / 1000.0);
+            let seconds = t.as_millisecond() as f64 / 1000.0;
+            self.last_success.get_or_create(&labels).set(seconds);
+            self.pvc_last_success.get_or_create(&labels).set(seconds);
         }
     }
 
@@ -214,5 +251,49 @@ mod tests {
         assert!(text.contains(
             r#"nkvm_last_successful_backup_timestamp_seconds{namespace="shop",pvc="data"} 1795651210"#
         ));
+        assert!(text.contains(
+            r#"nkvm_pvc_last_success_timestamp_seconds{namespace="shop",pvc="data"} 1795651210"#
+        ));
+    }
+
+    #[test]
+    fn the_example_alert_rules_use_only_metrics_nkvm_exports() {
+        let m = Metrics::new();
+        m.set_last_success("shop", "data", "2026-11-26T00:00:10Z");
+        m.policy_run("nightly", "failed", 2048);
+        let text = m.render(0, true, 0);
+        assert!(
+            text.contains(r#"nkvm_policy_runs_total{policy="nightly",result="failed"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"nkvm_backup_bytes_stored{policy="nightly"} 2048"#),
+            "{text}"
+        );
+        let rule = include_str!("../../../deploy/monitoring/prometheus-rule.yaml");
+        let mut names = Vec::new();
+        for line in rule.lines().filter(|l| l.trim_start().starts_with("expr:")) {
+            let mut rest = line;
+            while let Some(at) = rest.find("nkvm_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                names.push(name);
+            }
+        }
+        assert!(
+            names.len() >= 2,
+            "the rule's expressions name nkvm metrics: {names:?}"
+        );
+        for name in names {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name} "))),
+                "{name} is not a metric nkvm exports:\n{text}"
+            );
+        }
     }
 }

@@ -84,6 +84,14 @@ pub struct GlobalArgs {
         value_name = "SECONDS"
     )]
     pub helper_pod_timeout: u64,
+    /// Backup policy file (YAML; see docs/policies.md).
+    #[arg(
+        long = "policies",
+        global = true,
+        env = "NKVM_POLICIES_FILE",
+        value_name = "PATH"
+    )]
+    pub policies_file: Option<PathBuf>,
     /// Most objects (claims, pods, owners) one inventory may hold.
     #[arg(
         long,
@@ -136,6 +144,67 @@ pub enum Command {
     Demo(DemoArgs),
     /// Web UI + /healthz, /readyz and /metrics (login required; see docs/web-ui.md).
     Serve(ServeArgs),
+    /// Backup policies in force (file and UI) with their next runs.
+    Policies(PoliciesArgs),
+    /// Act on one policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Apply the policies' retention: delete the backups it does not keep.
+    Prune(PruneArgs),
+    /// Delete one backup: its archive and manifest; the history row is kept, marked deleted.
+    Delete(DeleteArgs),
+}
+
+/// `nkvm policies`.
+#[derive(Debug, Args)]
+pub struct PoliciesArgs {
+    /// Next runs shown per policy.
+    #[arg(long, default_value_t = 3)]
+    pub next: usize,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// `nkvm policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Run a policy now, wait, and print each claim's result.
+    Run(PolicyRunArgs),
+}
+
+/// `nkvm policy run`.
+#[derive(Debug, Args)]
+pub struct PolicyRunArgs {
+    /// The policy's name.
+    pub name: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// `nkvm prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only this policy's backups.
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
+    /// List every backup with its decision and rule; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// `nkvm delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Backup id (as `nkvm backups` lists it).
+    pub id: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
 }
 
 /// `nkvm sandbox`.

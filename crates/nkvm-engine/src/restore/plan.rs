@@ -677,6 +677,7 @@ mod tests {
             last_failed_backup: None,
             backupable: true,
             reason: String::new(),
+            labels: Default::default(),
         }
     }
 

@@ -109,6 +109,7 @@ async fn list(
         pvc: None,
         pvc_contains: non_empty(&q.pvc),
         limit: Some(HISTORY_ROWS),
+        include_deleted: false,
     };
     let rows = state.session.workspace().backups(&filter);
     let body = html! {

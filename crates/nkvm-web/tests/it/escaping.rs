@@ -124,6 +124,7 @@ fn hostile_record() -> PvcRecord {
         last_failed_backup: None,
         backupable: false,
         reason: HOSTILE.into(),
+        labels: Default::default(),
     }
 }
 

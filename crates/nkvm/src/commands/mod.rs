@@ -7,18 +7,20 @@ mod contexts;
 #[cfg(feature = "sandbox")]
 mod demo;
 mod index;
+mod policies;
 mod pvcs;
 mod recover;
 mod restore;
 #[cfg(feature = "sandbox")]
 mod sandbox;
+mod scheduling;
 #[cfg(not(feature = "sandbox"))]
 mod without_sandbox;
 
 pub mod serve;
 mod verify;
 
-use crate::cli::{Cli, Command, IndexCommand};
+use crate::cli::{Cli, Command, IndexCommand, PolicyCommand};
 use nkvm_domain::FailureKind;
 use std::process::ExitCode;
 
@@ -100,6 +102,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(not(feature = "sandbox"))]
         Command::Demo(args) => without_sandbox::run_demo(g, args).await,
         Command::Serve(args) => serve::run(g, args).await,
+        Command::Policies(args) => policies::list(g, args),
+        Command::Policy(PolicyCommand::Run(args)) => policies::run_now(g, args).await,
+        Command::Prune(args) => policies::prune(g, args).await,
+        Command::Delete(args) => policies::delete(g, args).await,
     }
 }
 
@@ -113,7 +119,11 @@ fn reads_history(command: &Command) -> bool {
         | Command::Verify(_)
         | Command::Restore(_)
         | Command::Restores(_)
-        | Command::Recover(_) => true,
+        | Command::Recover(_)
+        | Command::Policies(_)
+        | Command::Policy(_)
+        | Command::Prune(_)
+        | Command::Delete(_) => true,
         Command::Contexts(_)
         | Command::Check(_)
         | Command::Index(_)

@@ -31,6 +31,8 @@ pub struct ServeOptions {
     pub connect: Option<ConnectOptions>,
     /// Login, cookies, trusted header, metrics.
     pub web: WebConfig,
+    /// The policy file (`--policies`, `NKVM_POLICIES_FILE`).
+    pub policies_file: Option<PathBuf>,
 }
 
 fn env_flag(name: &str) -> Result<Option<bool>, Failed> {
@@ -106,6 +108,7 @@ impl ServeOptions {
             backup_dir: g.backup_dir.clone(),
             connect,
             web,
+            policies_file: g.policies_file.clone(),
         })
     }
 }
@@ -180,13 +183,30 @@ pub async fn serve(
         );
     }
     let state = WebState::new(session, opts.web);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (_policies, election) = super::scheduling::start(
+        opts.policies_file.as_deref(),
+        opts.connect.as_ref(),
+        &workspace,
+        state.jobs().clone(),
+        state.policy_observer(),
+        stop,
+    )
+    .await?;
     if state.session().app().is_some() {
         let warm = state.clone();
         tokio::spawn(async move { warm.refresh_inventory().await });
     }
     let addr = listener.local_addr()?;
     tracing::info!("serving the web UI on http://{addr}");
-    nkvm_web::serve(listener, state, shutdown).await?;
+    let served = nkvm_web::serve(listener, state, shutdown).await;
+    stop_tx.send_replace(true);
+    if let Some(election) = election {
+        // Releasing the Lease lets another replica take over at once; bounded, as the API
+        // server may be gone.
+        let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    }
+    served?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod demo;
 mod deploy;
 mod harness;
 mod inventory;
+mod policies;
 mod recovery;
 mod restore;
 mod sandbox_command;
