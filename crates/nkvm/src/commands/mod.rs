@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns flags into library calls and renders the result.
 
+mod agent;
 mod backup;
 mod backups;
 mod check;
@@ -100,6 +101,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(not(feature = "sandbox"))]
         Command::Demo(args) => without_sandbox::run_demo(g, args).await,
         Command::Serve(args) => serve::run(g, args).await,
+        // Blocking on the runtime's thread is fine: the agent is a process of its own.
+        Command::Agent(cmd) => Ok(agent::run(cmd)),
     }
 }
 
@@ -119,6 +122,7 @@ fn reads_history(command: &Command) -> bool {
         | Command::Index(_)
         | Command::Sandbox(_)
         | Command::Demo(_)
-        | Command::Serve(_) => false,
+        | Command::Serve(_)
+        | Command::Agent(_) => false,
     }
 }
