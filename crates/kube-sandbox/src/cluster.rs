@@ -19,6 +19,8 @@ pub struct ClusterConfig {
     pub max_token_seconds: Option<i64>,
     /// Taints put on `node-b` at start (`key=value:Effect`), for scheduling tests.
     pub node_b_taints: Vec<String>,
+    /// Host programs placed in containers of given images.
+    pub image_programs: Vec<crate::kubelet::programs::ImageProgram>,
 }
 
 /// One running sandbox.

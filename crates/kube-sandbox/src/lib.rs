@@ -117,6 +117,9 @@ pub struct SandboxOptions {
     pub faults: Vec<String>,
     /// A large settled cluster to seed before serving (see [`scale`]).
     pub seed: Option<scale::ScaleSpec>,
+    /// Host programs that containers of given images find inside them (e.g. nkvm's own
+    /// image and the nkvm binary, see [`kubelet::programs`]).
+    pub image_programs: Vec<kubelet::programs::ImageProgram>,
 }
 
 /// Errors starting a sandbox.
@@ -212,6 +215,7 @@ impl Sandbox {
                 server_address,
                 node_b_taints: options.node_b_taints,
                 max_token_seconds: options.max_token_seconds,
+                image_programs: options.image_programs,
             },
             kubelet: kubelet::Kubelet::default(),
             root_ca: std::sync::OnceLock::new(),

@@ -6,6 +6,7 @@ pub mod env;
 pub mod image;
 pub mod logs;
 pub mod pod;
+pub mod programs;
 pub mod runtime;
 pub mod scheduler;
 pub mod sources;
@@ -367,5 +368,9 @@ impl sources::Sources for Cluster {
         source: &Value,
     ) -> Result<volumes::PreparedVolume, volumes::VolumeProblem> {
         volumes::claim_volume(self, pod, volume, source)
+    }
+
+    fn image_programs(&self) -> &[programs::ImageProgram] {
+        &self.config.image_programs
     }
 }

@@ -143,10 +143,13 @@ pub fn process_spec(
         .join(c["name"].as_str().unwrap_or("c"));
     std::fs::create_dir_all(&tmp_dir)
         .map_err(|e| format!("creating {}: {e}", tmp_dir.display()))?;
+    let programs =
+        super::programs::binds_for(c["image"].as_str().unwrap_or(""), sources.image_programs());
     Ok(ProcessSpec {
         argv,
         env,
         binds,
+        programs,
         workdir: c["workingDir"].as_str().map(String::from),
         hostname: meta::name(pod).to_string(),
         tmp_dir,

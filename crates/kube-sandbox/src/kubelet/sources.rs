@@ -20,6 +20,10 @@ pub trait Sources {
     fn pod_dir(&self, pod_uid: &str) -> PathBuf;
     /// A token for the pod's ServiceAccount from a `serviceAccountToken` projection.
     fn service_account_token(&self, pod: &Value, projection: &Value) -> Option<String>;
+    /// Host programs placed in containers of given images ([`super::programs`]).
+    fn image_programs(&self) -> &[super::programs::ImageProgram] {
+        &[]
+    }
     /// The host directory backing volume `volume` (a `persistentVolumeClaim` source).
     fn claim_volume(
         &self,

@@ -93,7 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Recover(args) => recover::run(g, args).await,
         Command::Index(IndexCommand::Rebuild(args)) => index::rebuild(g, args).await,
         #[cfg(feature = "sandbox")]
-        Command::Sandbox(args) => sandbox::run(args).await,
+        Command::Sandbox(args) => sandbox::run(g, args).await,
         #[cfg(feature = "sandbox")]
         Command::Demo(args) => demo::run(g, args).await,
         #[cfg(not(feature = "sandbox"))]

@@ -128,24 +128,40 @@ pub(crate) async fn setup(env: &Env, ns: &str, script: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_awkward_tree_round_trips_byte_exact_and_verifies() {
-    awkward_tree_round_trip(Env::start().await).await;
+    awkward_tree_round_trip(Env::start().await, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_awkward_tree_round_trips_byte_exact_through_a_generic_helper_image() {
+    awkward_tree_round_trip(Env::start().await, Some(nkvm_engine::GENERIC_HELPER_IMAGE)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_awkward_tree_round_trips_byte_exact_and_verifies_on_upstream_kubernetes() {
     if let Some(env) = Env::start_upstream().await {
-        awkward_tree_round_trip(env).await;
+        awkward_tree_round_trip(env, None).await;
     }
 }
 
 /// Backs up a tree of odd names, links, a sparse file, modes and owners; the archive holds
-/// exactly what the pod sees, verifies, and a damaged copy is caught.
-async fn awkward_tree_round_trip(env: Env) {
+/// exactly what the pod sees, verifies, and a damaged copy is caught. With a generic
+/// `helper_image` the job takes the tar path, else nkvm's own image and the agent.
+async fn awkward_tree_round_trip(env: Env, helper_image: Option<&str>) {
     setup(&env, "shop", AWKWARD).await;
-    let out = env.nkvm(&["backup", "shop/data", "-o", "json"]).await.ok();
+    let mut args = vec!["backup", "shop/data", "-o", "json"];
+    if let Some(image) = helper_image {
+        args.extend(["--helper-image", image]);
+    }
+    let out = env.nkvm(&args).await.ok();
     let results = json_results(&out).await;
     let r = &results[0];
     assert_eq!(r["status"], "succeeded", "{r}");
+    let path = if helper_image.is_some() {
+        "tar"
+    } else {
+        "agent"
+    };
+    assert_eq!(r["dataPath"], path, "{r}");
     for key in [
         "id",
         "cluster",
