@@ -472,8 +472,24 @@ impl App {
         // A cut or stalled exec explains a broken agent stream best.
         let outcome = exec.map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))?;
         let in_stream = |e: receive::ReceiveError| fail(Stage::Stream, e.kind(), e.to_string());
-        let (archived, trailer) =
-            receive::accept(arrived.map_err(in_stream)?).map_err(in_stream)?;
+        let agent_failed = || {
+            fail(
+                Stage::Stream,
+                FailureKind::CommandFailed,
+                format!(
+                    "the nkvm agent in the helper pod exited with code {}: {}",
+                    outcome.exit_code,
+                    outcome.stderr.trim()
+                ),
+            )
+        };
+        let arrived = match arrived {
+            Ok(a) => a,
+            // An agent that failed before its trailer says why on stderr.
+            Err(_) if outcome.exit_code != 0 => return Err(agent_failed()),
+            Err(e) => return Err(in_stream(e)),
+        };
+        let (archived, trailer) = receive::accept(arrived).map_err(in_stream)?;
         let Some(tar_exit) = trailer.tar_exit else {
             return Err(fail(
                 Stage::Stream,
@@ -486,15 +502,7 @@ impl App {
         };
         tar_exit_ok(helper, tar_exit, trailer.tar_stderr.trim())?;
         if outcome.exit_code != 0 {
-            return Err(fail(
-                Stage::Stream,
-                FailureKind::CommandFailed,
-                format!(
-                    "the nkvm agent in the helper pod exited with code {}: {}",
-                    outcome.exit_code,
-                    outcome.stderr.trim()
-                ),
-            ));
+            return Err(agent_failed());
         }
         Ok(archived)
     }
