@@ -485,8 +485,12 @@ impl App {
         };
         let arrived = match arrived {
             Ok(a) => a,
-            // An agent that failed before its trailer says why on stderr.
-            Err(_) if outcome.exit_code != 0 => return Err(agent_failed()),
+            // An agent that failed before its trailer says why on stderr: both go in.
+            Err(e) if outcome.exit_code != 0 => {
+                let mut failure = agent_failed();
+                failure.message = format!("{e}; {}", failure.message);
+                return Err(failure);
+            }
             Err(e) => return Err(in_stream(e)),
         };
         let (archived, trailer) = receive::accept(arrived).map_err(in_stream)?;

@@ -9,7 +9,8 @@
 //! shell pipeline, >= 3x `kubectl cp`, nkvm's peak RSS < 64 MiB.
 //!
 //! Run: `cargo bench -p nkvm --bench backup` (needs GNU `time` at /usr/bin/time, kubectl and
-//! zstd). `NKVM_BENCH_SCALE` (default 1.0) scales the corpus. Everything it writes lives in
+//! zstd). `NKVM_BENCH_SCALE` (default 1.0) scales the corpus; `NKVM_BENCH_SKIP_RESTORE=1`
+//! measures backups only. Everything it writes lives in
 //! one temporary directory, removed at the end; restored copies are removed as they are
 //! measured.
 
@@ -544,7 +545,9 @@ fn main() {
     let (id, archive) = backups(&b, &source, mib);
     let stored = std::fs::metadata(&archive).map_or(0, |m| m.len()) as f64 / f64::from(1 << 20);
     println!("nkvm's archive: {stored:.0} MiB");
-    restores(&b, &id, &archive, mib);
+    if std::env::var_os("NKVM_BENCH_SKIP_RESTORE").is_none() {
+        restores(&b, &id, &archive, mib);
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &b.sandbox.id().to_string()])
         .status();

@@ -13,8 +13,9 @@ pub mod wire;
 
 use nkvm_kube::tar_command::{TarFlavor, TarProbeError};
 use serde::Serialize;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::Command;
+use std::sync::mpsc::{Receiver, SyncSender};
 
 /// Where nkvm's binary is in its own image (the Dockerfile installs it there).
 pub const AGENT_PATH: &str = "/usr/local/bin/nkvm";
@@ -95,6 +96,59 @@ impl std::fmt::Display for Fault {
             Fault::WrongSha256 => f.write_str("wrong-sha256"),
             Fault::StallAfter(n) => write!(f, "stall-after={n}"),
         }
+    }
+}
+
+/// Read and batch size of the agent's pipes.
+pub(crate) const READ: usize = 1 << 20;
+
+/// Chunks in flight between threads (each about a MiB).
+pub(crate) const DEPTH: usize = 8;
+
+/// Writes the framed output's batches to `out` until the sender goes.
+pub(crate) fn write_out(rx: Receiver<Vec<u8>>, mut out: impl Write) -> std::io::Result<()> {
+    for batch in rx {
+        out.write_all(&batch)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Batches writes and hands them to the output thread (on flush, or once a MiB is held).
+pub(crate) struct Outbox {
+    tx: SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Outbox {
+    pub(crate) fn new(tx: SyncSender<Vec<u8>>) -> Self {
+        Outbox {
+            tx,
+            buf: Vec::with_capacity(READ + 64),
+        }
+    }
+}
+
+impl Write for Outbox {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= READ {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(READ + 64));
+        self.tx.send(full).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the reader of the agent's output went away",
+            )
+        })
     }
 }
 

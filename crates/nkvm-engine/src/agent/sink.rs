@@ -5,13 +5,15 @@
 //! end of the archive. The outcome goes to stdout as an agent stream holding only a trailer.
 
 use super::wire::{FrameWriter, PROTOCOL, Trailer};
-use super::{Fault, Tail, probe_local_tar};
+use super::{DEPTH, Fault, Outbox, Tail, probe_local_tar, write_out};
 use crate::archive::decoder;
+use crate::archive_safety::Contents;
 use crate::archive_safety::release_safe_members;
 use crate::verify::HashingReader;
 use nkvm_domain::Compression;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::mpsc::sync_channel;
 
 /// What `nkvm agent restore` was asked to do.
 #[derive(Debug, Clone)]
@@ -63,8 +65,58 @@ impl<W: Write> HoldLast<W> {
         last.append(&mut self.batch);
         let end = last.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
         self.out.write_all(&last[..end])?;
+        self.out.flush()?;
         let _ = self.out.write_all(&last[end..]);
+        let _ = self.out.flush();
         Ok(())
+    }
+}
+
+/// Decompresses and checks the archive from `input` into `hold`, hashing all of it; returns
+/// the check's result, the bytes read and their sha256.
+fn read_archive(
+    args: &SinkArgs,
+    input: impl Read,
+    hold: &mut HoldLast<Outbox>,
+) -> (Result<Contents, String>, u64, String) {
+    let mut hashing = HashingReader::new(input.take(args.bytes));
+    let checked = decoder(&mut hashing, args.compression)
+        .map_err(crate::archive_safety::UnsafeArchive::from)
+        .and_then(|tar| release_safe_members(tar, args.strip_set_id, |b| hold.push(b)))
+        .map_err(|e| format!("the archive was refused: {e}"));
+    // The hash covers the whole archive, whatever the check left unread.
+    let drained = std::io::copy(&mut hashing, &mut std::io::sink());
+    let bytes = hashing.bytes_read();
+    let mut sha256 = hashing.hex();
+    if args.fault == Some(Fault::WrongSha256) {
+        sha256 = "0".repeat(64);
+    }
+    let checked = match (checked, drained) {
+        (Err(e), _) => Err(e),
+        (_, Err(e)) => Err(format!("reading the archive from nkvm: {e}")),
+        (Ok(c), Ok(_)) => Ok(c),
+    };
+    (checked, bytes, sha256)
+}
+
+/// Why the archive must not be finished, if it must not.
+fn judge(
+    args: &SinkArgs,
+    checked: &Result<Contents, String>,
+    bytes: u64,
+    sha256: &str,
+) -> Option<String> {
+    match checked {
+        Err(e) => Some(e.clone()),
+        _ if bytes != args.bytes => Some(format!(
+            "the archive ended after {bytes} of its {} bytes",
+            args.bytes
+        )),
+        _ if sha256 != args.sha256 => Some(format!(
+            "the archive's sha256 is {sha256}, the manifest says {}; tar was stopped before the archive's end",
+            args.sha256
+        )),
+        _ => None,
     }
 }
 
@@ -81,42 +133,27 @@ pub fn restore(args: &SinkArgs, input: impl Read, out: impl Write) -> std::io::R
         .spawn()
         .map_err(|e| std::io::Error::other(format!("starting {}: {e}", argv[0])))?;
     let tail = Tail::spawn(child.stderr.take());
+    let tar_in = child.stdin.take().expect("stdin was piped");
+    let (tx, rx) = sync_channel::<Vec<u8>>(DEPTH);
+    // Its own thread writes into tar, so decompressing and checking go on while tar writes
+    // files. Its error is tar's to explain: a tar that stopped early exits non-zero.
+    let writer = std::thread::spawn(move || write_out(rx, tar_in));
     let mut hold = HoldLast {
-        out: child.stdin.take().expect("stdin was piped"),
+        out: Outbox::new(tx),
         batch: Vec::with_capacity(BATCH),
         held: None,
     };
-    let mut hashing = HashingReader::new(input.take(args.bytes));
-    let checked = decoder(&mut hashing, args.compression)
-        .map_err(crate::archive_safety::UnsafeArchive::from)
-        .and_then(|tar| release_safe_members(tar, args.strip_set_id, |b| hold.push(b)));
-    // The hash covers the whole archive, whatever the check left unread.
-    let drained = std::io::copy(&mut hashing, &mut std::io::sink());
-    let bytes = hashing.bytes_read();
-    let mut sha256 = hashing.hex();
-    if args.fault == Some(Fault::WrongSha256) {
-        sha256 = "0".repeat(64);
-    }
-    let error = match (&checked, drained) {
-        (Err(e), _) => Some(format!("the archive was refused: {e}")),
-        (_, Err(e)) => Some(format!("reading the archive from nkvm: {e}")),
-        _ if bytes != args.bytes => Some(format!(
-            "the archive ended after {bytes} of its {} bytes",
-            args.bytes
-        )),
-        _ if sha256 != args.sha256 => Some(format!(
-            "the archive's sha256 is {sha256}, the manifest says {}; tar was stopped before the archive's end",
-            args.sha256
-        )),
-        _ => None,
-    };
+    let (checked, bytes, sha256) = read_archive(args, input, &mut hold);
+    let error = judge(args, &checked, bytes, &sha256);
     if error.is_none() {
-        hold.release()?;
+        // A tar that stopped taking input says why in its exit status.
+        let _ = hold.release();
     } else {
         // tar must not see the end of an archive that is not the one planned.
         drop(hold);
         let _ = child.kill();
     }
+    let _ = writer.join();
     let status = child.wait()?;
     let contents = checked.unwrap_or_default();
     let trailer = Trailer {

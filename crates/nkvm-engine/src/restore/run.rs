@@ -741,14 +741,26 @@ fn agent_restored(
     }
     let outcome = exec.map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))?;
     let t = trailer.map_err(|e| failed(format!("the nkvm agent's answer: {e}")))?;
+    // tar exiting on its own with an error explains whatever the agent saw after it.
+    if let Some(code) = t.tar_exit.filter(|c| *c != 0) {
+        let agent = t
+            .error
+            .as_deref()
+            .map_or(String::new(), |e| format!(" (the agent: {e})"));
+        return Err(failed(format!(
+            "tar in the helper pod failed with exit code {code}: {}{agent}",
+            t.tar_stderr
+        )));
+    }
     if let Some(e) = &t.error {
         return Err(failed(format!("the nkvm agent refused the archive: {e}")));
     }
-    if t.tar_exit != Some(0) || outcome.exit_code != 0 {
+    if t.tar_exit.is_none() || outcome.exit_code != 0 {
         return Err(failed(format!(
-            "tar in the helper pod failed (exit code {}): {}",
-            t.tar_exit.map_or("none".into(), |c| c.to_string()),
-            t.tar_stderr
+            "the nkvm agent in the helper pod exited with code {} (tar: {}): {}",
+            outcome.exit_code,
+            t.tar_stderr,
+            outcome.stderr.trim()
         )));
     }
     let sent =

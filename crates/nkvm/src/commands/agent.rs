@@ -50,8 +50,8 @@ fn backup(args: &AgentBackupArgs) -> Result<bool, String> {
         },
         fault: fault(args.fault.as_deref())?,
     };
-    let stdout = std::io::stdout().lock();
-    source::backup(&source_args, stdout).map_err(|e| e.to_string())
+    // Unlocked: the agent writes from its own output thread.
+    source::backup(&source_args, std::io::stdout()).map_err(|e| e.to_string())
 }
 
 fn restore(args: &AgentRestoreArgs) -> Result<bool, String> {
