@@ -21,6 +21,8 @@ pub struct ClusterConfig {
     pub node_b_taints: Vec<String>,
     /// Images whose containers run in podman (see [`crate::kubelet::podman`]).
     pub podman_images: Vec<String>,
+    /// Host programs placed in containers of given images.
+    pub image_programs: Vec<crate::kubelet::programs::ImageProgram>,
 }
 
 /// One running sandbox.

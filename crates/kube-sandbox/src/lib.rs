@@ -122,6 +122,9 @@ pub struct SandboxOptions {
     /// Images whose pods run as real podman containers of that image when it is in local
     /// podman storage (see [`kubelet::podman`]); every other image runs the host's programs.
     pub podman_images: Vec<String>,
+    /// Host programs that containers of given images find inside them (e.g. nkvm's own
+    /// image and the nkvm binary, see [`kubelet::programs`]).
+    pub image_programs: Vec<kubelet::programs::ImageProgram>,
 }
 
 /// Errors starting a sandbox.
@@ -218,6 +221,7 @@ impl Sandbox {
                 node_b_taints: options.node_b_taints,
                 max_token_seconds: options.max_token_seconds,
                 podman_images: options.podman_images,
+                image_programs: options.image_programs,
             },
             kubelet: kubelet::Kubelet::default(),
             root_ca: std::sync::OnceLock::new(),

@@ -133,11 +133,21 @@ pub async fn start_upstream(
     bin_dir: std::path::PathBuf,
     dir: &Path,
 ) -> (crate::upstream::UpstreamCluster, std::path::PathBuf) {
+    start_upstream_with(bin_dir, dir, Vec::new()).await
+}
+
+/// [`start_upstream`] whose nodes place `image_programs` in containers.
+pub async fn start_upstream_with(
+    bin_dir: std::path::PathBuf,
+    dir: &Path,
+    image_programs: Vec<crate::kubelet::programs::ImageProgram>,
+) -> (crate::upstream::UpstreamCluster, std::path::PathBuf) {
     let cluster = crate::upstream::UpstreamCluster::start(crate::upstream::UpstreamOptions {
         bin_dir,
         state_dir: dir.join("state"),
         listen: "127.0.0.1:0".parse().expect("an address"),
         nodes: 2,
+        image_programs,
     })
     .await
     .expect("the upstream control plane starts");

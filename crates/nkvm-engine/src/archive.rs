@@ -62,14 +62,15 @@ impl Default for CompressionOptions {
     }
 }
 
-enum Encoder<W: Write> {
+/// A compressor of the configured kind writing into `W` (the agent uses it too).
+pub(crate) enum Encoder<W: Write> {
     Zstd(zstd::stream::write::Encoder<'static, W>),
     Gzip(flate2::write::GzEncoder<W>),
     Plain(W),
 }
 
 impl<W: Write> Encoder<W> {
-    fn new(w: W, o: &CompressionOptions) -> std::io::Result<Self> {
+    pub(crate) fn new(w: W, o: &CompressionOptions) -> std::io::Result<Self> {
         Ok(match o.compression {
             Compression::Zstd => {
                 let mut e =
@@ -91,7 +92,7 @@ impl<W: Write> Encoder<W> {
         })
     }
 
-    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
         match self {
             Encoder::Zstd(e) => e.write_all(data),
             Encoder::Gzip(e) => e.write_all(data),
@@ -99,7 +100,16 @@ impl<W: Write> Encoder<W> {
         }
     }
 
-    fn finish(self) -> std::io::Result<W> {
+    /// The output the compressed bytes go to.
+    pub(crate) fn get_mut(&mut self) -> &mut W {
+        match self {
+            Encoder::Zstd(e) => e.get_mut(),
+            Encoder::Gzip(e) => e.get_mut(),
+            Encoder::Plain(w) => w,
+        }
+    }
+
+    pub(crate) fn finish(self) -> std::io::Result<W> {
         let mut w = match self {
             Encoder::Zstd(e) => e.finish()?,
             Encoder::Gzip(e) => e.finish()?,

@@ -5,6 +5,7 @@
 //! lifecycle ([`crate::lifecycle`]) deletes the helper pod whatever happens and writes the
 //! history row and audit entries.
 
+use crate::agent::{self, DataPath, receive};
 use crate::archive::{self, Archived, CompressionOptions};
 use crate::job_helper::RunningHelper;
 use crate::lifecycle::{
@@ -64,6 +65,8 @@ pub struct BackupResult {
     pub sha256: String,
     /// Compression.
     pub compression: String,
+    /// How the bytes moved: `agent` (compressed in the helper pod) or `tar` (generic image).
+    pub data_path: DataPath,
     /// Archive path in the store ("" when nothing was kept).
     pub artifact: String,
     /// Last stage reached (the failing one on failure).
@@ -85,6 +88,7 @@ struct BackupFacts {
     claim: PvcRef,
     pvc_uid: String,
     compression: &'static str,
+    data_path: DataPath,
     trigger: Trigger,
     actor: String,
 }
@@ -129,6 +133,7 @@ impl BackupFacts {
             bytes_stored: kept.map_or(0, |k| k.stored.bytes_stored),
             sha256: kept.map(|k| k.stored.sha256.clone()).unwrap_or_default(),
             compression: self.compression.into(),
+            data_path: self.data_path,
             artifact: kept.map(|k| k.stored.artifact.clone()).unwrap_or_default(),
             stage: end.stage,
             failure_kind: end.failure,
@@ -256,6 +261,7 @@ impl App {
             claim: claim.clone(),
             pvc_uid: record.as_ref().map(|r| r.uid.clone()).unwrap_or_default(),
             compression: opts.compression.compression.as_str(),
+            data_path: self.settings.data_path(),
             trigger: opts.trigger,
             actor: opts.actor.clone(),
         };
@@ -359,8 +365,8 @@ impl App {
         opts
     }
 
-    /// Streams tar out of the helper into the archive pipeline; returns the archive (not yet
-    /// committed) only when tar exited cleanly and the stream was a complete tar.
+    /// Streams the volume out of the helper into the store's partial archive; returns the
+    /// archive (not yet committed) only when it proved whole.
     async fn stream_backup(
         &self,
         facts: &BackupFacts,
@@ -379,6 +385,28 @@ impl App {
             .store
             .begin(&key)
             .map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))?;
+        match helper.path {
+            DataPath::Agent => {
+                self.stream_from_agent(helper, partial, compression, tracker)
+                    .await
+            }
+            DataPath::Tar => {
+                self.stream_from_tar(helper, partial, compression, tracker)
+                    .await
+            }
+        }
+    }
+
+    /// The generic path: tar's output crosses the exec stream uncompressed, and nkvm checks,
+    /// compresses and hashes it; kept only when tar exited cleanly and the stream was a
+    /// complete tar.
+    async fn stream_from_tar(
+        &self,
+        helper: &RunningHelper,
+        partial: Box<dyn ArchiveWriter>,
+        compression: &CompressionOptions,
+        tracker: &Tracker,
+    ) -> Result<Archived<Box<dyn ArchiveWriter>>, JobFailure> {
         let (tx, rx) = mpsc::channel::<Bytes>(16);
         let (compression, counter) = (*compression, tracker.bytes().clone());
         let pipeline = tokio::task::spawn_blocking(move || {
@@ -392,7 +420,7 @@ impl App {
             &argv,
             None,
             tx,
-            &nkvm_kube::exec::ExecOptions::default(),
+            &self.stream_options(),
         )
         .await;
         drop(ticker);
@@ -407,6 +435,109 @@ impl App {
         tar_exit_ok(helper, outcome.exit_code, outcome.stderr.trim())?;
         archived.map_err(|e| fail(Stage::Stream, FailureKind::CommandFailed, e.to_string()))
     }
+
+    /// The agent path: `nkvm agent backup` in the helper sends compressed bytes and a
+    /// trailer; nkvm hashes and counts what arrives and keeps the archive only when the exec
+    /// ended with a status, the trailer arrived and matches, and tar exited cleanly.
+    async fn stream_from_agent(
+        &self,
+        helper: &RunningHelper,
+        partial: Box<dyn ArchiveWriter>,
+        compression: &CompressionOptions,
+        tracker: &Tracker,
+    ) -> Result<Archived<Box<dyn ArchiveWriter>>, JobFailure> {
+        let (tx, rx) = mpsc::channel::<Bytes>(16);
+        let counter = tracker.bytes().clone();
+        let receiving =
+            tokio::task::spawn_blocking(move || receive::receive(rx, partial, &counter));
+        let ticker = tracker.ticker();
+        let argv = agent_backup_command(compression, self.settings.agent_fault);
+        let exec = nkvm_kube::exec::exec_stream(
+            &self.conn.client,
+            &helper.target,
+            &argv,
+            None,
+            tx,
+            &self.stream_options(),
+        )
+        .await;
+        drop(ticker);
+        let arrived = receiving.await.map_err(|e| {
+            fail(
+                Stage::Stream,
+                FailureKind::Internal,
+                format!("receiving the agent's archive panicked: {e}"),
+            )
+        })?;
+        // A cut or stalled exec explains a broken agent stream best.
+        let outcome = exec.map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))?;
+        let in_stream = |e: receive::ReceiveError| fail(Stage::Stream, e.kind(), e.to_string());
+        let agent_failed = || {
+            fail(
+                Stage::Stream,
+                FailureKind::CommandFailed,
+                format!(
+                    "the nkvm agent in the helper pod exited with code {}: {}",
+                    outcome.exit_code,
+                    outcome.stderr.trim()
+                ),
+            )
+        };
+        let arrived = match arrived {
+            Ok(a) => a,
+            // An agent that failed before its trailer says why on stderr: both go in.
+            Err(e) if outcome.exit_code != 0 => {
+                let mut failure = agent_failed();
+                failure.message = format!("{e}; {}", failure.message);
+                return Err(failure);
+            }
+            Err(e) => return Err(in_stream(e)),
+        };
+        let (archived, trailer) = receive::accept(arrived).map_err(in_stream)?;
+        let Some(tar_exit) = trailer.tar_exit else {
+            return Err(fail(
+                Stage::Stream,
+                FailureKind::CommandFailed,
+                format!(
+                    "tar in the helper pod did not exit normally: {}",
+                    trailer.tar_stderr
+                ),
+            ));
+        };
+        tar_exit_ok(helper, tar_exit, trailer.tar_stderr.trim())?;
+        if outcome.exit_code != 0 {
+            return Err(agent_failed());
+        }
+        Ok(archived)
+    }
+}
+
+/// `nkvm agent backup` with the job's compression (zstd workers: the agent's cores).
+fn agent_backup_command(
+    compression: &CompressionOptions,
+    fault: Option<agent::Fault>,
+) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        agent::AGENT_PATH,
+        "agent",
+        "backup",
+        "--dir",
+        helper::DATA_DIR,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    argv.extend([
+        "--compression".into(),
+        compression.compression.as_str().into(),
+    ]);
+    if let Some(level) = compression.level {
+        argv.extend(["--level".into(), level.to_string()]);
+    }
+    if let Some(fault) = fault {
+        argv.extend(["--fault".into(), fault.to_string()]);
+    }
+    argv
 }
 
 /// A warning for a volume holding device nodes: they are kept in the archive, but a restore

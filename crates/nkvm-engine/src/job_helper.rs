@@ -5,6 +5,7 @@
 //! ends.
 
 use crate::App;
+use crate::agent::{self, DataPath};
 use crate::lifecycle::{JobFailure, Tracker, fail};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Toleration};
 use kube::Api;
@@ -22,6 +23,8 @@ pub(crate) struct RunningHelper {
     pub(crate) node: String,
     /// The image's tar.
     pub(crate) flavor: TarFlavor,
+    /// Whether the job runs `nkvm agent` in it or tar directly.
+    pub(crate) path: DataPath,
 }
 
 impl App {
@@ -85,12 +88,38 @@ impl App {
         tracker.helper_on(&running.node);
         tracker.enter(Stage::ProbeTar);
         let target = ExecTarget::new(ns, &name, helper::CONTAINER);
-        let flavor = self.probe_tar(&target).await?;
+        let path = DataPath::for_image(&opts.image, &self.settings.own_image);
+        let flavor = match path {
+            DataPath::Agent => self.probe_agent(&target).await?,
+            DataPath::Tar => self.probe_tar(&target).await?,
+        };
         Ok(RunningHelper {
             target,
             node: running.node,
             flavor,
+            path,
         })
+    }
+
+    /// Whether the helper (nkvm's own image) has an agent of this protocol, and its tar.
+    async fn probe_agent(&self, target: &ExecTarget) -> Result<TarFlavor, JobFailure> {
+        let probe = exec_capture(
+            &self.conn.client,
+            target,
+            &[agent::AGENT_PATH, "agent", "probe"],
+        )
+        .await
+        .map_err(|e| fail(Stage::ProbeTar, e.kind(), e.to_string()))?;
+        agent::read_probe(probe.exit_code, &probe.stdout, &probe.stderr)
+            .map_err(|e| fail(Stage::ProbeTar, FailureKind::CommandFailed, e.to_string()))
+    }
+
+    /// Exec options for a job's data stream.
+    pub(crate) fn stream_options(&self) -> nkvm_kube::exec::ExecOptions {
+        nkvm_kube::exec::ExecOptions {
+            idle_timeout: self.settings.exec_idle_timeout,
+            ..Default::default()
+        }
     }
 
     /// Which tar the helper image has (GNU or BusyBox); refuses images without one.

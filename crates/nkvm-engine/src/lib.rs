@@ -2,6 +2,7 @@
 //! allowlist is enforced here, for every operation) and composes the cluster adapter with the
 //! history; front-ends only parse input and render results.
 
+pub mod agent;
 pub mod archive;
 pub mod archive_safety;
 mod backup;
@@ -47,14 +48,26 @@ pub struct Settings {
     pub discovery_timeout: Duration,
     /// Most objects one inventory may hold (`NKVM_DISCOVERY_MAX_OBJECTS`).
     pub discovery_max_objects: usize,
-    /// Image of helper pods (`NKVM_HELPER_IMAGE`); needs `sleep` and GNU tar or BusyBox.
+    /// Image of helper pods (`NKVM_HELPER_IMAGE`, default [`Settings::own_image`]); needs
+    /// `sh`, `sleep` and GNU tar or BusyBox. nkvm's own image takes the agent path.
     pub helper_image: String,
+    /// The image nkvm itself runs from (`NKVM_IMAGE`): helpers of this image run `nkvm agent`.
+    pub own_image: String,
+    /// A fault the agent injects (`NKVM_AGENT_FAULT`, tests only).
+    pub agent_fault: Option<agent::Fault>,
+    /// Longest silence of an exec stream before it counts as stalled
+    /// (`NKVM_EXEC_IDLE_TIMEOUT_SECONDS`).
+    pub exec_idle_timeout: Duration,
     /// How long a helper pod may take to run (`NKVM_HELPER_POD_TIMEOUT_SECONDS`).
     pub helper_pod_timeout: Duration,
 }
 
-/// The helper image used unless configured: small, with GNU tar (numeric owners, sparse files).
-pub const DEFAULT_HELPER_IMAGE: &str = "docker.io/library/debian:bookworm-slim";
+/// nkvm's own image unless configured (`NKVM_IMAGE`): the name the Deployment in
+/// `deploy/k8s/app` starts from, at this version. It is also the default helper image.
+pub const DEFAULT_NKVM_IMAGE: &str = concat!("nkvm:", env!("CARGO_PKG_VERSION"));
+
+/// A generic helper image (GNU tar, no agent): what the generic tar path was built for.
+pub const GENERIC_HELPER_IMAGE: &str = "docker.io/library/debian:bookworm-slim";
 
 impl Default for Settings {
     fn default() -> Self {
@@ -62,9 +75,19 @@ impl Default for Settings {
             allowlist: Allowlist::default(),
             discovery_timeout: Duration::from_secs(20),
             discovery_max_objects: DiscoveryOptions::default().max_objects,
-            helper_image: DEFAULT_HELPER_IMAGE.into(),
+            helper_image: DEFAULT_NKVM_IMAGE.into(),
+            own_image: DEFAULT_NKVM_IMAGE.into(),
+            agent_fault: None,
+            exec_idle_timeout: Duration::from_secs(300),
             helper_pod_timeout: Duration::from_secs(120),
         }
+    }
+}
+
+impl Settings {
+    /// The data path jobs take with the configured helper image.
+    pub fn data_path(&self) -> agent::DataPath {
+        agent::DataPath::for_image(&self.helper_image, &self.own_image)
     }
 }
 

@@ -72,9 +72,32 @@ pub struct GlobalArgs {
         value_name = "SECONDS"
     )]
     pub discovery_timeout: u64,
-    /// Image of helper pods (needs `sleep` and GNU tar or BusyBox tar).
-    #[arg(long, global = true, env = "NKVM_HELPER_IMAGE", default_value = nkvm_engine::DEFAULT_HELPER_IMAGE, value_name = "IMAGE")]
-    pub helper_image: String,
+    /// Image of helper pods [default: nkvm's own image (--image), which runs the nkvm agent;
+    /// any other image needs `sh`, `sleep` and GNU tar or BusyBox tar].
+    #[arg(long, global = true, env = "NKVM_HELPER_IMAGE", value_name = "IMAGE")]
+    pub helper_image: Option<String>,
+    /// The image nkvm itself runs from; helper pods of this image run `nkvm agent`.
+    #[arg(long, global = true, env = "NKVM_IMAGE", default_value = nkvm_engine::DEFAULT_NKVM_IMAGE, value_name = "IMAGE")]
+    pub image: String,
+    /// Longest silence of an exec stream before a job counts it stalled, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "NKVM_EXEC_IDLE_TIMEOUT_SECONDS",
+        default_value_t = 300,
+        value_name = "SECONDS",
+        hide = true
+    )]
+    pub exec_idle_timeout: u64,
+    /// A fault for the agent to inject (tests of the trailer checks only).
+    #[arg(
+        long,
+        global = true,
+        env = "NKVM_AGENT_FAULT",
+        value_name = "FAULT",
+        hide = true
+    )]
+    pub agent_fault: Option<String>,
     /// How long a helper pod may take to start running, in seconds.
     #[arg(
         long,
@@ -140,6 +163,10 @@ pub enum Command {
     Index(IndexCommand),
     /// Run a sandbox Kubernetes API server (for tests, benchmarks and the demo).
     Sandbox(SandboxArgs),
+    /// The agent nkvm runs inside helper pods of its own image (see docs/agent.md); not for
+    /// interactive use: it writes nkvm's binary wire format to stdout.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Sandbox cluster + sample workloads + web UI.
     Demo(DemoArgs),
     /// Web UI + /healthz, /readyz and /metrics (login required; see docs/web-ui.md).
@@ -447,4 +474,64 @@ mod tests {
         let shared = text.find("--kubeconfig").expect(&text);
         assert!(own < heading && heading < shared, "{text}");
     }
+}
+
+/// `nkvm agent` subcommands (run by nkvm over exec in a helper pod).
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Print the agent's protocol and version, and the image's tar version.
+    Probe,
+    /// Archive DIR: tar, check, hash and compress it, and write the agent stream to stdout.
+    Backup(AgentBackupArgs),
+    /// Extract the archive arriving on stdin into DIR once its sha256 matches.
+    Restore(AgentRestoreArgs),
+}
+
+/// `nkvm agent backup`.
+#[derive(Debug, Args)]
+pub struct AgentBackupArgs {
+    /// The mounted volume.
+    #[arg(long, default_value = "/data")]
+    pub dir: String,
+    /// zstd, gzip or none.
+    #[arg(long, default_value = "zstd")]
+    pub compression: String,
+    /// Compression level (zstd 1-19, gzip 0-9) [default: zstd 3, gzip 6].
+    #[arg(long)]
+    pub level: Option<i32>,
+    /// zstd worker threads [default: one per core].
+    #[arg(long)]
+    pub workers: Option<u32>,
+    /// A fault to inject (tests only).
+    #[arg(long, hide = true)]
+    pub fault: Option<String>,
+}
+
+/// `nkvm agent restore`.
+#[derive(Debug, Args)]
+pub struct AgentRestoreArgs {
+    /// The mounted volume.
+    #[arg(long, default_value = "/data")]
+    pub dir: String,
+    /// The archive's compression: zstd, gzip or none.
+    #[arg(long, default_value = "zstd")]
+    pub compression: String,
+    /// The archive's compressed length in bytes (stdin holds exactly this many).
+    #[arg(long)]
+    pub bytes: u64,
+    /// The archive's sha256 from its manifest.
+    #[arg(long)]
+    pub sha256: String,
+    /// The helper runs as root: keep owners.
+    #[arg(long)]
+    pub as_root: bool,
+    /// Restore privileged extended attributes (file capabilities).
+    #[arg(long)]
+    pub privileged: bool,
+    /// Clear setuid and setgid bits of every member.
+    #[arg(long)]
+    pub strip_set_id: bool,
+    /// A fault to inject (tests only).
+    #[arg(long, hide = true)]
+    pub fault: Option<String>,
 }

@@ -41,7 +41,20 @@ pub fn engine_settings(g: &GlobalArgs) -> Result<Settings, Failed> {
         allowlist,
         discovery_timeout: Duration::from_secs(g.discovery_timeout),
         discovery_max_objects: g.discovery_max_objects,
-        helper_image: g.helper_image.clone(),
+        helper_image: g
+            .helper_image
+            .clone()
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| g.image.clone()),
+        own_image: g.image.clone(),
+        agent_fault: g
+            .agent_fault
+            .as_deref()
+            .filter(|f| !f.is_empty())
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: String| invalid(format!("NKVM_AGENT_FAULT: {e}")))?,
+        exec_idle_timeout: Duration::from_secs(g.exec_idle_timeout.max(1)),
         helper_pod_timeout: Duration::from_secs(g.helper_pod_timeout.max(1)),
     })
 }

@@ -7,6 +7,7 @@ pub mod image;
 pub mod logs;
 pub mod pod;
 pub mod podman;
+pub mod programs;
 pub mod runtime;
 pub mod scheduler;
 pub mod sources;
@@ -377,5 +378,9 @@ impl sources::Sources for Cluster {
         source: &Value,
     ) -> Result<volumes::PreparedVolume, volumes::VolumeProblem> {
         volumes::claim_volume(self, pod, volume, source)
+    }
+
+    fn image_programs(&self) -> &[programs::ImageProgram] {
+        &self.config.image_programs
     }
 }

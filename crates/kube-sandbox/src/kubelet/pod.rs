@@ -145,11 +145,14 @@ pub fn process_spec(
         .map_err(|e| format!("creating {}: {e}", tmp_dir.display()))?;
     let podman =
         super::podman::container_for(sources.podman_images(), pod, c, |a| env::expand(a, &env));
+    let programs =
+        super::programs::binds_for(c["image"].as_str().unwrap_or(""), sources.image_programs());
     Ok(ProcessSpec {
         podman,
         argv,
         env,
         binds,
+        programs,
         workdir: c["workingDir"].as_str().map(String::from),
         hostname: meta::name(pod).to_string(),
         tmp_dir,

@@ -5,7 +5,7 @@
 //! `/usr` and `/etc`, a private `/tmp` per container (kept across execs, as a container's
 //! writable layer is), `/proc`, `/dev`, and the volumes.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 /// The search path inside containers, as container images usually set it.
@@ -31,6 +31,8 @@ pub struct ProcessSpec {
     pub env: Vec<(String, String)>,
     /// Volume binds.
     pub binds: Vec<Bind>,
+    /// Files the image provides (see [`super::programs`]), bound read-only.
+    pub programs: Vec<Bind>,
     /// Working directory inside the container.
     pub workdir: Option<String>,
     /// Hostname (the pod name).
@@ -95,6 +97,7 @@ pub fn bwrap_args(spec: &ProcessSpec) -> Vec<OsString> {
     push(&[
         "--proc", "/proc", "--dev", "/dev", "--dir", "/root", "--dir", "/var/tmp",
     ]);
+    program_binds(&mut a, &spec.programs);
     a.extend([
         "--bind".into(),
         spec.tmp_dir.clone().into_os_string(),
@@ -154,6 +157,35 @@ pub fn bwrap_args(spec: &ProcessSpec) -> Vec<OsString> {
     a
 }
 
+/// Binds the image's programs. A destination missing on the host (the read-only `/usr` bind
+/// cannot grow a mount point) gets a tmpfs over its directory, refilled with the host's
+/// entries, as `/etc` is for volumes below it.
+fn program_binds(a: &mut Vec<OsString>, programs: &[Bind]) {
+    let mut push = |parts: &[&OsStr]| a.extend(parts.iter().map(OsString::from));
+    let mut refilled: Vec<&Path> = Vec::new();
+    for p in programs {
+        let dest = Path::new(&p.dest);
+        if let Some(dir) = dest.parent()
+            && !dest.exists()
+            && !refilled.contains(&dir)
+        {
+            refilled.push(dir);
+            push(&["--tmpfs".as_ref(), dir.as_os_str()]);
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let entry = e.path();
+                if programs.iter().all(|q| Path::new(&q.dest) != entry) {
+                    push(&[
+                        "--ro-bind-try".as_ref(),
+                        entry.as_os_str(),
+                        entry.as_os_str(),
+                    ]);
+                }
+            }
+        }
+        push(&["--ro-bind".as_ref(), p.source.as_os_str(), dest.as_os_str()]);
+    }
+}
+
 /// A `tokio` command running `spec` under bubblewrap (or its podman container), in its own
 /// process group so that the whole tree can be killed at once.
 pub fn command(spec: &ProcessSpec) -> tokio::process::Command {
@@ -201,6 +233,7 @@ mod tests {
             argv: vec!["sh".into(), "-c".into(), "true".into()],
             env: vec![("PATH".into(), "/custom".into())],
             binds,
+            programs: Vec::new(),
             workdir: None,
             hostname: "p".into(),
             tmp_dir: "/state/tmp".into(),

@@ -24,6 +24,10 @@ pub trait Sources {
     fn podman_images(&self) -> &[String] {
         &[]
     }
+    /// Host programs placed in containers of given images ([`super::programs`]).
+    fn image_programs(&self) -> &[super::programs::ImageProgram] {
+        &[]
+    }
     /// The host directory backing volume `volume` (a `persistentVolumeClaim` source).
     fn claim_volume(
         &self,

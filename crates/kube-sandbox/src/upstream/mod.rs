@@ -38,6 +38,9 @@ pub struct UpstreamOptions {
     pub listen: SocketAddr,
     /// How many nodes the node agent registers (on 127.0.0.2, 127.0.0.3...).
     pub nodes: u8,
+    /// Host programs that containers of given images find inside them
+    /// ([`crate::kubelet::programs`]).
+    pub image_programs: Vec<crate::kubelet::programs::ImageProgram>,
 }
 
 /// Errors starting the upstream control plane.
@@ -149,6 +152,7 @@ impl UpstreamCluster {
             host,
             port,
             nodes: options.nodes,
+            image_programs: options.image_programs,
         };
         // Stop what started if a later step fails (Drop cannot wait for processes).
         if let Err(e) = cluster.boot(&plan).await {
@@ -167,6 +171,7 @@ impl UpstreamCluster {
             host,
             port,
             nodes,
+            image_programs,
         } = plan;
         let (host, port) = (*host, *port);
         let etcd_port = free_port(host)?;
@@ -211,6 +216,7 @@ impl UpstreamCluster {
                 api_address: format!("{host}:{port}"),
                 state_dir: dirs.root.join("nodes"),
                 ca,
+                image_programs: image_programs.clone(),
             })
             .await
             .map_err(UpstreamError::Node)?;
@@ -292,6 +298,7 @@ struct Plan {
     host: IpAddr,
     port: u16,
     nodes: u8,
+    image_programs: Vec<crate::kubelet::programs::ImageProgram>,
 }
 
 struct Binaries {

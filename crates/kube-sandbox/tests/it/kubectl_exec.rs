@@ -340,3 +340,63 @@ spec:
     assert_eq!(followed.stdout, "tick 1\ntick 2\ntick 3\n");
     c.stop().await;
 }
+
+/// An image program (how nkvm's own image carries the nkvm binary) is at its path in containers
+/// of that image only, read-only, and the directory it joins keeps the host's other entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_program_is_found_only_in_containers_of_its_image() {
+    let c = TestCluster::start_with_options(kube_sandbox::SandboxOptions {
+        image_programs: vec![kube_sandbox::kubelet::programs::ImageProgram {
+            image: "example.invalid/marked:1".into(),
+            program: "/usr/bin/basename".into(),
+            at: "/usr/local/bin/marked-tool".into(),
+        }],
+        ..Default::default()
+    })
+    .await;
+    if !c.is_sandbox() {
+        return;
+    }
+    let ns = c.namespace("programs").await;
+    for (name, image) in [("marked", "example.invalid/marked:1"), ("plain", "busybox")] {
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: {image}, command: [sleep, \"3600\"]}}]\n"
+        );
+        c.apply_in(&ns, &pod).await;
+        c.kubectl(&[
+            "-n",
+            &ns,
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{name}"),
+            "--timeout=30s",
+        ])
+        .await
+        .ok();
+    }
+    let host_entries = std::fs::read_dir("/usr/local/bin").map_or(0, |d| d.count());
+    let script = "marked-tool /a/b/c && ls /usr/local/bin | wc -l && ! touch /usr/local/bin/marked-tool 2>/dev/null";
+    let marked = c
+        .kubectl(&["-n", &ns, "exec", "marked", "--", "sh", "-c", script])
+        .await
+        .ok();
+    assert_eq!(
+        marked.stdout,
+        format!("c\n{}\n", host_entries + 1),
+        "the program runs, beside the host's entries, and cannot be written"
+    );
+    let plain = c
+        .kubectl(&[
+            "-n",
+            &ns,
+            "exec",
+            "plain",
+            "--",
+            "sh",
+            "-c",
+            "command -v marked-tool",
+        ])
+        .await;
+    assert_ne!(plain.code, 0, "{plain:?}");
+    c.stop().await;
+}

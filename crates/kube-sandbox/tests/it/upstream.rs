@@ -348,6 +348,7 @@ async fn a_missing_binaries_directory_names_the_build_script() {
         state_dir: dir.path().join("state"),
         listen: "127.0.0.1:0".parse().expect("address"),
         nodes: 1,
+        image_programs: Vec::new(),
     })
     .await
     .err()
@@ -458,6 +459,7 @@ async fn the_embedded_sandbox_answers_as_kube_apiserver_does() {
         state_dir: dir.path().join("upstream"),
         listen: "127.0.0.1:0".parse().expect("address"),
         nodes: 1,
+        image_programs: Vec::new(),
     })
     .await
     .expect("the upstream control plane starts");

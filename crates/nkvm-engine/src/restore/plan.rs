@@ -4,6 +4,7 @@
 //! into a [`RestorePlan`] without I/O, so the rules are unit-tested and the UI and
 //! `--dry-run` show exactly what a run would do.
 
+use crate::agent::DataPath;
 use crate::archive_safety::Contents;
 use crate::{App, EngineError, Scope};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimSpec};
@@ -56,6 +57,8 @@ pub struct RestoreSource {
     pub compression: String,
     /// Tar bytes the archive holds.
     pub tar_bytes: u64,
+    /// Compressed bytes of the archive (what the agent path sends).
+    pub bytes_stored: u64,
     /// Files, directories and links in it.
     pub members: u64,
 }
@@ -106,6 +109,8 @@ pub struct RestorePlan {
     pub in_use_by: Vec<String>,
     /// Empty the target first.
     pub clean: bool,
+    /// How the bytes will move: `agent` (nkvm's own helper image) or `tar` (generic image).
+    pub data_path: DataPath,
     /// Write although pods mount it.
     pub force: bool,
     /// Whether setuid/setgid bits and privileged extended attributes (file capabilities) are
@@ -163,6 +168,8 @@ pub struct PlanFacts {
     pub target: Option<PvcRecord>,
     /// Whether the requested storage class exists (`None`: none requested, or unknown).
     pub storage_class_exists: Option<bool>,
+    /// The data path the configured helper image takes.
+    pub data_path: DataPath,
 }
 
 fn claim_size(spec: &serde_json::Value) -> Option<String> {
@@ -261,6 +268,7 @@ fn blank_plan(f: &PlanFacts) -> RestorePlan {
             sha256: f.row.sha256.clone(),
             compression: f.row.compression.clone(),
             tar_bytes: contents.tar_bytes,
+            bytes_stored: f.row.bytes_stored,
             members: contents.members,
         },
         target: RestoreTarget {
@@ -273,6 +281,7 @@ fn blank_plan(f: &PlanFacts) -> RestorePlan {
         node: String::new(),
         in_use_by: Vec::new(),
         clean: r.clean,
+        data_path: f.data_path,
         force: r.force,
         privileged: false,
         warnings: Vec::new(),
@@ -457,6 +466,7 @@ impl App {
             namespace_exists: None,
             target: None,
             storage_class_exists: None,
+            data_path: self.settings.data_path(),
         };
         if allowed {
             facts.namespace_exists = self.namespace_exists(namespace).await?;
@@ -610,6 +620,7 @@ mod tests {
                 force: false,
                 keep_privileged: false,
             },
+            data_path: DataPath::Agent,
             row: BackupRow {
                 id: "20261126T000000Z-0000abcd".into(),
                 namespace: "shop".into(),

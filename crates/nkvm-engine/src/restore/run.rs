@@ -7,6 +7,7 @@
 //! writes the history row and audit entries.
 
 use super::plan::{RestorePlan, RestoreTarget, claim_to_create, recheck};
+use crate::agent::{self, DataPath, wire};
 use crate::archive::decoder;
 use crate::archive_safety::release_safe_members;
 use crate::job_helper::RunningHelper;
@@ -53,8 +54,10 @@ pub struct RestoreResult {
     pub created: bool,
     /// Whether the target was emptied first.
     pub cleaned: bool,
-    /// Tar bytes sent into the helper.
+    /// Tar bytes sent into the helper (on the agent path: extracted by it).
     pub bytes_written: u64,
+    /// How the bytes moved: `agent` (compressed, checked in the helper pod) or `tar`.
+    pub data_path: DataPath,
     /// Start (RFC 3339).
     pub started_at: String,
     /// End (RFC 3339).
@@ -116,6 +119,7 @@ impl RestoreFacts<'_> {
             created: self.changes.created.load(Ordering::Relaxed),
             cleaned: self.changes.cleaned.load(Ordering::Relaxed),
             bytes_written: end.bytes,
+            data_path: self.plan.data_path,
             started_at: end.started_at.clone(),
             finished_at: end.finished_at.clone(),
             stage: end.stage,
@@ -477,6 +481,11 @@ impl App {
             .compression
             .parse()
             .map_err(|e: String| fail(Stage::Stream, FailureKind::Internal, e))?;
+        if helper.path == DataPath::Agent {
+            return self
+                .stream_to_agent(plan, helper, compression, as_root, tracker)
+                .await;
+        }
         let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
         let feeder = {
             let (store, artifact, expected, sent) = (
@@ -530,7 +539,7 @@ impl App {
         let argv = helper
             .flavor
             .extract_command(helper::DATA_DIR, as_root, plan.privileged);
-        let opts = ExecOptions::default();
+        let opts = self.stream_options();
         let mut exec = exec_stream(
             client,
             target,
@@ -549,7 +558,7 @@ impl App {
             );
             let opts = ExecOptions {
                 allow_stdin_without_eof: true,
-                ..Default::default()
+                ..self.stream_options()
             };
             exec = exec_stream(client, target, &argv, Some(&mut stdin), out_tx, &opts).await;
         } else {
@@ -559,6 +568,216 @@ impl App {
         let _ = drain.await;
         exec
     }
+}
+
+impl App {
+    /// The agent path: the compressed archive goes as it is stored into `nkvm agent restore`,
+    /// which checks its sha256 against the plan's before tar sees its end and applies the
+    /// archive safety rules in the pod. The agent's trailer says how it ended.
+    async fn stream_to_agent(
+        &self,
+        plan: &RestorePlan,
+        helper: &RunningHelper,
+        compression: Compression,
+        as_root: bool,
+        tracker: &Tracker,
+    ) -> Result<(), JobFailure> {
+        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
+        let feeder = {
+            let (store, artifact, sent) = (
+                self.store.clone(),
+                plan.source.artifact.clone(),
+                tracker.bytes().clone(),
+            );
+            tokio::task::spawn_blocking(move || feed_stored(store.as_ref(), &artifact, &tx, &sent))
+        };
+        let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let mut stdin = tokio_util::io::StreamReader::new(Box::pin(chunks));
+        let (out_tx, out_rx) = mpsc::channel::<Bytes>(4);
+        let collect = tokio::spawn(collect_trailer(out_rx));
+        let argv = agent_restore_command(plan, compression, as_root, self.settings.agent_fault);
+        // The agent reads exactly the archive's length, so no stdin end-of-file is needed.
+        let opts = ExecOptions {
+            allow_stdin_without_eof: true,
+            ..self.stream_options()
+        };
+        let exec = exec_stream(
+            &self.conn.client,
+            &helper.target,
+            &argv,
+            Some(&mut stdin),
+            out_tx,
+            &opts,
+        )
+        .await;
+        drop(stdin);
+        let fed = feeder.await.map_err(|e| {
+            fail(
+                Stage::Stream,
+                FailureKind::Internal,
+                format!("the archive reader panicked: {e}"),
+            )
+        })?;
+        let trailer = collect.await.map_err(|e| {
+            fail(
+                Stage::Stream,
+                FailureKind::Internal,
+                format!("reading the agent's trailer panicked: {e}"),
+            )
+        })?;
+        let trailer = agent_restored(plan, fed, exec, trailer)?;
+        tracker.bytes().store(trailer.tar_bytes, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Sends the stored archive as it is, counting and hashing it.
+fn feed_stored(
+    store: &dyn ArchiveStore,
+    artifact: &str,
+    tx: &mpsc::Sender<std::io::Result<Bytes>>,
+    sent: &AtomicU64,
+) -> Result<String, FeedError> {
+    use std::io::Read;
+    let archive =
+        |e: &dyn std::fmt::Display| FeedError::Archive(format!("reading {artifact}: {e}"));
+    let file = store.open(artifact).map_err(|e| archive(&e))?;
+    let mut hashing = HashingReader::new(file);
+    loop {
+        let mut buf = vec![0u8; 1 << 20];
+        let n = match hashing.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                return Err(archive(&e));
+            }
+        };
+        if n == 0 {
+            return Ok(hashing.hex());
+        }
+        buf.truncate(n);
+        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+            return Err(FeedError::Stopped);
+        }
+        sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Reads the agent's stdout: an agent stream holding only a trailer.
+async fn collect_trailer(mut rx: mpsc::Receiver<Bytes>) -> Result<wire::Trailer, String> {
+    let mut reader = wire::FrameReader::new();
+    let mut broken = None;
+    while let Some(chunk) = rx.recv().await {
+        if broken.is_none()
+            && let Err(e) = reader.feed(&chunk, &mut |_: &[u8]| {
+                Err::<(), wire::WireError>(wire::WireError::BadTrailer(
+                    "the restoring agent sent data frames".into(),
+                ))
+            })
+        {
+            broken = Some(e.to_string());
+        }
+    }
+    match broken {
+        Some(e) => Err(e),
+        None => reader.finish().map_err(|e| e.to_string()),
+    }
+}
+
+/// `nkvm agent restore` for the plan.
+fn agent_restore_command(
+    plan: &RestorePlan,
+    compression: Compression,
+    as_root: bool,
+    fault: Option<agent::Fault>,
+) -> Vec<String> {
+    let mut argv: Vec<String> = vec![
+        agent::AGENT_PATH.into(),
+        "agent".into(),
+        "restore".into(),
+        "--dir".into(),
+        helper::DATA_DIR.into(),
+        "--compression".into(),
+        compression.as_str().into(),
+        "--bytes".into(),
+        plan.source.bytes_stored.to_string(),
+        "--sha256".into(),
+        plan.source.sha256.clone(),
+    ];
+    for (on, flag) in [
+        (as_root, "--as-root"),
+        (plan.privileged, "--privileged"),
+        (!plan.privileged, "--strip-set-id"),
+    ] {
+        if on {
+            argv.push(flag.into());
+        }
+    }
+    if let Some(fault) = fault {
+        argv.extend(["--fault".into(), fault.to_string()]);
+    }
+    argv
+}
+
+/// Success only when the exec ended with a status, the agent's trailer arrived, names no
+/// error, tar exited 0, and the archive it took is the planned one (sha256, tar bytes).
+fn agent_restored(
+    plan: &RestorePlan,
+    fed: Result<String, FeedError>,
+    exec: Result<ExecOutcome, ExecError>,
+    trailer: Result<wire::Trailer, String>,
+) -> Result<wire::Trailer, JobFailure> {
+    let failed = |message: String| {
+        fail(
+            Stage::Stream,
+            FailureKind::CommandFailed,
+            format!("{message}; the target may hold part of the data"),
+        )
+    };
+    if let Err(FeedError::Archive(why)) = &fed {
+        return Err(failed(why.clone()));
+    }
+    let outcome = exec.map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))?;
+    let t = trailer.map_err(|e| failed(format!("the nkvm agent's answer: {e}")))?;
+    // tar exiting on its own with an error explains whatever the agent saw after it.
+    if let Some(code) = t.tar_exit.filter(|c| *c != 0) {
+        let agent = t
+            .error
+            .as_deref()
+            .map_or(String::new(), |e| format!(" (the agent: {e})"));
+        return Err(failed(format!(
+            "tar in the helper pod failed with exit code {code}: {}{agent}",
+            t.tar_stderr
+        )));
+    }
+    if let Some(e) = &t.error {
+        return Err(failed(format!("the nkvm agent refused the archive: {e}")));
+    }
+    if t.tar_exit.is_none() || outcome.exit_code != 0 {
+        return Err(failed(format!(
+            "the nkvm agent in the helper pod exited with code {} (tar: {}): {}",
+            outcome.exit_code,
+            t.tar_stderr,
+            outcome.stderr.trim()
+        )));
+    }
+    let sent =
+        fed.map_err(|_| failed("the helper stopped reading before the archive's end".into()))?;
+    if t.sha256 != plan.source.sha256 || sent != plan.source.sha256 {
+        return Err(failed(format!(
+            "the archive changed after it was planned: sent sha256 {sent}, the agent read {}, the plan verified {}",
+            t.sha256, plan.source.sha256
+        )));
+    }
+    if t.tar_bytes != plan.source.tar_bytes {
+        return Err(failed(format!(
+            "the archive holds {} tar bytes but the plan verified {}",
+            t.tar_bytes, plan.source.tar_bytes
+        )));
+    }
+    Ok(t)
 }
 
 /// Success only when the archive was whole, tar exited 0 and took every tar byte the plan

@@ -28,6 +28,7 @@ fn row(r: &BackupResult) -> Vec<String> {
         human(r.bytes_read),
         human(r.bytes_stored),
         r.sha256.chars().take(12).collect(),
+        r.data_path.to_string(),
         detail,
     ]
 }
@@ -82,6 +83,7 @@ pub async fn run(g: &GlobalArgs, args: BackupArgs) -> anyhow::Result<ExitCode> {
                 "READ",
                 "STORED",
                 "SHA256",
+                "PATH",
                 "ARTIFACT / ERROR",
             ];
             print!("{}", crate::table::render(&headers, &rows));

@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns flags into library calls and renders the result.
 
+mod agent;
 mod backup;
 mod backups;
 mod check;
@@ -94,7 +95,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Recover(args) => recover::run(g, args).await,
         Command::Index(IndexCommand::Rebuild(args)) => index::rebuild(g, args).await,
         #[cfg(feature = "sandbox")]
-        Command::Sandbox(args) => sandbox::run(args).await,
+        Command::Sandbox(args) => sandbox::run(g, args).await,
         #[cfg(feature = "sandbox")]
         Command::Demo(args) => demo::run(g, args).await,
         #[cfg(not(feature = "sandbox"))]
@@ -106,6 +107,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(PolicyCommand::Run(args)) => policies::run_now(g, args).await,
         Command::Prune(args) => policies::prune(g, args).await,
         Command::Delete(args) => policies::delete(g, args).await,
+        // Blocking on the runtime's thread is fine: the agent is a process of its own.
+        Command::Agent(cmd) => Ok(agent::run(cmd)),
     }
 }
 
@@ -129,6 +132,7 @@ fn reads_history(command: &Command) -> bool {
         | Command::Index(_)
         | Command::Sandbox(_)
         | Command::Demo(_)
-        | Command::Serve(_) => false,
+        | Command::Serve(_)
+        | Command::Agent(_) => false,
     }
 }

@@ -71,6 +71,13 @@ pub async fn run(g: &GlobalArgs, args: PvcsArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("no PVCs found");
                 return Ok(ExitCode::SUCCESS);
             }
+            // Which data path jobs will take, beside the inventory they would act on.
+            let settings = app.settings();
+            eprintln!(
+                "helper image {}: data path {}",
+                settings.helper_image,
+                super::restore::path_label(settings.data_path())
+            );
             let rows: Vec<Vec<String>> = records.iter().map(row).collect();
             print!(
                 "{}",

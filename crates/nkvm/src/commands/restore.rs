@@ -15,6 +15,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+/// How a job moves bytes, for people.
+pub(crate) fn path_label(path: nkvm_engine::agent::DataPath) -> &'static str {
+    match path {
+        nkvm_engine::agent::DataPath::Agent => {
+            "agent (nkvm in the helper pod checks and decompresses)"
+        }
+        nkvm_engine::agent::DataPath::Tar => "tar (generic helper image; nkvm decompresses)",
+    }
+}
+
 fn describe(plan: &RestorePlan) -> String {
     let mut out = format!(
         "restore {} ({}/{} taken {}, {} in {} members, sha256 {})\n  into {}/{}",
@@ -42,12 +52,13 @@ fn describe(plan: &RestorePlan) -> String {
         None => out.push_str(&format!(" (existing, {})", plan.target_capacity)),
     }
     out.push_str(&format!(
-        "\n  helper on {}\n",
+        "\n  helper on {}, data path {}\n",
         if plan.node.is_empty() {
             "the node the scheduler picks"
         } else {
             &plan.node
-        }
+        },
+        path_label(plan.data_path)
     ));
     for w in &plan.warnings {
         out.push_str(&format!("  warning: {w}\n"));

@@ -1,18 +1,35 @@
 //! `nkvm sandbox`: runs the sandbox cluster until SIGTERM or Ctrl-C.
 
-use crate::cli::{ControlPlane, SandboxArgs};
+use crate::cli::{ControlPlane, GlobalArgs, SandboxArgs};
 use crate::commands::invalid;
 use anyhow::Context;
+use kube_sandbox::kubelet::programs::ImageProgram;
 use kube_sandbox::scale::ScaleSpec;
 use kube_sandbox::upstream::{UpstreamCluster, UpstreamOptions};
 use kube_sandbox::{Sandbox, SandboxOptions, StartError};
 use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
 
+/// nkvm's own image mapped to this very binary at the path the image has it, so helper pods
+/// of that image run the agent of the nkvm that started the sandbox.
+pub fn own_image_programs(image: &str) -> Vec<ImageProgram> {
+    match std::env::current_exe() {
+        Ok(program) => vec![ImageProgram {
+            image: image.to_string(),
+            program,
+            at: nkvm_engine::agent::AGENT_PATH.into(),
+        }],
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find nkvm's own binary; helper pods of {image} will have no agent");
+            Vec::new()
+        }
+    }
+}
+
 /// Starts the sandbox, writes the kubeconfig, and serves until told to stop.
-pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(g: &GlobalArgs, args: SandboxArgs) -> anyhow::Result<ExitCode> {
     if args.control_plane == ControlPlane::Upstream {
-        return run_upstream(args).await;
+        return run_upstream(g, args).await;
     }
     let seed = args
         .seed_scale
@@ -30,6 +47,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         faults: args.faults,
         seed,
         podman_images: args.podman_images,
+        image_programs: own_image_programs(&g.image),
     };
     let sandbox = Sandbox::start(listener, options)
         .await
@@ -64,7 +82,7 @@ async fn wait_for_stop() -> anyhow::Result<()> {
 }
 
 /// `--control-plane upstream`: the real control plane with nkvm's node agent.
-async fn run_upstream(args: SandboxArgs) -> anyhow::Result<ExitCode> {
+async fn run_upstream(g: &GlobalArgs, args: SandboxArgs) -> anyhow::Result<ExitCode> {
     let embedded_only = [
         ("--node-taint", !args.node_taints.is_empty()),
         (
@@ -88,6 +106,7 @@ async fn run_upstream(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         state_dir: args.state_dir.clone(),
         listen: args.listen,
         nodes: 2,
+        image_programs: own_image_programs(&g.image),
     })
     .await?;
     if let Err(e) = cluster.write_kubeconfig(&args.kubeconfig_out) {

@@ -128,24 +128,40 @@ pub(crate) async fn setup(env: &Env, ns: &str, script: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_awkward_tree_round_trips_byte_exact_and_verifies() {
-    awkward_tree_round_trip(Env::start().await).await;
+    awkward_tree_round_trip(Env::start().await, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_awkward_tree_round_trips_byte_exact_through_a_generic_helper_image() {
+    awkward_tree_round_trip(Env::start().await, Some(nkvm_engine::GENERIC_HELPER_IMAGE)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_awkward_tree_round_trips_byte_exact_and_verifies_on_upstream_kubernetes() {
     if let Some(env) = Env::start_upstream().await {
-        awkward_tree_round_trip(env).await;
+        awkward_tree_round_trip(env, None).await;
     }
 }
 
 /// Backs up a tree of odd names, links, a sparse file, modes and owners; the archive holds
-/// exactly what the pod sees, verifies, and a damaged copy is caught.
-async fn awkward_tree_round_trip(env: Env) {
+/// exactly what the pod sees, verifies, and a damaged copy is caught. With a generic
+/// `helper_image` the job takes the tar path, else nkvm's own image and the agent.
+async fn awkward_tree_round_trip(env: Env, helper_image: Option<&str>) {
     setup(&env, "shop", AWKWARD).await;
-    let out = env.nkvm(&["backup", "shop/data", "-o", "json"]).await.ok();
+    let mut args = vec!["backup", "shop/data", "-o", "json"];
+    if let Some(image) = helper_image {
+        args.extend(["--helper-image", image]);
+    }
+    let out = env.nkvm(&args).await.ok();
     let results = json_results(&out).await;
     let r = &results[0];
     assert_eq!(r["status"], "succeeded", "{r}");
+    let path = if helper_image.is_some() {
+        "tar"
+    } else {
+        "agent"
+    };
+    assert_eq!(r["dataPath"], path, "{r}");
     for key in [
         "id",
         "cluster",
@@ -603,5 +619,92 @@ async fn a_backup_is_not_started_when_its_audit_entry_cannot_be_written() {
         "{}",
         closed.stderr
     );
+    env.stop().await;
+}
+
+/// The agent's trailer is what proves an archive whole: a trailer that never comes, one whose
+/// sha256 differs from what arrived, and a stream that stalls all fail the job, keep nothing
+/// in the store and leave no helper pod; a restore whose archive hashes differently in the
+/// agent stops tar before the archive's end. The faults come from the agent itself
+/// (`--agent-fault`, tests only), deterministically.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_lying_or_stalled_agent_trailer_fails_the_job_and_keeps_nothing() {
+    let env = Env::start().await;
+    setup(
+        &env,
+        "shop",
+        "head -c 3000000 /dev/urandom > /data/f; seq 1 300000 > /data/text; sleep 3600",
+    )
+    .await;
+    for (fault, says) in [
+        ("omit-trailer", "between frames, before the trailer"),
+        ("wrong-sha256", "is not the one the agent sent"),
+        ("stall-after=1000000", "made no progress for 3 s"),
+    ] {
+        let out = env
+            .nkvm(&[
+                "--agent-fault",
+                fault,
+                "--exec-idle-timeout",
+                "3",
+                "backup",
+                "shop/data",
+                "-o",
+                "json",
+            ])
+            .await;
+        assert_eq!(out.code, 1, "{fault}: {out:?}");
+        let r = &json_results(&out).await[0];
+        assert_eq!(
+            (
+                r["status"].as_str(),
+                r["stage"].as_str(),
+                r["dataPath"].as_str()
+            ),
+            (Some("failed"), Some("stream"), Some("agent")),
+            "{fault}: {r}"
+        );
+        assert!(
+            r["error"].as_str().is_some_and(|e| e.contains(says)),
+            "{fault}: {r}"
+        );
+        assert_eq!(r["artifact"], "", "{fault}: {r}");
+        assert!(
+            stored_files(&env).is_empty(),
+            "{fault}: nothing kept: {:?}",
+            stored_files(&env)
+        );
+        no_helper_pods(&env).await;
+    }
+
+    let good = json_results(&env.nkvm(&["backup", "shop/data", "-o", "json"]).await.ok()).await;
+    let id = good[0]["id"].as_str().expect("id");
+    namespace(&env, "restored").await;
+    let lied = env
+        .nkvm(&[
+            "--agent-fault",
+            "wrong-sha256",
+            "restore",
+            id,
+            "--to",
+            "restored/copy",
+            "--create",
+            "-o",
+            "json",
+        ])
+        .await;
+    let r = lied.json();
+    assert_eq!(
+        (r["status"].as_str(), r["dataPath"].as_str()),
+        (Some("failed"), Some("agent")),
+        "{r}"
+    );
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("tar was stopped before the archive's end")),
+        "{r}"
+    );
+    no_helper_pods(&env).await;
     env.stop().await;
 }

@@ -3,10 +3,20 @@
 //! themselves on upstream Kubernetes, the upstream control plane ([`Env::start_upstream`]).
 
 use kube_sandbox::SandboxOptions;
-use kube_sandbox::testing::{KubectlRun, TestSandbox, start_upstream, upstream_bin_dir};
+use kube_sandbox::kubelet::programs::ImageProgram;
+use kube_sandbox::testing::{KubectlRun, TestSandbox, start_upstream_with, upstream_bin_dir};
 use kube_sandbox::upstream::UpstreamCluster;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
+
+/// nkvm's default image mapped to the binary under test, at the path the image has it.
+pub fn own_image_programs() -> Vec<ImageProgram> {
+    vec![ImageProgram {
+        image: nkvm_engine::DEFAULT_NKVM_IMAGE.into(),
+        program: env!("CARGO_BIN_EXE_nkvm").into(),
+        at: nkvm_engine::agent::AGENT_PATH.into(),
+    }]
+}
 
 /// A sandbox plus a scratch directory for nkvm's data.
 pub struct Env {
@@ -70,8 +80,10 @@ impl Env {
         Env::start_with(SandboxOptions::default()).await
     }
 
-    /// Starts a sandbox with options (faults, taints); its state dir is replaced.
-    pub async fn start_with(options: SandboxOptions) -> Env {
+    /// Starts a sandbox with options (faults, taints); its state dir is replaced. nkvm's own
+    /// image runs the nkvm binary under test, so helper pods take the agent path by default.
+    pub async fn start_with(mut options: SandboxOptions) -> Env {
+        options.image_programs.extend(own_image_programs());
         let dir = tempfile::tempdir().expect("temp dir");
         let sandbox = TestSandbox::start_in(dir.path(), options).await;
         Env {
@@ -86,7 +98,8 @@ impl Env {
     pub async fn start_upstream() -> Option<Env> {
         let bin_dir = upstream_bin_dir()?;
         let dir = tempfile::tempdir().expect("temp dir");
-        let (cluster, kubeconfig) = start_upstream(bin_dir, dir.path()).await;
+        let (cluster, kubeconfig) =
+            start_upstream_with(bin_dir, dir.path(), own_image_programs()).await;
         let text = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
         Some(Env {
             kubeconfig,
@@ -191,7 +204,10 @@ impl Env {
         cmd.env_remove("KUBECONFIG")
             .env_remove("NKVM_NAMESPACES")
             .env_remove("NKVM_DEFAULT_AUTH_MODE")
-            .env_remove("KUBERNETES_SERVICE_HOST");
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("NKVM_IMAGE")
+            .env_remove("NKVM_HELPER_IMAGE")
+            .env_remove("NKVM_AGENT_FAULT");
         cmd.stdin(Stdio::null()).kill_on_drop(true);
         let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
             .await

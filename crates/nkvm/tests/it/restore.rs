@@ -53,38 +53,58 @@ async fn claims_in(env: &Env, ns: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_restored_into_a_new_claim_elsewhere_matches_file_by_file() {
-    restored_elsewhere_matches(Env::start().await).await;
+    restored_elsewhere_matches(Env::start().await, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_restored_into_a_new_claim_elsewhere_matches_file_by_file_on_upstream_kubernetes()
 {
     if let Some(env) = Env::start_upstream().await {
-        restored_elsewhere_matches(env).await;
+        restored_elsewhere_matches(env, None).await;
     }
 }
 
-/// A backup of an awkward tree restored with --create into another namespace: the plan, the
-/// run, and the new volume listed file by file equal to the source.
-async fn restored_elsewhere_matches(env: Env) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_made_backup_restores_through_a_generic_helper_image() {
+    restored_elsewhere_matches(Env::start().await, Some(nkvm_engine::GENERIC_HELPER_IMAGE)).await;
+}
+
+/// A backup of an awkward tree (made through the agent) restored with --create into another
+/// namespace: the plan, the run, and the new volume listed file by file equal to the source.
+/// With a generic `helper_image` the restore takes the tar path, else the agent.
+async fn restored_elsewhere_matches(env: Env, helper_image: Option<&str>) {
     setup(&env, "shop", AWKWARD).await;
     let id = backup_id(&env, "shop/data").await;
     namespace(&env, "restored").await;
+    let image: Vec<&str> = helper_image
+        .map(|i| vec!["--helper-image", i])
+        .unwrap_or_default();
+    let path = if helper_image.is_some() {
+        "tar"
+    } else {
+        "agent"
+    };
 
     let planned = env
-        .nkvm(&[
-            "restore",
-            &id,
-            "--to",
-            "restored/copy",
-            "--create",
-            "--dry-run",
-            "-o",
-            "json",
-        ])
+        .nkvm(
+            &[
+                &[
+                    "restore",
+                    &id,
+                    "--to",
+                    "restored/copy",
+                    "--create",
+                    "--dry-run",
+                ][..],
+                &["-o", "json"],
+                &image,
+            ]
+            .concat(),
+        )
         .await
         .ok();
     let plan = planned.json();
+    assert_eq!(plan["dataPath"], path, "{plan}");
     assert_eq!(plan["create"], true, "{plan}");
     assert_eq!(plan["refusals"], serde_json::json!([]), "{plan}");
     assert_eq!(plan["newClaim"]["size"], "1Gi", "{plan}");
@@ -95,18 +115,18 @@ async fn restored_elsewhere_matches(env: Env) {
     );
 
     let ran = env
-        .nkvm(&[
-            "restore",
-            &id,
-            "--to",
-            "restored/copy",
-            "--create",
-            "-o",
-            "json",
-        ])
+        .nkvm(
+            &[
+                &["restore", &id, "--to", "restored/copy", "--create"][..],
+                &["-o", "json"],
+                &image,
+            ]
+            .concat(),
+        )
         .await
         .ok();
     let r = ran.json();
+    assert_eq!(r["dataPath"], path, "{r}");
     for key in [
         "id",
         "backupId",

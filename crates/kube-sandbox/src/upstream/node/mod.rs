@@ -42,6 +42,8 @@ pub(in crate::upstream) struct NodeConfig<'a> {
     pub state_dir: PathBuf,
     /// The cluster CA (signs the node's client and serving certificates).
     pub ca: &'a Authority,
+    /// Host programs placed in containers of given images.
+    pub image_programs: Vec<crate::kubelet::programs::ImageProgram>,
 }
 
 /// What the node's tasks share.
@@ -59,6 +61,8 @@ struct Node {
     local: std::sync::Mutex<std::collections::HashMap<String, Value>>,
     /// The pods bound to this node at the last sync, by `namespace/name`.
     pods: std::sync::Mutex<std::collections::HashMap<String, Value>>,
+    /// Host programs placed in containers of given images.
+    image_programs: Vec<crate::kubelet::programs::ImageProgram>,
 }
 
 impl Node {
@@ -123,6 +127,7 @@ impl NodeAgent {
             ready_since: crate::meta::now(),
             local: Default::default(),
             pods: Default::default(),
+            image_programs: config.image_programs,
         });
         register(&node, port).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);

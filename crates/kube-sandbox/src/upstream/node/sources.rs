@@ -205,6 +205,9 @@ async fn claim(
 }
 
 impl Sources for Snapshot {
+    fn image_programs(&self) -> &[crate::kubelet::programs::ImageProgram] {
+        &self.node.image_programs
+    }
     fn config_map(&self, _ns: &str, name: &str) -> Option<Arc<Value>> {
         self.config_maps.get(name).cloned()
     }

@@ -45,6 +45,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> anyhow::Result<ExitCode> {
         api,
         SandboxOptions {
             state_dir: work.path().join("cluster"),
+            image_programs: super::sandbox::own_image_programs(&g.image),
             ..SandboxOptions::default()
         },
     )
