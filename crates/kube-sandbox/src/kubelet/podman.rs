@@ -275,6 +275,7 @@ mod tests {
                 gid: 10001,
                 groups: vec![10001],
             }),
+            programs: Vec::new(),
             podman: None,
         }
     }
