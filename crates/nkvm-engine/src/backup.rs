@@ -10,6 +10,7 @@ use crate::job_helper::RunningHelper;
 use crate::lifecycle::{
     JobEnd, JobFailure, JobResult, JobSpec, Tracker, fail, new_id, now_rfc3339,
 };
+use crate::sink::{self, Sink};
 use crate::{App, EngineError, Scope};
 use bytes::Bytes;
 use nkvm_domain::UserError;
@@ -17,7 +18,7 @@ use nkvm_domain::{BackupId, FailureKind, JobStatus, PvcRecord, PvcRef, Stage, Tr
 use nkvm_history::{BackupRow, HistoryError};
 use nkvm_kube::helper::{self, HelperMode, HelperPodOptions};
 use nkvm_kube::tar_command::ArchiveExit;
-use nkvm_store::{ArchiveKey, ArchiveWriter, Manifest, PvcIdentity, StoredArchive};
+use nkvm_store::{ArchiveKey, ArchiveStore, ArchiveWriter, Manifest, PvcIdentity, StoredArchive};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub struct BackupOptions {
     pub trigger: Trigger,
     /// Who asked.
     pub actor: String,
+    /// The store the archives go to (`local`, or a stores-file name; `""` is `local`).
+    pub store: String,
 }
 
 /// One backup's outcome, in the CLI/API JSON shape.
@@ -66,6 +69,8 @@ pub struct BackupResult {
     pub compression: String,
     /// Archive path in the store ("" when nothing was kept).
     pub artifact: String,
+    /// The store the archive went to.
+    pub store: String,
     /// Last stage reached (the failing one on failure).
     pub stage: Stage,
     /// What kind of failure it was (`""` on success).
@@ -87,6 +92,7 @@ struct BackupFacts {
     compression: &'static str,
     trigger: Trigger,
     actor: String,
+    store: String,
 }
 
 /// What a backup's steps return on success.
@@ -130,6 +136,7 @@ impl BackupFacts {
             sha256: kept.map(|k| k.stored.sha256.clone()).unwrap_or_default(),
             compression: self.compression.into(),
             artifact: kept.map(|k| k.stored.artifact.clone()).unwrap_or_default(),
+            store: self.store.clone(),
             stage: end.stage,
             failure_kind: end.failure,
             error: end.error.clone(),
@@ -156,6 +163,7 @@ impl BackupFacts {
             artifact: result.artifact.clone(),
             helper_pod: end.helper_pod.clone(),
             node: end.node.clone(),
+            store: self.store.clone(),
         };
         BackupJob { result, row }
     }
@@ -258,6 +266,11 @@ impl App {
             compression: opts.compression.compression.as_str(),
             trigger: opts.trigger,
             actor: opts.actor.clone(),
+            store: if opts.store.is_empty() {
+                nkvm_store::config::LOCAL.into()
+            } else {
+                opts.store.clone()
+            },
         };
         let tracker = Tracker::new(
             facts.id.to_string(),
@@ -291,11 +304,15 @@ impl App {
         let claim = &facts.claim;
         let record = backupable(claim, record)?;
         let pvc = self.read_claim(claim, Stage::Resolve).await?;
+        let key = archive_key(facts, &opts.compression);
+        // Before any helper pod: a store that is unreachable, refuses the credentials or
+        // already holds this name fails the job with nothing to clean up.
+        let store = crate::sink::checked_store(&self.stores, &facts.store, &key).await?;
         let helper_opts = self.backup_helper_options(&facts.id, claim, &record).await;
         let helper = self.start_helper(tracker, &helper_opts).await?;
         tracker.enter(Stage::Stream);
         let archived = self
-            .stream_backup(facts, &helper, &opts.compression, tracker)
+            .stream_backup(store, &key, &helper, &opts.compression, tracker)
             .await?;
         tracker.enter(Stage::Commit);
         let bytes_read = archived.bytes_read;
@@ -363,22 +380,24 @@ impl App {
     /// committed) only when tar exited cleanly and the stream was a complete tar.
     async fn stream_backup(
         &self,
-        facts: &BackupFacts,
+        store: Arc<dyn ArchiveStore>,
+        key: &ArchiveKey,
         helper: &RunningHelper,
         compression: &CompressionOptions,
         tracker: &Tracker,
     ) -> Result<Archived<Box<dyn ArchiveWriter>>, JobFailure> {
-        let key = ArchiveKey {
-            cluster: facts.cluster.clone(),
-            namespace: facts.claim.namespace.to_string(),
-            pvc: facts.claim.name.to_string(),
-            id: facts.id.clone(),
-            compression: compression.compression,
+        let (partial, store_failed) = {
+            let key = key.clone();
+            tokio::task::spawn_blocking(move || Sink::begin(store.as_ref(), &key))
+                .await
+                .map_err(|e| {
+                    fail(
+                        Stage::Store,
+                        FailureKind::Internal,
+                        format!("beginning the archive panicked: {e}"),
+                    )
+                })??
         };
-        let partial = self
-            .store
-            .begin(&key)
-            .map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))?;
         let (tx, rx) = mpsc::channel::<Bytes>(16);
         let (compression, counter) = (*compression, tracker.bytes().clone());
         let pipeline = tokio::task::spawn_blocking(move || {
@@ -403,9 +422,41 @@ impl App {
                 format!("the archive pipeline panicked: {e}"),
             )
         })?;
-        let outcome = exec.map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))?;
-        tar_exit_ok(helper, outcome.exit_code, outcome.stderr.trim())?;
-        archived.map_err(|e| fail(Stage::Stream, FailureKind::CommandFailed, e.to_string()))
+        // The store failing ends the stream too: its error is the cause, whatever exec saw.
+        let archived = archived.map_err(|e| {
+            if sink::store_failed(&store_failed) {
+                fail(Stage::Store, FailureKind::StorageUnavailable, e.to_string())
+            } else {
+                fail(Stage::Stream, FailureKind::CommandFailed, e.to_string())
+            }
+        });
+        let checked = exec
+            .map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))
+            .and_then(|outcome| tar_exit_ok(helper, outcome.exit_code, outcome.stderr.trim()));
+        match (archived, checked) {
+            (Ok(archived), Ok(())) => Ok(Archived {
+                bytes_read: archived.bytes_read,
+                entries: archived.entries,
+                devices: archived.devices,
+                writer: archived.writer.into_writer(),
+            }),
+            (Ok(archived), Err(e)) => {
+                sink::discard(archived.writer).await;
+                Err(e)
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+}
+
+/// Where a backup's archive goes in its store.
+fn archive_key(facts: &BackupFacts, compression: &CompressionOptions) -> ArchiveKey {
+    ArchiveKey {
+        cluster: facts.cluster.clone(),
+        namespace: facts.claim.namespace.to_string(),
+        pvc: facts.claim.name.to_string(),
+        id: facts.id.clone(),
+        compression: compression.compression,
     }
 }
 

@@ -477,10 +477,14 @@ impl App {
             .compression
             .parse()
             .map_err(|e: String| fail(Stage::Stream, FailureKind::Internal, e))?;
+        let store = self
+            .stores
+            .store(&plan.source.store)
+            .map_err(|e| crate::sink::store_failure(&e))?;
         let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
         let feeder = {
             let (store, artifact, expected, sent) = (
-                self.store.clone(),
+                store,
                 plan.source.artifact.clone(),
                 plan.source.sha256.clone(),
                 tracker.bytes().clone(),
