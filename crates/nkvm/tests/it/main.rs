@@ -10,4 +10,5 @@ mod inventory;
 mod recovery;
 mod restore;
 mod sandbox_command;
+mod stores;
 mod upstream;
