@@ -9,7 +9,6 @@ use crate::{Listing, StoreError};
 use futures_util::StreamExt;
 use object_store::ObjectStore;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// What the listing found of one backup: its archive's artifact, whether a manifest is there.
 #[derive(Default)]
@@ -78,7 +77,7 @@ fn read(store: &S3Store, artifact: &str) -> Result<crate::Manifest, StoreError> 
 
 fn orphan(store: &S3Store, relative: &str, missing: &'static str) -> StoreError {
     StoreError::Orphan {
-        path: PathBuf::from(store.shown(&store.key(relative))),
+        path: store.shown(&store.key(relative)),
         missing,
     }
 }
