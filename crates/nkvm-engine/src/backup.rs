@@ -422,18 +422,16 @@ impl App {
                 format!("the archive pipeline panicked: {e}"),
             )
         })?;
-        // The store failing ends the stream too: its error is the cause, whatever exec saw.
-        let archived = archived.map_err(|e| {
-            if sink::store_failed(&store_failed) {
-                fail(Stage::Store, FailureKind::StorageUnavailable, e.to_string())
-            } else {
-                fail(Stage::Stream, FailureKind::CommandFailed, e.to_string())
-            }
-        });
         let checked = exec
             .map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))
             .and_then(|outcome| tar_exit_ok(helper, outcome.exit_code, outcome.stderr.trim()));
         match (archived, checked) {
+            // The store failing ends the stream too: its error is the cause, whatever exec saw.
+            (Err(e), _) if sink::store_failed(&store_failed) => Err(fail(
+                Stage::Store,
+                FailureKind::StorageUnavailable,
+                e.to_string(),
+            )),
             (Ok(archived), Ok(())) => Ok(Archived {
                 bytes_read: archived.bytes_read,
                 entries: archived.entries,
@@ -444,7 +442,13 @@ impl App {
                 sink::discard(archived.writer).await;
                 Err(e)
             }
-            (Err(e), _) => Err(e),
+            // A broken exec or a failed tar explains a truncated stream better than the tar check.
+            (Err(_), Err(e)) => Err(e),
+            (Err(e), Ok(())) => Err(fail(
+                Stage::Stream,
+                FailureKind::CommandFailed,
+                e.to_string(),
+            )),
         }
     }
 }
