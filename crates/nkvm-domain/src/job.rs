@@ -111,6 +111,8 @@ named_enum! {
         Clean => "clean",
         /// Moving the archive's bytes.
         Stream => "stream",
+        /// Reaching the archive's store or writing to it (an off-site store refused or failed).
+        Store => "store",
         /// Making the archive and its manifest visible in the store.
         Commit => "commit",
         /// Stopped on request before it ended.

@@ -11,6 +11,7 @@ use crate::job_helper::RunningHelper;
 use crate::lifecycle::{
     JobEnd, JobFailure, JobResult, JobSpec, Tracker, fail, new_id, now_rfc3339,
 };
+use crate::sink::{self, Sink};
 use crate::{App, EngineError, Scope};
 use bytes::Bytes;
 use nkvm_domain::UserError;
@@ -18,10 +19,11 @@ use nkvm_domain::{BackupId, FailureKind, JobStatus, PvcRecord, PvcRef, Stage, Tr
 use nkvm_history::{BackupRow, HistoryError};
 use nkvm_kube::helper::{self, HelperMode, HelperPodOptions};
 use nkvm_kube::tar_command::ArchiveExit;
-use nkvm_store::{ArchiveKey, ArchiveWriter, Manifest, PvcIdentity, StoredArchive};
+use nkvm_store::{ArchiveKey, ArchiveStore, ArchiveWriter, Manifest, PvcIdentity, StoredArchive};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use tokio::sync::{mpsc, watch};
 
 /// How to run a batch of backups.
@@ -35,6 +37,8 @@ pub struct BackupOptions {
     pub trigger: Trigger,
     /// Who asked.
     pub actor: String,
+    /// The store the archives go to (`local`, or a stores-file name; `""` is `local`).
+    pub store: String,
 }
 
 /// One backup's outcome, in the CLI/API JSON shape.
@@ -69,6 +73,8 @@ pub struct BackupResult {
     pub data_path: DataPath,
     /// Archive path in the store ("" when nothing was kept).
     pub artifact: String,
+    /// The store the archive went to.
+    pub store: String,
     /// Last stage reached (the failing one on failure).
     pub stage: Stage,
     /// What kind of failure it was (`""` on success).
@@ -91,6 +97,7 @@ struct BackupFacts {
     data_path: DataPath,
     trigger: Trigger,
     actor: String,
+    store: String,
 }
 
 /// What a backup's steps return on success.
@@ -135,6 +142,7 @@ impl BackupFacts {
             compression: self.compression.into(),
             data_path: self.data_path,
             artifact: kept.map(|k| k.stored.artifact.clone()).unwrap_or_default(),
+            store: self.store.clone(),
             stage: end.stage,
             failure_kind: end.failure,
             error: end.error.clone(),
@@ -161,6 +169,7 @@ impl BackupFacts {
             artifact: result.artifact.clone(),
             helper_pod: end.helper_pod.clone(),
             node: end.node.clone(),
+            store: self.store.clone(),
         };
         BackupJob { result, row }
     }
@@ -264,6 +273,11 @@ impl App {
             data_path: self.settings.data_path(),
             trigger: opts.trigger,
             actor: opts.actor.clone(),
+            store: if opts.store.is_empty() {
+                nkvm_store::config::LOCAL.into()
+            } else {
+                opts.store.clone()
+            },
         };
         let tracker = Tracker::new(
             facts.id.to_string(),
@@ -297,11 +311,15 @@ impl App {
         let claim = &facts.claim;
         let record = backupable(claim, record)?;
         let pvc = self.read_claim(claim, Stage::Resolve).await?;
+        let key = archive_key(facts, &opts.compression);
+        // Before any helper pod: a store that is unreachable, refuses the credentials or
+        // already holds this name fails the job with nothing to clean up.
+        let store = crate::sink::checked_store(&self.stores, &facts.store, &key).await?;
         let helper_opts = self.backup_helper_options(&facts.id, claim, &record).await;
         let helper = self.start_helper(tracker, &helper_opts).await?;
         tracker.enter(Stage::Stream);
         let archived = self
-            .stream_backup(facts, &helper, &opts.compression, tracker)
+            .stream_backup(store, &key, &helper, &opts.compression, tracker)
             .await?;
         tracker.enter(Stage::Commit);
         let bytes_read = archived.bytes_read;
@@ -369,29 +387,31 @@ impl App {
     /// archive (not yet committed) only when it proved whole.
     async fn stream_backup(
         &self,
-        facts: &BackupFacts,
+        store: Arc<dyn ArchiveStore>,
+        key: &ArchiveKey,
         helper: &RunningHelper,
         compression: &CompressionOptions,
         tracker: &Tracker,
     ) -> Result<Archived<Box<dyn ArchiveWriter>>, JobFailure> {
-        let key = ArchiveKey {
-            cluster: facts.cluster.clone(),
-            namespace: facts.claim.namespace.to_string(),
-            pvc: facts.claim.name.to_string(),
-            id: facts.id.clone(),
-            compression: compression.compression,
+        let (partial, store_failed) = {
+            let key = key.clone();
+            tokio::task::spawn_blocking(move || Sink::begin(store.as_ref(), &key))
+                .await
+                .map_err(|e| {
+                    fail(
+                        Stage::Store,
+                        FailureKind::Internal,
+                        format!("beginning the archive panicked: {e}"),
+                    )
+                })??
         };
-        let partial = self
-            .store
-            .begin(&key)
-            .map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))?;
         match helper.path {
             DataPath::Agent => {
-                self.stream_from_agent(helper, partial, compression, tracker)
+                self.stream_from_agent(helper, partial, &store_failed, compression, tracker)
                     .await
             }
             DataPath::Tar => {
-                self.stream_from_tar(helper, partial, compression, tracker)
+                self.stream_from_tar(helper, partial, &store_failed, compression, tracker)
                     .await
             }
         }
@@ -403,7 +423,8 @@ impl App {
     async fn stream_from_tar(
         &self,
         helper: &RunningHelper,
-        partial: Box<dyn ArchiveWriter>,
+        partial: Sink,
+        store_failed: &AtomicBool,
         compression: &CompressionOptions,
         tracker: &Tracker,
     ) -> Result<Archived<Box<dyn ArchiveWriter>>, JobFailure> {
@@ -431,9 +452,34 @@ impl App {
                 format!("the archive pipeline panicked: {e}"),
             )
         })?;
-        let outcome = exec.map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))?;
-        tar_exit_ok(helper, outcome.exit_code, outcome.stderr.trim())?;
-        archived.map_err(|e| fail(Stage::Stream, FailureKind::CommandFailed, e.to_string()))
+        let checked = exec
+            .map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))
+            .and_then(|outcome| tar_exit_ok(helper, outcome.exit_code, outcome.stderr.trim()));
+        match (archived, checked) {
+            // The store failing ends the stream too: its error is the cause, whatever exec saw.
+            (Err(e), _) if sink::store_failed(store_failed) => Err(fail(
+                Stage::Store,
+                FailureKind::StorageUnavailable,
+                e.to_string(),
+            )),
+            (Ok(archived), Ok(())) => Ok(Archived {
+                bytes_read: archived.bytes_read,
+                entries: archived.entries,
+                devices: archived.devices,
+                writer: archived.writer.into_writer(),
+            }),
+            (Ok(archived), Err(e)) => {
+                sink::discard(archived.writer).await;
+                Err(e)
+            }
+            // A broken exec or a failed tar explains a truncated stream better than the tar check.
+            (Err(_), Err(e)) => Err(e),
+            (Err(e), Ok(())) => Err(fail(
+                Stage::Stream,
+                FailureKind::CommandFailed,
+                e.to_string(),
+            )),
+        }
     }
 
     /// The agent path: `nkvm agent backup` in the helper sends compressed bytes and a
@@ -442,7 +488,8 @@ impl App {
     async fn stream_from_agent(
         &self,
         helper: &RunningHelper,
-        partial: Box<dyn ArchiveWriter>,
+        partial: Sink,
+        store_failed: &AtomicBool,
         compression: &CompressionOptions,
         tracker: &Tracker,
     ) -> Result<Archived<Box<dyn ArchiveWriter>>, JobFailure> {
@@ -491,6 +538,14 @@ impl App {
                 failure.message = format!("{e}; {}", failure.message);
                 return Err(failure);
             }
+            // The store failing ends the stream too: its error is the cause.
+            Err(e) if sink::store_failed(store_failed) => {
+                return Err(fail(
+                    Stage::Store,
+                    FailureKind::StorageUnavailable,
+                    e.to_string(),
+                ));
+            }
             Err(e) => return Err(in_stream(e)),
         };
         let (archived, trailer) = receive::accept(arrived).map_err(in_stream)?;
@@ -508,7 +563,23 @@ impl App {
         if outcome.exit_code != 0 {
             return Err(agent_failed());
         }
-        Ok(archived)
+        Ok(Archived {
+            bytes_read: archived.bytes_read,
+            entries: archived.entries,
+            devices: archived.devices,
+            writer: archived.writer.into_writer(),
+        })
+    }
+}
+
+/// Where a backup's archive goes in its store.
+fn archive_key(facts: &BackupFacts, compression: &CompressionOptions) -> ArchiveKey {
+    ArchiveKey {
+        cluster: facts.cluster.clone(),
+        namespace: facts.claim.namespace.to_string(),
+        pvc: facts.claim.name.to_string(),
+        id: facts.id.clone(),
+        compression: compression.compression,
     }
 }
 

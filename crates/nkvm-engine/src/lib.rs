@@ -19,6 +19,7 @@ pub mod restore;
 pub mod retention;
 pub mod scheduler;
 pub mod session;
+mod sink;
 pub mod tar_check;
 pub mod verify;
 pub mod workspace;
@@ -35,7 +36,7 @@ use nkvm_domain::{Allowlist, FailureKind};
 use nkvm_history::{History, HistoryError};
 use nkvm_kube::discovery::{DiscoveryError, DiscoveryOptions};
 use nkvm_kube::{ClusterInfo, Connection};
-use nkvm_store::ArchiveStore;
+use nkvm_store::{ArchiveStore, Stores};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,16 +153,17 @@ impl nkvm_domain::UserError for EngineError {
     }
 }
 
-/// The engine, bound to one cluster connection, one history and one archive store.
+/// The engine, bound to one cluster connection, one history and the named archive stores.
 pub struct App {
     conn: Connection,
     history: Arc<History>,
-    store: Arc<dyn ArchiveStore>,
+    stores: Arc<Stores>,
     settings: Settings,
 }
 
 impl App {
-    /// An engine over an established connection, an opened history and a store.
+    /// An engine over an established connection, an opened history and a store (the `local`
+    /// store; [`with_stores`](Self::with_stores) names more).
     pub fn new(
         conn: Connection,
         history: Arc<History>,
@@ -171,9 +173,20 @@ impl App {
         App {
             conn,
             history,
-            store,
+            stores: Arc::new(Stores::local(store, "")),
             settings,
         }
+    }
+
+    /// The same engine over these named stores (`local` among them).
+    pub fn with_stores(mut self, stores: Arc<Stores>) -> Self {
+        self.stores = stores;
+        self
+    }
+
+    /// The named stores.
+    pub fn stores(&self) -> &Arc<Stores> {
+        &self.stores
     }
 
     /// The cluster this engine talks to.

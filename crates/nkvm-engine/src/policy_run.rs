@@ -144,16 +144,17 @@ impl App {
             ..Default::default()
         };
         if !to_run.is_empty() {
-            let (job, outcomes) = self.run_policy_job(jobs, &to_run, &actor).await?;
+            let (job, outcomes) = self.run_policy_job(jobs, &to_run, &policy.store, &actor).await?;
             report.job = Some(job);
             report.claims.extend(outcomes);
         }
         if policy.retention.is_some() {
             let ws = Workspace::new(
                 self.history.clone(),
-                self.store.clone(),
+                self.stores.local_store(),
                 self.settings.clone(),
-            );
+            )
+            .with_stores(self.stores.clone());
             let plan = ws.plan_prune(std::slice::from_ref(policy))?;
             report.pruned = ws.prune(&plan, &actor).await;
         }
@@ -184,6 +185,7 @@ impl App {
         self: &Arc<Self>,
         jobs: &Jobs,
         claims: &[PvcRecord],
+        store: &str,
         actor: &str,
     ) -> Result<(u64, Vec<ClaimOutcome>), EngineError> {
         let refs = claims
@@ -196,6 +198,7 @@ impl App {
             parallel: PARALLEL,
             trigger: Trigger::Schedule,
             actor: actor.into(),
+            store: store.into(),
         };
         let mut events = jobs.subscribe();
         let expected = vec![None; refs.len()];

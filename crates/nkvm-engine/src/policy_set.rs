@@ -9,22 +9,14 @@ use nkvm_policy::{Policy, PolicyError};
 use serde::Serialize;
 use std::path::Path;
 
-/// The store names policies may use. Only the local store exists today.
-pub fn store_names() -> Vec<String> {
-    vec![nkvm_policy::file::DEFAULT_STORE.to_string()]
-}
-
 /// Loads the policy file (when given) and the UI-made policies from `history`.
 pub fn load(
     file: Option<&Path>,
     history: &History,
     allowlist: &Allowlist,
+    stores: &[String],
 ) -> Result<Vec<Policy>, PolicyError> {
-    let stores = store_names();
-    let ctx = Context {
-        allowlist,
-        stores: &stores,
-    };
+    let ctx = Context { allowlist, stores };
     let mut policies = match file {
         Some(path) => nkvm_policy::load_file(path, &ctx)?,
         None => Vec::new(),
@@ -55,14 +47,11 @@ pub fn save_ui(
     file_policies: &[Policy],
     history: &History,
     allowlist: &Allowlist,
+    stores: &[String],
     actor: &str,
     now: &str,
 ) -> Result<Policy, PolicyError> {
-    let stores = store_names();
-    let ctx = Context {
-        allowlist,
-        stores: &stores,
-    };
+    let ctx = Context { allowlist, stores };
     if file_policies
         .iter()
         .any(|p| p.name == spec.name && p.source == PolicySource::File)
@@ -154,6 +143,10 @@ pub fn view(p: &Policy, now: DateTime<Utc>, n: usize) -> PolicyView {
 mod tests {
     use super::*;
 
+    fn local() -> Vec<String> {
+        vec![nkvm_policy::file::DEFAULT_STORE.to_string()]
+    }
+
     fn spec(name: &str) -> PolicySpec {
         PolicySpec {
             name: name.into(),
@@ -175,13 +168,13 @@ mod tests {
         .unwrap();
         let h = History::in_memory().unwrap();
         let allow = Allowlist::default();
-        let file_policies = load(Some(&file), &h, &allow).unwrap();
-        let refused = save_ui(spec("nightly"), &file_policies, &h, &allow, "admin", "t")
+        let file_policies = load(Some(&file), &h, &allow, &local()).unwrap();
+        let refused = save_ui(spec("nightly"), &file_policies, &h, &allow, &local(), "admin", "t")
             .unwrap_err()
             .to_string();
         assert!(refused.contains("policy file"), "{refused}");
-        save_ui(spec("extra"), &file_policies, &h, &allow, "admin", "t").unwrap();
-        let all = load(Some(&file), &h, &allow).unwrap();
+        save_ui(spec("extra"), &file_policies, &h, &allow, &local(), "admin", "t").unwrap();
+        let all = load(Some(&file), &h, &allow, &local()).unwrap();
         let names: Vec<(&str, PolicySource)> =
             all.iter().map(|p| (p.name.as_str(), p.source)).collect();
         assert_eq!(

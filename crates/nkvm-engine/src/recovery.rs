@@ -108,7 +108,21 @@ impl App {
             );
             report.interrupted.push(row.id);
         }
-        let store = self.store.clone();
+        for named in self.stores.all() {
+            self.sweep_store(named, &at, &mut report).await?;
+        }
+        self.sweep_own_helpers(&at, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Deletes what crashed writers left in one store (temp files, open uploads).
+    async fn sweep_store(
+        &self,
+        named: &nkvm_store::NamedStore,
+        at: &str,
+        report: &mut RecoveryReport,
+    ) -> Result<(), EngineError> {
+        let store = named.store.clone();
         let swept = tokio::task::spawn_blocking(move || store.sweep_partials())
             .await
             .map_err(|e| {
@@ -120,7 +134,7 @@ impl App {
                     let path = path.display().to_string();
                     audit(
                         &self.history,
-                        &at,
+                        at,
                         RECOVERY_ACTOR,
                         "recover.partial-deleted",
                         &path,
@@ -129,12 +143,12 @@ impl App {
                     report.partials_deleted.push(path);
                 }
             }
-            Err(e) => report
-                .failures
-                .push(format!("deleting leftover partial archives: {e}")),
+            Err(e) => report.failures.push(format!(
+                "deleting leftover partial archives in store {:?}: {e}",
+                named.name
+            )),
         }
-        self.sweep_own_helpers(&at, &mut report).await?;
-        Ok(report)
+        Ok(())
     }
 
     /// Deletes this instance's helper pods. This process runs no job yet (recovery comes
@@ -175,7 +189,7 @@ impl App {
 
 /// The history row a manifest stands for: a succeeded backup, found by the index rebuild.
 /// `artifact` is where the listing found the archive, which wins over the manifest's copy.
-pub fn row_from_manifest(artifact: &str, m: &Manifest) -> BackupRow {
+pub fn row_from_manifest(store: &str, artifact: &str, m: &Manifest) -> BackupRow {
     BackupRow {
         id: m.backup_id.to_string(),
         cluster: m.cluster.clone(),
@@ -198,6 +212,7 @@ pub fn row_from_manifest(artifact: &str, m: &Manifest) -> BackupRow {
         artifact: artifact.into(),
         helper_pod: String::new(),
         node: m.node.clone(),
+        store: store.into(),
     }
 }
 
@@ -205,6 +220,7 @@ pub fn row_from_manifest(artifact: &str, m: &Manifest) -> BackupRow {
 /// does not hold; rows already there are left alone. Needs no cluster. Blocking: call it from
 /// a blocking thread.
 pub fn rebuild_index(
+    store_name: &str,
     store: &dyn ArchiveStore,
     history: &History,
 ) -> Result<IndexReport, IndexError> {
@@ -212,7 +228,7 @@ pub fn rebuild_index(
     let rows: Vec<BackupRow> = listing
         .archives
         .iter()
-        .map(|(artifact, manifest)| row_from_manifest(artifact, manifest))
+        .map(|(artifact, manifest)| row_from_manifest(store_name, artifact, manifest))
         .collect();
     let added_ids = history.insert_missing(&rows).map_err(IndexError::History)?;
     let report = IndexReport {
@@ -226,7 +242,7 @@ pub fn rebuild_index(
         &now_rfc3339(),
         INDEX_ACTOR,
         "index.rebuild",
-        "history",
+        store_name,
         &format!(
             "added {} of {} archives, {} warnings",
             report.added,
@@ -284,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_manifest_becomes_a_succeeded_row_found_by_the_index() {
-        let row = row_from_manifest("c1/shop/data/x.tar.zst", &manifest(ID));
+        let row = row_from_manifest("local", "c1/shop/data/x.tar.zst", &manifest(ID));
         assert_eq!(row.id, ID);
         assert_eq!((row.namespace.as_str(), row.pvc.as_str()), ("shop", "data"));
         assert_eq!(row.pvc_uid, "uid-1");
@@ -309,11 +325,11 @@ mod tests {
         let history = History::in_memory().expect("history");
         let failed = BackupRow {
             status: JobStatus::Failed,
-            ..row_from_manifest("", &manifest(other))
+            ..row_from_manifest("local", "", &manifest(other))
         };
         history.record_backup(&failed).expect("record");
 
-        let report = rebuild_index(&store, &history).expect("rebuild");
+        let report = rebuild_index("local", &store, &history).expect("rebuild");
         assert_eq!((report.archives, report.added), (2, 1));
         assert_eq!(report.added_ids, [ID]);
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
@@ -325,7 +341,7 @@ mod tests {
             JobStatus::Failed
         );
 
-        let again = rebuild_index(&store, &history).expect("rebuild again");
+        let again = rebuild_index("local", &store, &history).expect("rebuild again");
         assert_eq!(again.added, 0);
     }
 
@@ -336,7 +352,7 @@ mod tests {
         store_one(&store, ID);
         std::fs::remove_file(dir.path().join(format!("c1/shop/data/{ID}.json"))).expect("rm");
         let history = History::in_memory().expect("history");
-        let report = rebuild_index(&store, &history).expect("rebuild");
+        let report = rebuild_index("local", &store, &history).expect("rebuild");
         assert_eq!((report.archives, report.added), (0, 0));
         assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
         assert!(

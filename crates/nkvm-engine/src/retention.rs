@@ -180,7 +180,7 @@ impl Workspace {
         let at = now_rfc3339();
         self.history()
             .audit(&at, actor, "backup.delete.start", &target, id)?;
-        let missing = self.remove_archive(&row.artifact).await.inspect_err(|e| {
+        let missing = self.remove_archive(&row.store, &row.artifact).await.inspect_err(|e| {
             let _ = self.history().audit(
                 &now_rfc3339(),
                 actor,
@@ -214,11 +214,15 @@ impl Workspace {
 
     /// Removes an archive and its manifest; `Ok(true)` when they were already gone (the
     /// deletion then only marks the row).
-    async fn remove_archive(&self, artifact: &str) -> Result<bool, EngineError> {
+    async fn remove_archive(&self, store: &str, artifact: &str) -> Result<bool, EngineError> {
         if artifact.is_empty() {
             return Ok(true);
         }
-        let (store, artifact) = (self.store(), artifact.to_string());
+        let store = self
+            .stores()
+            .store(store)
+            .map_err(EngineError::DeleteArchive)?;
+        let artifact = artifact.to_string();
         let removed = tokio::task::spawn_blocking(move || store.delete(&artifact))
             .await
             .map_err(|e| EngineError::Internal(format!("deleting an archive panicked: {e}")))?;

@@ -6,7 +6,7 @@ use crate::archive::check_archive;
 use crate::archive_safety::{Contents, UnsafeArchive};
 use nkvm_domain::{BackupId, Compression, FailureKind};
 use nkvm_history::History;
-use nkvm_store::ArchiveStore;
+use nkvm_store::Stores;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -142,11 +142,12 @@ fn read_through(
 
 /// Verifies backup `id` (blocking I/O: call from a blocking thread for large archives).
 pub fn verify(
-    store: &dyn ArchiveStore,
+    stores: &Stores,
     history: &History,
     id: &BackupId,
 ) -> Result<VerifyReport, VerifyError> {
     let row = history.backup(id.as_str()).map_err(EngineError::from)?;
+    let store_name = row.as_ref().map(|r| r.store.clone()).unwrap_or_default();
     let artifact = row
         .as_ref()
         .map(|r| r.artifact.clone())
@@ -156,6 +157,7 @@ pub fn verify(
         id: id.to_string(),
         detail: e.to_string(),
     };
+    let store = stores.store(&store_name).map_err(|e| read_err(&e))?;
     let manifest = store.manifest(&artifact).map_err(|e| read_err(&e))?;
     let file = store.open(&artifact).map_err(|e| read_err(&e))?;
     let (checked, bytes_stored, sha256) =

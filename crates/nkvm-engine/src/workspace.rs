@@ -8,7 +8,7 @@ use crate::{App, EngineError, Settings};
 use nkvm_domain::{BackupId, FailureKind, JobStatus};
 use nkvm_history::{BackupFilter, BackupRow, History};
 use nkvm_kube::{ConnectError, ConnectOptions};
-use nkvm_store::{ArchiveStore, Manifest};
+use nkvm_store::{ArchiveStore, Manifest, Stores};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,20 +48,32 @@ pub struct ReadinessCheck {
 /// What needs no cluster: the history, the archive store and the settings.
 pub struct Workspace {
     history: Arc<History>,
-    store: Arc<dyn ArchiveStore>,
+    stores: Arc<Stores>,
     store_dir: Option<PathBuf>,
     settings: Settings,
 }
 
 impl Workspace {
-    /// A workspace over an opened history and a store.
+    /// A workspace over an opened history and a store (the `local` store;
+    /// [`with_stores`](Self::with_stores) names more).
     pub fn new(history: Arc<History>, store: Arc<dyn ArchiveStore>, settings: Settings) -> Self {
         Workspace {
             history,
-            store,
+            stores: Arc::new(Stores::local(store, "")),
             store_dir: None,
             settings,
         }
+    }
+
+    /// The same workspace over these named stores (`local` among them).
+    pub fn with_stores(mut self, stores: Arc<Stores>) -> Self {
+        self.stores = stores;
+        self
+    }
+
+    /// The named stores.
+    pub fn stores(&self) -> &Arc<Stores> {
+        &self.stores
     }
 
     /// Names the store's local directory, so readiness can prove it writable.
@@ -80,21 +92,16 @@ impl Workspace {
         &self.history
     }
 
-    /// The archive store.
-    pub(crate) fn store(&self) -> Arc<dyn ArchiveStore> {
-        self.store.clone()
-    }
-
     /// Connects and returns an engine sharing this workspace's history and store.
     pub async fn connect(&self, opts: ConnectOptions) -> Result<Arc<App>, ConnectError> {
         connect_app(
             opts,
             self.history.clone(),
-            self.store.clone(),
+            self.stores.local_store(),
             self.settings.clone(),
         )
         .await
-        .map(Arc::new)
+        .map(|app| Arc::new(app.with_stores(self.stores.clone())))
     }
 
     /// History rows matching `filter`, newest first.
@@ -132,8 +139,9 @@ impl Workspace {
                 manifest_error: None,
             }));
         }
-        let (store, artifact) = (self.store.clone(), row.artifact.clone());
-        let read = tokio::task::spawn_blocking(move || store.manifest(&artifact))
+        let (stores, name, artifact) =
+            (self.stores.clone(), row.store.clone(), row.artifact.clone());
+        let read = tokio::task::spawn_blocking(move || stores.store(&name)?.manifest(&artifact))
             .await
             .map_err(|e| EngineError::Internal(format!("reading a manifest panicked: {e}")))?;
         Ok(Some(match read {
@@ -157,8 +165,8 @@ impl Workspace {
 
     /// Re-reads backup `id` on a blocking thread: sha256 and a complete tar stream.
     pub async fn verify(&self, id: &BackupId) -> Result<VerifyReport, VerifyError> {
-        let (store, history, id) = (self.store.clone(), self.history.clone(), id.clone());
-        tokio::task::spawn_blocking(move || crate::verify::verify(store.as_ref(), &history, &id))
+        let (stores, history, id) = (self.stores.clone(), self.history.clone(), id.clone());
+        tokio::task::spawn_blocking(move || crate::verify::verify(&stores, &history, &id))
             .await
             .map_err(|e| {
                 VerifyError::Engine(EngineError::Internal(format!("verify panicked: {e}")))
@@ -173,11 +181,13 @@ impl Workspace {
             .map_err(|e| DownloadError::Store(e.to_string()))?
             .filter(|r| !r.artifact.is_empty())
             .ok_or_else(|| DownloadError::NoArchive(id.to_string()))?;
-        let (store, artifact) = (self.store.clone(), row.artifact.clone());
-        let (reader, size) = tokio::task::spawn_blocking(move || store.open_sized(&artifact))
-            .await
-            .map_err(|e| DownloadError::Store(format!("opening the archive panicked: {e}")))?
-            .map_err(|e| DownloadError::Store(e.to_string()))?;
+        let (stores, name, artifact) =
+            (self.stores.clone(), row.store.clone(), row.artifact.clone());
+        let (reader, size) =
+            tokio::task::spawn_blocking(move || stores.store(&name)?.open_sized(&artifact))
+                .await
+                .map_err(|e| DownloadError::Store(format!("opening the archive panicked: {e}")))?
+                .map_err(|e| DownloadError::Store(e.to_string()))?;
         let extension = row
             .artifact
             .rsplit('/')

@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 mod columns;
+mod copies;
 mod policies;
 mod restores;
+pub use copies::BackupCopy;
 pub use policies::{DeletedBackup, PolicyRunRow, PolicySkipRow, UiPolicyRow};
 pub use restores::{RestoreFilter, RestoreRow};
 
@@ -124,8 +126,20 @@ fn migrations() -> Migrations<'static> {
         CREATE INDEX restores_by_backup ON restores (backup_id);",
         ),
         M::up("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"),
-        // policies (#15): deletion marks, policy runs and skips, UI-made policies. Written as
-        // the next entry of this branch; renumber at merge if another migration lands first.
+        // 4: the store each backup went to (rows from before stores had names are `local`),
+        // and the copies of a backup in other stores.
+        M::up(
+            "ALTER TABLE backups ADD COLUMN store TEXT NOT NULL DEFAULT 'local';
+        CREATE TABLE backup_copies (
+            backup_id TEXT NOT NULL,
+            store TEXT NOT NULL,
+            artifact TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            copied_at TEXT NOT NULL,
+            PRIMARY KEY (backup_id, store)
+        );",
+        ),
+        // 5: deletion marks, policy runs and skips, UI-made policies.
         M::up(policies::MIGRATION),
     ])
 }
@@ -175,6 +189,8 @@ pub struct BackupRow {
     pub helper_pod: String,
     /// Node the helper ran on.
     pub node: String,
+    /// The store holding the archive (`local`, or a stores-file name; `""` reads as `local`).
+    pub store: String,
 }
 
 /// Which backups to list.
@@ -196,7 +212,7 @@ pub struct BackupFilter {
 }
 
 const COLUMNS: &str = "id, cluster, namespace, pvc, pvc_uid, trigger, actor, status, stage, failure_kind, error,
-    started_at, finished_at, bytes_read, bytes_stored, sha256, compression, artifact, helper_pod, node";
+    started_at, finished_at, bytes_read, bytes_stored, sha256, compression, artifact, helper_pod, node, store";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
     Ok(BackupRow {
@@ -220,7 +236,13 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
         artifact: r.get(17)?,
         helper_pod: r.get(18)?,
         node: r.get(19)?,
+        store: r.get(20)?,
     })
+}
+
+/// The store name a row is written with: `local` for rows that name none.
+fn store_name(store: &str) -> &str {
+    if store.is_empty() { "local" } else { store }
 }
 
 /// Mode of the database file; SQLite gives its `-wal`, `-shm` and `-journal` files the same.
@@ -352,12 +374,12 @@ impl History {
         let written = self.conn().execute(
             "INSERT OR REPLACE INTO backups (id, cluster, namespace, pvc, pvc_uid, trigger, actor, status, stage,
                 failure_kind, error, started_at, finished_at, bytes_read, bytes_stored, sha256, compression,
-                artifact, helper_pod, node)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                artifact, helper_pod, node, store)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
             params![
                 r.id, r.cluster, r.namespace, r.pvc, r.pvc_uid, r.trigger.as_str(), r.actor,
                 r.status.as_str(), r.stage.as_str(), failure_label(r.failure_kind), r.error, r.started_at, r.finished_at, r.bytes_read as i64, r.bytes_stored as i64,
-                r.sha256, r.compression, r.artifact, r.helper_pod, r.node
+                r.sha256, r.compression, r.artifact, r.helper_pod, r.node, store_name(&r.store)
             ],
         );
         self.counted(written).map(drop)
@@ -373,8 +395,8 @@ impl History {
             let mut stmt = tx.prepare(
                 "INSERT OR IGNORE INTO backups (id, cluster, namespace, pvc, pvc_uid, trigger, actor, status, stage,
                     failure_kind, error, started_at, finished_at, bytes_read, bytes_stored, sha256, compression,
-                    artifact, helper_pod, node)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                    artifact, helper_pod, node, store)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
             )?;
             for r in rows {
                 let changed = stmt.execute(params![
@@ -397,7 +419,8 @@ impl History {
                     r.compression,
                     r.artifact,
                     r.helper_pod,
-                    r.node
+                    r.node,
+                    store_name(&r.store)
                 ])?;
                 if changed > 0 {
                     inserted.push(r.id.clone());
@@ -591,6 +614,35 @@ mod tests {
             failed.get("u1").map(String::as_str),
             Some("2026-11-26T03:00:00Z")
         );
+    }
+
+    #[test]
+    fn rows_from_before_stores_had_names_read_as_local_and_copies_are_kept() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations().to_version(&mut conn, 3).unwrap();
+        conn.execute(
+            "INSERT INTO backups (id, cluster, namespace, pvc, pvc_uid, trigger, actor, status, stage, started_at, compression)
+             VALUES ('old', 'c1', 'shop', 'data', 'u1', 'cli', 'test', 'succeeded', 'commit', 't0', 'zstd')",
+            [],
+        )
+        .unwrap();
+        let h = History::setup(conn, ":memory:").unwrap();
+        assert_eq!(h.backup("old").unwrap().unwrap().store, "local");
+        let mut new = row("new", "u1", "succeeded", "t1");
+        new.store = "offsite".into();
+        h.record_backup(&new).unwrap();
+        assert_eq!(h.backup("new").unwrap().unwrap().store, "offsite");
+        let copy = BackupCopy {
+            backup_id: "old".into(),
+            store: "offsite".into(),
+            artifact: "c/shop/data/x.tar.zst".into(),
+            sha256: "ab".into(),
+            copied_at: "t2".into(),
+        };
+        h.record_copy(&copy).unwrap();
+        assert_eq!(h.copies("old").unwrap(), [copy]);
+        h.forget_copy("old", "offsite").unwrap();
+        assert!(h.copies("old").unwrap().is_empty());
     }
 
     #[test]

@@ -69,6 +69,32 @@ pub enum StoreError {
         /// `manifest` or `archive`.
         missing: &'static str,
     },
+    /// A remote store (S3, SFTP) refused an operation or could not be reached.
+    #[error("store {store:?}: {action}: {detail}; {}", remote_hint(detail))]
+    Remote {
+        /// The store's name.
+        store: String,
+        /// What was being done, e.g. "uploading part 3 of".
+        action: String,
+        /// The server's or the network's answer (never credentials).
+        detail: String,
+    },
+    /// A store name that is not configured.
+    #[error("there is no store named {name:?}; configured stores: {known} (see `nkvm stores`)")]
+    UnknownStore {
+        /// The name asked for.
+        name: String,
+        /// The names configured, comma-separated.
+        known: String,
+    },
+    /// The stores file is unreadable or invalid.
+    #[error("the stores file {} (NKVM_STORES_FILE / --stores): {detail}", path.display())]
+    Config {
+        /// The stores file.
+        path: PathBuf,
+        /// What is wrong, naming the entry and field.
+        detail: String,
+    },
     /// The filesystem refused an operation.
     #[error("{action} {}: {source}; {}", path.display(), hint(source))]
     Io {
@@ -91,6 +117,10 @@ impl nkvm_domain::UserError for StoreError {
             StoreError::AlreadyExists { .. } => FailureKind::Conflict,
             StoreError::NotFound { .. } => FailureKind::NotFound,
             StoreError::ManifestMismatch { .. } => FailureKind::Internal,
+            StoreError::UnknownStore { .. } | StoreError::Config { .. } => {
+                FailureKind::InvalidInput
+            }
+            StoreError::Remote { .. } => FailureKind::StorageUnavailable,
             StoreError::CorruptManifest { .. }
             | StoreError::Orphan { .. }
             | StoreError::Io { .. } => FailureKind::StorageUnavailable,
@@ -106,6 +136,31 @@ impl StoreError {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// What an operator can do about a remote store's error, from its text.
+fn remote_hint(detail: &str) -> &'static str {
+    let lower = detail.to_ascii_lowercase();
+    if [
+        "accessdenied",
+        "signature",
+        "invalidaccesskeyid",
+        "403",
+        "forbidden",
+        "credential",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+    {
+        "check the store's credentials (AWS_* environment or the files named in the stores file)"
+    } else if ["connect", "dns", "timed out", "timeout", "connection"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        "check the store's endpoint and that it is reachable from nkvm"
+    } else {
+        "check the store's settings in the stores file and `nkvm stores --check`"
     }
 }
 

@@ -4,15 +4,21 @@
 //!
 //! An archive only ever becomes visible whole: it is written to a hidden temp file, synced,
 //! moved into place without overwriting anything, and given its manifest. [`ArchiveStore`] is
-//! the interface the engine holds; [`LocalStore`] implements it over a directory, and object
-//! stores (S3, SFTP) can implement it later without the engine changing.
+//! the interface the engine holds; [`LocalStore`] implements it over a directory and
+//! [`S3Store`] over an S3-compatible bucket. [`Stores`] names them: `local` always, and the
+//! entries of the stores file ([`config`]).
 
+pub mod config;
 mod error;
 mod layout;
 mod listing;
 mod local;
 mod manifest;
 mod partial;
+mod registry;
+mod s3;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 
@@ -21,6 +27,8 @@ pub use layout::{ArchiveKey, cluster_segment};
 pub use local::LocalStore;
 pub use manifest::{FORMAT_VERSION, Manifest, PvcIdentity};
 pub use partial::PartialArchive;
+pub use registry::{NamedStore, StoreKind, Stores};
+pub use s3::{S3Settings, S3Store};
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -73,6 +81,14 @@ pub trait ArchiveStore: Send + Sync {
 
     /// Deletes an archive and its manifest.
     fn delete(&self, artifact: &str) -> Result<(), StoreError>;
+
+    /// Refuses, before anything is streamed, a backup that could not be stored under `key`:
+    /// the store unreachable, its credentials refused, or an archive already at that name.
+    fn check_writable(&self, key: &ArchiveKey) -> Result<(), StoreError>;
+
+    /// Proves the store usable: writes, reads back and deletes a small probe object.
+    /// Returns what was probed (a directory or a bucket URL), for `nkvm stores --check`.
+    fn probe(&self) -> Result<String, StoreError>;
 }
 
 /// An archive being written. Dropping it without committing discards it.

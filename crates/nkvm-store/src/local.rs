@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 const NONBLOCK: i32 = rustix::fs::OFlags::NONBLOCK.bits() as i32;
 
 /// Manifests are a few KiB; anything far larger is not one, and is not read into memory whole.
-const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
 
 /// The archive store in a directory; the directory is created on the first backup.
 #[derive(Debug, Clone)]
@@ -145,10 +145,6 @@ impl LocalStore {
 
 /// Reads and checks a manifest: bounded size, valid JSON of a known format, for backup `id`.
 pub(crate) fn read_manifest(path: &Path, id: &BackupId) -> Result<Manifest, StoreError> {
-    let corrupt = |detail: String| StoreError::CorruptManifest {
-        path: path.to_path_buf(),
-        detail,
-    };
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|f| f.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes))
@@ -159,12 +155,26 @@ pub(crate) fn read_manifest(path: &Path, id: &BackupId) -> Result<Manifest, Stor
             },
             _ => StoreError::io("reading the manifest", path, e),
         })?;
+    parse_manifest(&bytes, path, id)
+}
+
+/// Checks a manifest's bytes (read from `path`, a file or an object key): bounded size, valid
+/// JSON of a known format, for backup `id`.
+pub(crate) fn parse_manifest(
+    bytes: &[u8],
+    path: &Path,
+    id: &BackupId,
+) -> Result<Manifest, StoreError> {
+    let corrupt = |detail: String| StoreError::CorruptManifest {
+        path: path.to_path_buf(),
+        detail,
+    };
     if bytes.len() as u64 > MAX_MANIFEST_BYTES {
         return Err(corrupt(format!(
             "it is larger than {MAX_MANIFEST_BYTES} bytes"
         )));
     }
-    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
     if !(1..=FORMAT_VERSION).contains(&manifest.format_version) {
         return Err(corrupt(format!(
             "format version {} is not one this nkvm reads (1 to {FORMAT_VERSION}); a newer nkvm may read it",
@@ -222,5 +232,19 @@ impl ArchiveStore for LocalStore {
 
     fn delete(&self, artifact: &str) -> Result<(), StoreError> {
         LocalStore::delete(self, artifact)
+    }
+
+    fn check_writable(&self, key: &ArchiveKey) -> Result<(), StoreError> {
+        let location = key.location()?;
+        let dir = self.root.join(location.dir());
+        for name in [location.archive_name(), location.manifest_name()] {
+            crate::partial::refuse_existing(&dir.join(name))?;
+        }
+        Ok(())
+    }
+
+    fn probe(&self) -> Result<String, StoreError> {
+        crate::partial::probe_dir(&self.root)?;
+        Ok(self.root.display().to_string())
     }
 }

@@ -131,26 +131,7 @@ impl PartialArchive {
 
     /// Refuses a manifest that would describe another archive than this one.
     fn check(&self, manifest: &Manifest) -> Result<(), StoreError> {
-        let key = &self.key;
-        let pairs = [
-            ("backupId", manifest.backup_id.as_str(), key.id.as_str()),
-            ("cluster", &manifest.cluster, &key.cluster),
-            ("namespace", &manifest.namespace, &key.namespace),
-            ("pvc.name", &manifest.pvc.name, &key.pvc),
-            (
-                "compression",
-                manifest.compression.as_str(),
-                key.compression.as_str(),
-            ),
-        ];
-        match pairs.into_iter().find(|(_, m, k)| m != k) {
-            Some((field, m, k)) => Err(StoreError::ManifestMismatch {
-                field,
-                manifest: m.to_string(),
-                key: k.to_string(),
-            }),
-            None => Ok(()),
-        }
+        check_manifest(&self.key, manifest)
     }
 
     /// An I/O error from writing, carrying the store's message (and the [`StoreError`] itself,
@@ -200,8 +181,54 @@ impl ArchiveWriter for PartialArchive {
     }
 }
 
+/// Refuses a manifest that would describe another archive than the one begun with `key`.
+pub(crate) fn check_manifest(key: &ArchiveKey, manifest: &Manifest) -> Result<(), StoreError> {
+    let pairs = [
+        ("backupId", manifest.backup_id.as_str(), key.id.as_str()),
+        ("cluster", &manifest.cluster, &key.cluster),
+        ("namespace", &manifest.namespace, &key.namespace),
+        ("pvc.name", &manifest.pvc.name, &key.pvc),
+        (
+            "compression",
+            manifest.compression.as_str(),
+            key.compression.as_str(),
+        ),
+    ];
+    match pairs.into_iter().find(|(_, m, k)| m != k) {
+        Some((field, m, k)) => Err(StoreError::ManifestMismatch {
+            field,
+            manifest: m.to_string(),
+            key: k.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Proves `root` writable: creates it if needed, writes, syncs and deletes a hidden probe file
+/// (a hidden name, so listings pass over a probe a crash left).
+pub(crate) fn probe_dir(root: &Path) -> Result<(), StoreError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(root)
+        .map_err(|e| StoreError::io("creating the archive directory", root, e))?;
+    let probe = root.join(partial_name(&format!(
+        "probe-{:016x}",
+        rand::random::<u64>()
+    )));
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(&probe)
+        .and_then(|mut f| f.write_all(b"nkvm probe\n").and_then(|()| f.sync_all()));
+    let removed = fs::remove_file(&probe);
+    written.map_err(|e| StoreError::io("writing a probe file in", root, e))?;
+    removed.map_err(|e| StoreError::io("deleting the probe file", &probe, e))
+}
+
 /// Fails with [`StoreError::AlreadyExists`] if anything (even a dangling symlink) is at `path`.
-fn refuse_existing(path: &Path) -> Result<(), StoreError> {
+pub(crate) fn refuse_existing(path: &Path) -> Result<(), StoreError> {
     match fs::symlink_metadata(path) {
         Ok(_) => Err(StoreError::AlreadyExists {
             path: path.to_path_buf(),

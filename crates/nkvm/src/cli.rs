@@ -54,6 +54,9 @@ pub struct GlobalArgs {
         value_name = "DIR"
     )]
     pub backup_dir: PathBuf,
+    /// Named stores beside `local` (YAML; see docs/stores.md).
+    #[arg(long, global = true, env = "NKVM_STORES_FILE", value_name = "PATH")]
+    pub stores: Option<PathBuf>,
     /// History database.
     #[arg(
         long,
@@ -161,6 +164,8 @@ pub enum Command {
     /// The history index over the archive store.
     #[command(subcommand)]
     Index(IndexCommand),
+    /// The archive stores: `local` and the stores file's (with --check: reachable, writable).
+    Stores(StoresArgs),
     /// Run a sandbox Kubernetes API server (for tests, benchmarks and the demo).
     Sandbox(SandboxArgs),
     /// The agent nkvm runs inside helper pods of its own image (see docs/agent.md); not for
@@ -351,6 +356,9 @@ pub struct BackupArgs {
     /// Claims backed up at once.
     #[arg(long, default_value_t = 2)]
     pub parallel: usize,
+    /// The store the archives go to (`local`, or a name from the stores file).
+    #[arg(long, default_value = "local", value_name = "NAME")]
+    pub store: String,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,
@@ -448,9 +456,23 @@ pub enum IndexCommand {
     Rebuild(IndexRebuildArgs),
 }
 
+/// `nkvm stores`.
+#[derive(Debug, Args)]
+pub struct StoresArgs {
+    /// Prove each store usable: write, read back and delete a probe object.
+    #[arg(long)]
+    pub check: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
 /// `nkvm index rebuild`.
 #[derive(Debug, Args)]
 pub struct IndexRebuildArgs {
+    /// The store whose manifests are indexed.
+    #[arg(long, default_value = "local", value_name = "NAME")]
+    pub store: String,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,

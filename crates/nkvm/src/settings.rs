@@ -8,6 +8,7 @@ use nkvm_domain::{Allowlist, FailureKind};
 use nkvm_engine::{App, Settings};
 use nkvm_history::History;
 use nkvm_kube::{AuthMode, ConnectOptions};
+use nkvm_store::Stores;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,7 +90,7 @@ pub fn rebuild_missing_history(g: &GlobalArgs) -> anyhow::Result<()> {
 fn rebuild_new_history(g: &GlobalArgs, history: &History) {
     let store = nkvm_store::LocalStore::new(&g.backup_dir);
     // Blocking here is fine: it happens once, before the command does anything else.
-    match nkvm_engine::rebuild_index(&store, history) {
+    match nkvm_engine::rebuild_index("local", &store, history) {
         Ok(report) => {
             for warning in &report.warnings {
                 tracing::warn!("{warning}");
@@ -110,13 +111,26 @@ fn rebuild_new_history(g: &GlobalArgs, history: &History) {
     }
 }
 
+/// The named stores: `local` at --backup-dir and the stores file's. Makes no request; an
+/// unreadable or invalid stores file is a usage error.
+pub fn stores(g: &GlobalArgs) -> Result<Arc<Stores>, Failed> {
+    Stores::open(
+        &g.backup_dir,
+        g.stores.as_deref(),
+        &tokio::runtime::Handle::current(),
+    )
+    .map(Arc::new)
+    .map_err(|e| Failed::new(e.kind(), e))
+}
+
 /// Connects and opens the history: the engine every operational command uses.
 pub async fn app(g: &GlobalArgs) -> anyhow::Result<App> {
     let opts = connect_options(g)?;
     let settings = engine_settings(g)?;
+    let stores = stores(g)?;
     let history = Arc::new(open_history(g)?);
-    let store = Arc::new(nkvm_store::LocalStore::new(&g.backup_dir));
-    nkvm_engine::session::connect_app(opts, history, store, settings)
+    nkvm_engine::session::connect_app(opts, history, stores.local_store(), settings)
         .await
+        .map(|app| app.with_stores(stores))
         .map_err(|e| Failed::new(e.kind(), e).into())
 }

@@ -51,6 +51,8 @@ pub struct RestoreSource {
     pub started_at: String,
     /// Archive path in the store.
     pub artifact: String,
+    /// The store holding the archive.
+    pub store: String,
     /// sha256 of the archive, as recorded and as re-read.
     pub sha256: String,
     /// `zstd`, `gzip`, `none`.
@@ -265,6 +267,7 @@ fn blank_plan(f: &PlanFacts) -> RestorePlan {
             pvc: f.row.pvc.clone(),
             started_at: f.row.started_at.clone(),
             artifact: f.row.artifact.clone(),
+            store: f.row.store.clone(),
             sha256: f.row.sha256.clone(),
             compression: f.row.compression.clone(),
             tar_bytes: contents.tar_bytes,
@@ -493,17 +496,21 @@ impl App {
         if row.artifact.is_empty() {
             return Ok((Err("no archive".into()), Err("no archive".into())));
         }
-        let (store, history) = (self.store.clone(), self.history.clone());
+        let (stores, history) = (self.stores.clone(), self.history.clone());
+        let store_name = row.store.clone();
         let id: nkvm_domain::BackupId = row
             .id
             .parse()
             .map_err(|e: String| EngineError::Internal(format!("backup id {}: {e}", row.id)))?;
         let artifact = row.artifact.clone();
         tokio::task::spawn_blocking(move || {
-            let manifest = store.manifest(&artifact).map_err(|e| {
-                format!("the archive's manifest cannot be read ({e}); run `nkvm verify {id}`")
-            });
-            let contents = crate::verify::verify(store.as_ref(), &history, &id)
+            let manifest = stores
+                .store(&store_name)
+                .and_then(|store| store.manifest(&artifact))
+                .map_err(|e| {
+                    format!("the archive's manifest cannot be read ({e}); run `nkvm verify {id}`")
+                });
+            let contents = crate::verify::verify(&stores, &history, &id)
                 .map(|v| Contents {
                     tar_bytes: v.tar_bytes,
                     members: v.entries,

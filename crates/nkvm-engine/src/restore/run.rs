@@ -481,15 +481,19 @@ impl App {
             .compression
             .parse()
             .map_err(|e: String| fail(Stage::Stream, FailureKind::Internal, e))?;
+        let store = self
+            .stores
+            .store(&plan.source.store)
+            .map_err(|e| crate::sink::store_failure(&e))?;
         if helper.path == DataPath::Agent {
             return self
-                .stream_to_agent(plan, helper, compression, as_root, tracker)
+                .stream_to_agent(plan, helper, store, compression, as_root, tracker)
                 .await;
         }
         let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
         let feeder = {
             let (store, artifact, expected, sent) = (
-                self.store.clone(),
+                store,
                 plan.source.artifact.clone(),
                 plan.source.sha256.clone(),
                 tracker.bytes().clone(),
@@ -578,6 +582,7 @@ impl App {
         &self,
         plan: &RestorePlan,
         helper: &RunningHelper,
+        store: Arc<dyn ArchiveStore>,
         compression: Compression,
         as_root: bool,
         tracker: &Tracker,
@@ -585,7 +590,7 @@ impl App {
         let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
         let feeder = {
             let (store, artifact, sent) = (
-                self.store.clone(),
+                store,
                 plan.source.artifact.clone(),
                 tracker.bytes().clone(),
             );

@@ -223,6 +223,7 @@ fn details_page(user: &CurrentUser, d: &BackupDetails, verified: Option<Markup>)
             dt { "Started / finished" } dd { (layout::time(Some(&r.started_at))) " → " (layout::time(r.finished_at.as_deref())) }
             dt { "Read / stored" } dd { (layout::bytes(r.bytes_read)) " / " (layout::bytes(r.bytes_stored)) " (" (r.compression) ")" }
             dt { "sha256" } dd.mono #detail-sha256 { (r.sha256) }
+            dt { "Store" } dd #detail-store { (r.store) }
             dt { "Artifact" } dd.mono #detail-artifact { (r.artifact) }
             dt { "By" } dd { (r.actor) " (" (r.trigger) ")" }
             dt { "Helper pod / node" } dd.mono { (r.helper_pod) " / " (r.node) }

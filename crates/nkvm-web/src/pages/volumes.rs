@@ -311,6 +311,11 @@ async fn back_up(
         .iter()
         .map(|c| workspace.last_backup_size(c.namespace.as_str(), c.name.as_str()))
         .collect();
+    let store = form.get("store").unwrap_or("local");
+    workspace
+        .stores()
+        .get(store)
+        .map_err(|e| bad(&e.to_string()))?;
     let opts = BackupOptions {
         compression: CompressionOptions {
             compression,
@@ -319,6 +324,7 @@ async fn back_up(
         parallel,
         trigger: Trigger::Ui,
         actor: user.actor(),
+        store: store.to_string(),
     };
     let job = state
         .jobs

@@ -81,6 +81,7 @@ async fn hostile_history_rows_render_as_text() {
             error: HOSTILE.into(),
             started_at: "2026-11-26T01:02:03Z".into(),
             compression: "zstd".into(),
+            store: HOSTILE.into(),
             ..Default::default()
         })
         .unwrap();
@@ -91,6 +92,10 @@ async fn hostile_history_rows_render_as_text() {
     assert_escaped(&list.body);
     let detail = client.get(&format!("/history/{id}")).await;
     assert_eq!(detail.status, StatusCode::OK);
+    assert!(
+        detail.body.contains("id=\"detail-store\""),
+        "the store is shown"
+    );
     assert_escaped(&detail.body);
     let filtered = client
         .get(&format!(

@@ -51,6 +51,7 @@ fn options(args: &BackupArgs) -> Result<BackupOptions, Failed> {
         parallel: args.parallel,
         trigger: Trigger::Cli,
         actor: cli_actor(),
+        store: args.store.clone(),
     })
 }
 

@@ -6,17 +6,21 @@ use crate::commands::Failed;
 use nkvm_domain::FailureKind;
 use nkvm_domain::UserError;
 use nkvm_history::History;
-use nkvm_store::LocalStore;
 use std::process::ExitCode;
 
 /// Rebuilds the index and prints how many rows were added and what could not be listed.
 pub async fn rebuild(g: &GlobalArgs, args: IndexRebuildArgs) -> anyhow::Result<ExitCode> {
     let history =
         History::open(&g.db).map_err(|e| Failed::new(FailureKind::StorageUnavailable, e))?;
-    let store = LocalStore::new(&g.backup_dir);
-    let report = tokio::task::spawn_blocking(move || nkvm_engine::rebuild_index(&store, &history))
-        .await?
+    let store = crate::settings::stores(g)?
+        .store(&args.store)
         .map_err(|e| Failed::new(e.kind(), e))?;
+    let name = args.store.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        nkvm_engine::rebuild_index(&name, store.as_ref(), &history)
+    })
+    .await?
+    .map_err(|e| Failed::new(e.kind(), e))?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Table => {

@@ -19,6 +19,7 @@ mod scheduling;
 mod without_sandbox;
 
 pub mod serve;
+mod stores;
 mod verify;
 
 use crate::cli::{Cli, Command, IndexCommand, PolicyCommand};
@@ -94,6 +95,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restores(args) => restore::list(g, args),
         Command::Recover(args) => recover::run(g, args).await,
         Command::Index(IndexCommand::Rebuild(args)) => index::rebuild(g, args).await,
+        Command::Stores(args) => stores::run(g, args).await,
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => sandbox::run(g, args).await,
         #[cfg(feature = "sandbox")]
@@ -130,6 +132,7 @@ fn reads_history(command: &Command) -> bool {
         Command::Contexts(_)
         | Command::Check(_)
         | Command::Index(_)
+        | Command::Stores(_)
         | Command::Sandbox(_)
         | Command::Demo(_)
         | Command::Serve(_)

@@ -13,9 +13,9 @@ use std::sync::Arc;
 /// The workspace (history and store; no cluster) the commands here need.
 fn workspace(g: &GlobalArgs) -> anyhow::Result<Workspace> {
     let history = Arc::new(crate::settings::open_history(g)?);
-    let store = Arc::new(nkvm_store::LocalStore::new(&g.backup_dir));
+    let stores = crate::settings::stores(g)?;
     let settings = crate::settings::engine_settings(g)?;
-    Ok(Workspace::new(history, store, settings))
+    Ok(Workspace::new(history, stores.local_store(), settings).with_stores(stores))
 }
 
 /// The policies in force: the policy file's and the UI's.
@@ -24,6 +24,7 @@ pub fn load_policies(g: &GlobalArgs, ws: &Workspace) -> Result<Vec<Policy>, Fail
         g.policies_file.as_deref(),
         ws.history(),
         &ws.settings().allowlist,
+        &ws.stores().names(),
     )
     .map_err(|e| Failed::new(e.kind(), e))
 }

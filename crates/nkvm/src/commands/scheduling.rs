@@ -76,6 +76,7 @@ pub async fn start(
         policies_file,
         workspace.history(),
         &workspace.settings().allowlist,
+        &workspace.stores().names(),
     )
     .map_err(invalid)?;
     let count = loaded.len();

@@ -5,7 +5,7 @@
 
 use crate::cli::{GlobalArgs, ServeArgs};
 use crate::commands::{Failed, invalid};
-use nkvm_domain::FailureKind;
+use nkvm_domain::{FailureKind, UserError};
 use nkvm_engine::Settings;
 use nkvm_engine::session::{AuthMode, ConnectOptions, Session, Workspace};
 use nkvm_history::History;
@@ -27,6 +27,8 @@ pub struct ServeOptions {
     pub db: PathBuf,
     /// The archive store directory.
     pub backup_dir: PathBuf,
+    /// The stores file (`None`: only `local`).
+    pub stores: Option<PathBuf>,
     /// Connect with these at start (`None`: start disconnected).
     pub connect: Option<ConnectOptions>,
     /// Login, cookies, trusted header, metrics.
@@ -106,6 +108,7 @@ impl ServeOptions {
             settings,
             db: g.db.clone(),
             backup_dir: g.backup_dir.clone(),
+            stores: g.stores.clone(),
             connect,
             web,
             policies_file: g.policies_file.clone(),
@@ -120,7 +123,7 @@ fn open_history(opts: &ServeOptions) -> anyhow::Result<History> {
         History::open(&opts.db).map_err(|e| Failed::new(FailureKind::StorageUnavailable, e))?;
     if !existed {
         let store = nkvm_store::LocalStore::new(&opts.backup_dir);
-        match nkvm_engine::rebuild_index(&store, &history) {
+        match nkvm_engine::rebuild_index("local", &store, &history) {
             Ok(report) if report.added > 0 => tracing::info!(
                 restored = report.added,
                 "the history database did not exist; restored backups from the archive store"
@@ -141,10 +144,17 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let stores = nkvm_store::Stores::open(
+        &opts.backup_dir,
+        opts.stores.as_deref(),
+        &tokio::runtime::Handle::current(),
+    )
+    .map_err(|e| Failed::new(e.kind(), e))?;
     let history = Arc::new(open_history(&opts)?);
-    let store = Arc::new(nkvm_store::LocalStore::new(&opts.backup_dir));
     let workspace = Arc::new(
-        Workspace::new(history, store, opts.settings.clone()).with_store_dir(&opts.backup_dir),
+        Workspace::new(history, stores.local_store(), opts.settings.clone())
+            .with_stores(Arc::new(stores))
+            .with_store_dir(&opts.backup_dir),
     );
     let session = Arc::new(Session::new(workspace.clone()));
     match &opts.connect {

@@ -5,7 +5,6 @@ use crate::commands::{Failed, invalid};
 use nkvm_domain::UserError;
 use nkvm_domain::{BackupId, FailureKind};
 use nkvm_history::History;
-use nkvm_store::LocalStore;
 use std::process::ExitCode;
 
 /// Verifies the backup; exits 1 when it is damaged or missing.
@@ -13,9 +12,9 @@ pub async fn run(g: &GlobalArgs, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let id: BackupId = args.id.parse().map_err(invalid)?;
     let history =
         History::open(&g.db).map_err(|e| Failed::new(FailureKind::StorageUnavailable, e))?;
-    let store = LocalStore::new(&g.backup_dir);
+    let stores = crate::settings::stores(g)?;
     let report =
-        tokio::task::spawn_blocking(move || nkvm_engine::verify::verify(&store, &history, &id))
+        tokio::task::spawn_blocking(move || nkvm_engine::verify::verify(&stores, &history, &id))
             .await?
             .map_err(|e| Failed::new(e.kind(), e))?;
     match args.output {

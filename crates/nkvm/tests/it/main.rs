@@ -11,4 +11,5 @@ mod policies;
 mod recovery;
 mod restore;
 mod sandbox_command;
+mod stores;
 mod upstream;

@@ -1,0 +1,214 @@
+//! The S3 store against a real S3 server (`s3s-fs`, checking signatures).
+
+use super::*;
+use crate::manifest::tests::sample;
+use crate::testing::S3Server;
+use nkvm_domain::Compression;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+
+fn runtime() -> tokio::runtime::Runtime {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Runtime::new().expect("a runtime")
+}
+
+fn key(id: &str) -> ArchiveKey {
+    let m = sample(id);
+    ArchiveKey {
+        cluster: m.cluster,
+        namespace: m.namespace,
+        pvc: m.pvc.name,
+        id: m.backup_id,
+        compression: Compression::Zstd,
+    }
+}
+
+/// `n` bytes that do not compress (so parts are full-size), the same for the same seed.
+fn data(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn store(server: &S3Server, rt: &tokio::runtime::Runtime) -> S3Store {
+    let mut settings = server.settings("offsite", "prod/");
+    settings.part_size = 5 << 20;
+    S3Store::new(&settings, rt.handle().clone()).expect("a store")
+}
+
+const ID: &str = "20261126T010203Z-deadbeef";
+
+#[test]
+fn an_archive_round_trips_through_a_multipart_upload_and_is_listed() {
+    let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
+    let server = S3Server::start(dir.path());
+    let store = store(&server, &rt);
+    let bytes = data(12 << 20, 7);
+    let mut writer = store.begin(&key(ID)).expect("begun");
+    writer.write_all(&bytes).unwrap();
+    assert!(
+        store.list_manifests().unwrap().archives.is_empty(),
+        "nothing is visible before the commit"
+    );
+    let stored = writer.commit(&sample(ID)).expect("committed");
+    assert_eq!(stored.bytes_stored, bytes.len() as u64);
+    assert_eq!(stored.sha256, crate::layout::hex(&Sha256::digest(&bytes)));
+    let listing = store.list_manifests().unwrap();
+    assert!(listing.warnings.is_empty(), "{:?}", listing.warnings);
+    assert_eq!(listing.archives.len(), 1);
+    assert_eq!(listing.archives[0].0, stored.artifact);
+    assert_eq!(listing.archives[0].1.sha256, stored.sha256);
+    let (mut reader, size) = store.open_sized(&stored.artifact).unwrap();
+    assert_eq!(size, Some(bytes.len() as u64));
+    let mut back = Vec::new();
+    reader.read_to_end(&mut back).unwrap();
+    assert!(back == bytes, "the archive reads back byte for byte");
+    assert!(
+        server.open_uploads().is_empty(),
+        "{:?}",
+        server.open_uploads()
+    );
+    let objects = server.objects();
+    assert_eq!(
+        objects.len(),
+        2,
+        "archive and manifest only, no marker: {objects:?}"
+    );
+    store.delete(&stored.artifact).unwrap();
+    assert!(store.list_manifests().unwrap().archives.is_empty());
+    assert!(server.objects().is_empty(), "{:?}", server.objects());
+}
+
+#[test]
+fn an_existing_object_is_never_overwritten() {
+    let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
+    let server = S3Server::start(dir.path());
+    let store = store(&server, &rt);
+    let mut first = store.begin(&key(ID)).unwrap();
+    first.write_all(b"first").unwrap();
+    // Another writer of the same key started before the first committed.
+    let mut second = store.begin(&key(ID)).unwrap();
+    second.write_all(b"second").unwrap();
+    let stored = first.commit(&sample(ID)).unwrap();
+    let e = second.commit(&sample(ID)).expect_err("refused");
+    assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
+    let e = store.check_writable(&key(ID)).expect_err("refused");
+    assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
+    assert!(store.begin(&key(ID)).is_err());
+    let mut back = Vec::new();
+    store
+        .open(&stored.artifact)
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
+    assert_eq!(back, b"first");
+    assert!(
+        server.open_uploads().is_empty(),
+        "{:?}",
+        server.open_uploads()
+    );
+}
+
+#[test]
+fn a_server_killed_mid_upload_leaves_nothing_visible_and_the_sweep_closes_the_upload() {
+    let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
+    let mut server = S3Server::start(dir.path());
+    let store = store(&server, &rt);
+    let mut writer = store.begin(&key(ID)).unwrap();
+    writer.write_all(&data(11 << 20, 3)).unwrap();
+    server.kill();
+    let chunk = data(1 << 20, 5);
+    let failed = (0..40).find_map(|_| writer.write_all(&chunk).err());
+    let e = failed.expect("writing fails once the server is gone");
+    assert!(e.to_string().contains("offsite"), "{e}");
+    drop(writer);
+    server.restart();
+    assert!(
+        !server.open_uploads().is_empty(),
+        "the crash left an open upload"
+    );
+    let swept = store.sweep_partials().expect("swept");
+    assert_eq!(swept.len(), 1, "{swept:?}");
+    assert!(
+        server.open_uploads().is_empty(),
+        "{:?}",
+        server.open_uploads()
+    );
+    assert!(server.objects().is_empty(), "{:?}", server.objects());
+    assert!(store.list_manifests().unwrap().archives.is_empty());
+}
+
+#[test]
+fn an_aborted_upload_is_closed_at_once() {
+    let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
+    let server = S3Server::start(dir.path());
+    let store = store(&server, &rt);
+    let mut writer = store.begin(&key(ID)).unwrap();
+    writer.write_all(&data(6 << 20, 9)).unwrap();
+    writer.abort().unwrap();
+    assert!(
+        server.open_uploads().is_empty(),
+        "{:?}",
+        server.open_uploads()
+    );
+    assert!(server.objects().is_empty(), "{:?}", server.objects());
+}
+
+#[test]
+fn wrong_credentials_and_an_unreachable_server_are_refused_before_any_upload() {
+    let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
+    let mut server = S3Server::start(dir.path());
+    let mut settings = server.settings("offsite", "");
+    settings.keys = Some((crate::testing::ACCESS_KEY.into(), "wrong-secret".into()));
+    let wrong = S3Store::new(&settings, rt.handle().clone()).unwrap();
+    let e = wrong.check_writable(&key(ID)).expect_err("refused");
+    let text = e.to_string();
+    assert!(text.contains("credentials"), "{text}");
+    assert!(
+        !text.contains("wrong-secret"),
+        "the secret is never shown: {text}"
+    );
+    assert!(wrong.probe().is_err());
+    let good = store(&server, &rt);
+    assert!(good.probe().expect("probed").contains("s3://nkvm/prod/"));
+    server.kill();
+    let e = good.check_writable(&key(ID)).expect_err("refused");
+    assert!(matches!(e, StoreError::Remote { .. }), "{e}");
+    assert!(e.to_string().contains("reachable"), "{e}");
+}
+
+#[test]
+fn orphans_and_stray_keys_in_the_bucket_are_reported_or_passed_over() {
+    let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
+    let server = S3Server::start(dir.path());
+    let store = store(&server, &rt);
+    let mut w = store.begin(&key(ID)).unwrap();
+    w.write_all(b"x").unwrap();
+    let stored = w.commit(&sample(ID)).unwrap();
+    let bucket = server.root.join(crate::testing::BUCKET);
+    let claim_dir = bucket
+        .join("prod")
+        .join(stored.artifact.rsplit_once('/').unwrap().0);
+    std::fs::write(
+        claim_dir.join("20261126T010203Z-00000001.tar.zst"),
+        b"lonely",
+    )
+    .unwrap();
+    std::fs::write(bucket.join("prod/README"), b"stray").unwrap();
+    let listing = store.list_manifests().unwrap();
+    assert_eq!(listing.archives.len(), 1);
+    assert_eq!(listing.warnings.len(), 1, "{:?}", listing.warnings);
+    assert!(matches!(
+        listing.warnings[0],
+        StoreError::Orphan {
+            missing: "manifest",
+            ..
+        }
+    ));
+}

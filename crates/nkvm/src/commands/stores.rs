@@ -1,0 +1,75 @@
+//! `nkvm stores [--check]`: the named archive stores, and with `--check` whether each one
+//! takes a write (reachable, credentials accepted, a probe object written, read back and
+//! deleted). Exits 1 when a checked store fails.
+
+use crate::cli::{GlobalArgs, Output, StoresArgs};
+use serde::Serialize;
+use std::process::ExitCode;
+
+/// One store as listed.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StoreStatus {
+    name: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    location: String,
+    /// `ok`, `failed`, or `unchecked` without --check.
+    health: &'static str,
+    /// What the check found ("" when unchecked).
+    detail: String,
+}
+
+/// Lists the stores, checking each with `--check`.
+pub async fn run(g: &GlobalArgs, args: StoresArgs) -> anyhow::Result<ExitCode> {
+    let stores = crate::settings::stores(g)?;
+    let mut statuses = Vec::new();
+    for named in stores.all() {
+        let (health, detail) = if args.check {
+            let store = named.store.clone();
+            match tokio::task::spawn_blocking(move || store.probe()).await? {
+                Ok(probed) => (
+                    "ok",
+                    format!("wrote, read back and deleted a probe in {probed}"),
+                ),
+                Err(e) => ("failed", e.to_string()),
+            }
+        } else {
+            ("unchecked", String::new())
+        };
+        statuses.push(StoreStatus {
+            name: named.name.clone(),
+            kind: named.kind.as_str(),
+            location: named.location.clone(),
+            health,
+            detail,
+        });
+    }
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&statuses)?),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = statuses
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.name.clone(),
+                        s.kind.into(),
+                        s.location.clone(),
+                        s.health.into(),
+                        s.detail.clone(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                crate::table::render(&["NAME", "TYPE", "LOCATION", "HEALTH", "DETAIL"], &rows)
+            );
+        }
+    }
+    let failed = statuses.iter().any(|s| s.health == "failed");
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,277 @@
+//! Off-site stores through the CLI and a stores file, against a real S3 server (`s3s-fs`,
+//! which checks request signatures): backup, verify, restore, disaster recovery from the
+//! bucket alone, and the failures (wrong credentials, unreachable, killed mid-upload).
+
+use crate::backup::{json_results, namespace, no_helper_pods, setup};
+use crate::harness::Env;
+use crate::restore::reader;
+use nkvm_store::testing::{ACCESS_KEY, S3Server, SECRET_KEY};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Writes a stores file naming `offsite` on `server`, with credentials in files beside it
+/// (`secret` as the secret key).
+fn stores_file(env: &Env, server: &S3Server, secret: &str) -> PathBuf {
+    let dir = env.dir.path();
+    std::fs::write(dir.join("access-key-id"), format!("{ACCESS_KEY}\n")).unwrap();
+    std::fs::write(dir.join("secret-access-key"), secret).unwrap();
+    let file = dir.join(format!("stores-{secret}.yaml"));
+    std::fs::write(
+        &file,
+        format!(
+            "stores:\n- name: offsite\n  type: s3\n  endpoint: {}\n  region: us-east-1\n  bucket: nkvm\n  prefix: prod/\n  partSizeMib: 5\n  accessKeyIdFile: {}\n  secretAccessKeyFile: {}\n",
+            server.endpoint(),
+            dir.join("access-key-id").display(),
+            dir.join("secret-access-key").display(),
+        ),
+    )
+    .unwrap();
+    file
+}
+
+async fn nkvm(env: &Env, stores: &Path, args: &[&str]) -> crate::harness::Ran {
+    let mut all = vec!["--stores", stores.to_str().unwrap()];
+    all.extend_from_slice(args);
+    env.nkvm(&all).await
+}
+
+async fn volume_listing(env: &Env, ns: &str, pod: &str) -> String {
+    let script = "cd /data && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum";
+    let out = env
+        .kubectl(&["-n", ns, "exec", pod, "--", "sh", "-c", script], None)
+        .await
+        .ok();
+    out.stdout
+}
+
+const FILES: &str = "set -e; mkdir -p /data/a/b; head -c 3000000 /dev/urandom > /data/a/b/r.bin; printf 'hello\\n' > /data/hello.txt; sleep 3600";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_to_s3_verifies_restores_and_comes_back_from_the_bucket_alone() {
+    let env = Env::start().await;
+    let server = S3Server::start(&env.dir.path().join("s3"));
+    let stores = stores_file(&env, &server, SECRET_KEY);
+    setup(&env, "shop", FILES).await;
+
+    let checked = nkvm(&env, &stores, &["stores", "--check", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(checked[1]["name"], "offsite", "{checked}");
+    assert_eq!(checked[1]["health"], "ok", "{checked}");
+    assert_eq!(checked[0]["health"], "ok", "{checked}");
+
+    let out = nkvm(
+        &env,
+        &stores,
+        &["backup", "shop/data", "--store", "offsite", "-o", "json"],
+    )
+    .await;
+    let r = &json_results(&out).await[0];
+    assert_eq!(
+        (&r["status"], &r["store"]),
+        (&"succeeded".into(), &"offsite".into()),
+        "{r}"
+    );
+    let id = r["id"].as_str().unwrap().to_string();
+    let objects = server.objects();
+    assert_eq!(
+        objects.len(),
+        2,
+        "archive and manifest in the bucket: {objects:?}"
+    );
+    assert!(
+        objects.iter().all(|o| o.starts_with("prod/")),
+        "{objects:?}"
+    );
+    assert!(!env.backups().join("server_https___127.0.0.1").exists());
+    assert!(server.open_uploads().is_empty());
+
+    let verified = nkvm(&env, &stores, &["verify", &id, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(verified["sha256"], r["sha256"], "{verified}");
+
+    // Disaster recovery: a fresh nkvm with an empty database, pointed at the bucket.
+    std::fs::remove_file(env.db()).unwrap();
+    let rebuilt = nkvm(
+        &env,
+        &stores,
+        &["index", "rebuild", "--store", "offsite", "-o", "json"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(rebuilt["added"], 1, "{rebuilt}");
+    let listed = nkvm(&env, &stores, &["backups", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed[0]["store"], "offsite", "{listed}");
+
+    namespace(&env, "restored").await;
+    let ran = nkvm(
+        &env,
+        &stores,
+        &[
+            "restore",
+            &id,
+            "--to",
+            "restored/copy",
+            "--create",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(ran["status"], "succeeded", "{ran}");
+    no_helper_pods(&env).await;
+    reader(&env, "restored", "copy").await;
+    let source = volume_listing(&env, "shop", "app").await;
+    assert!(source.contains("r.bin"), "{source}");
+    assert_eq!(volume_listing(&env, "restored", "reader").await, source);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_refusing_or_gone_fails_at_stage_store_before_any_helper_pod() {
+    let env = Env::start().await;
+    let mut server = S3Server::start(&env.dir.path().join("s3"));
+    setup(&env, "shop", FILES).await;
+
+    let wrong = stores_file(&env, &server, "not-the-secret");
+    let checked = nkvm(&env, &wrong, &["stores", "--check", "-o", "json"]).await;
+    assert_eq!(checked.code, 1, "{checked:?}");
+    assert!(!checked.stdout.contains("not-the-secret"), "{checked:?}");
+    let out = nkvm(
+        &env,
+        &wrong,
+        &["backup", "shop/data", "--store", "offsite", "-o", "json"],
+    )
+    .await;
+    let r = &json_results(&out).await[0];
+    assert_eq!(
+        (&r["status"], &r["stage"]),
+        (&"failed".into(), &"store".into()),
+        "{r}"
+    );
+    assert!(r["error"].as_str().unwrap().contains("credentials"), "{r}");
+
+    let right = stores_file(&env, &server, SECRET_KEY);
+    server.kill();
+    let out = nkvm(
+        &env,
+        &right,
+        &["backup", "shop/data", "--store", "offsite", "-o", "json"],
+    )
+    .await;
+    let r = &json_results(&out).await[0];
+    assert_eq!(
+        (&r["status"], &r["stage"]),
+        (&"failed".into(), &"store".into()),
+        "{r}"
+    );
+    no_helper_pods(&env).await;
+    let history = nkvm(&env, &right, &["backups", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    let rows = history.as_array().unwrap();
+    assert!(
+        rows.iter().all(|r| r["helperPod"] == ""),
+        "no helper pod was made: {history}"
+    );
+
+    let unknown = nkvm(
+        &env,
+        &right,
+        &["backup", "shop/data", "--store", "nowhere", "-o", "json"],
+    )
+    .await;
+    let r = &json_results(&unknown).await[0];
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("no store named \"nowhere\""),
+        "{r}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_upload_fails_at_stage_store_and_leaves_nothing_after_recover() {
+    let env = Env::start().await;
+    let mut server = S3Server::start(&env.dir.path().join("s3"));
+    let stores = stores_file(&env, &server, SECRET_KEY);
+    setup(
+        &env,
+        "shop",
+        "head -c 80000000 /dev/urandom > /data/big; sleep 3600",
+    )
+    .await;
+
+    let uploads_dir = server.root.clone();
+    let kill_mid_upload = async {
+        // Killed once the upload has parts on the server: mid-upload, not before it.
+        kube_sandbox::testing::eventually(
+            "a part on the server",
+            Duration::from_secs(50),
+            async || {
+                let parts = std::fs::read_dir(&uploads_dir)
+                    .ok()?
+                    .flatten()
+                    .any(|e| e.file_name().to_string_lossy().contains(".part-"));
+                parts.then_some(())
+            },
+        )
+        .await;
+        server.kill();
+    };
+    let (out, ()) = tokio::join!(
+        nkvm(
+            &env,
+            &stores,
+            &["backup", "shop/data", "--store", "offsite", "-o", "json"]
+        ),
+        kill_mid_upload
+    );
+    let r = &json_results(&out).await[0];
+    assert_eq!(
+        (&r["status"], &r["stage"]),
+        (&"failed".into(), &"store".into()),
+        "{r}"
+    );
+    no_helper_pods(&env).await;
+    let visible: Vec<String> = server
+        .objects()
+        .into_iter()
+        .filter(|o| !o.starts_with("prod/.nkvm/"))
+        .collect();
+    assert!(
+        visible.is_empty(),
+        "nothing under the final key: {visible:?}"
+    );
+
+    server.restart();
+    let recovered = nkvm(&env, &stores, &["recover", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    let swept = recovered["partialsDeleted"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        swept, 1,
+        "the upload the dead server kept open is aborted: {recovered}"
+    );
+    assert!(
+        server.open_uploads().is_empty(),
+        "no upload left open: {:?}",
+        server.open_uploads()
+    );
+    assert!(server.objects().is_empty(), "{:?}", server.objects());
+    env.stop().await;
+}
