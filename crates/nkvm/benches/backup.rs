@@ -165,7 +165,7 @@ fn text_file(rng: &mut Rng, bytes: usize) -> Vec<u8> {
                 rng.next() >> 16,
                 PATHS[(r >> 29) as usize % 5],
                 (r >> 32) % 100_000,
-                if r % 17 == 0 { 404 } else { 200 },
+                if r.is_multiple_of(17) { 404 } else { 200 },
                 (r >> 40) % 65_536,
                 (r >> 48) % 900,
             )
