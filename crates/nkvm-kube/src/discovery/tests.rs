@@ -15,6 +15,7 @@ fn meta(ns: &str, name: &str, owner: Option<(&str, &str)>) -> Meta {
                 controller: Some(true),
             })
             .collect(),
+        labels: Default::default(),
     }
 }
 
