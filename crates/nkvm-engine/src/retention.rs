@@ -86,6 +86,9 @@ fn finished(row: &BackupRow) -> Option<DateTime<Utc>> {
     row.finished_at.as_deref()?.parse().ok()
 }
 
+/// A claim's backups are grouped by cluster, namespace and name.
+type ClaimKey<'a> = (&'a str, &'a str, &'a str);
+
 /// The plan for `policies`' backups among `rows` (pure: the dry run and the prune share it).
 pub fn plan_prune(policies: &[Policy], rows: &[BackupRow]) -> PrunePlan {
     let mut plan = PrunePlan::default();
@@ -95,8 +98,7 @@ pub fn plan_prune(policies: &[Policy], rows: &[BackupRow]) -> PrunePlan {
             continue;
         };
         let actor = policy.actor();
-        let mut claims: BTreeMap<(&str, &str, &str), Vec<(&BackupRow, Candidate)>> =
-            BTreeMap::new();
+        let mut claims: BTreeMap<ClaimKey<'_>, Vec<(&BackupRow, Candidate)>> = BTreeMap::new();
         for row in rows.iter().filter(|r| {
             r.actor == actor && r.status == JobStatus::Succeeded && !r.artifact.is_empty()
         }) {

@@ -111,7 +111,7 @@ async fn policy_runs_skip_with_reasons_prune_deletes_what_it_announced_and_the_n
     assert_eq!(report["deleted"], serde_json::json!([announced]));
     assert_eq!(
         ids(&env.nkvm(&["backups", "-o", "json"]).await.ok().json()),
-        [newest.clone()]
+        std::slice::from_ref(&newest)
     );
 
     let deleted = env
