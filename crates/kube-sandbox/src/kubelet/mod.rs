@@ -63,16 +63,18 @@ impl Kubelet {
 
     /// Stops the pod's containers and kills their processes.
     pub fn stop(&self, pod_uid: &str) {
-        if let Some(rt) = self.lock().remove(pod_uid) {
-            let _ = rt.stop.send(true);
-            for pid in rt.pids.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-                runtime::kill_group(pid);
-            }
-            // Killing `podman run` leaves its container running: remove those too.
-            let specs = rt.specs.lock().unwrap_or_else(|e| e.into_inner());
-            for p in specs.values().filter_map(|s| s.podman.as_ref()) {
-                podman::remove(p);
-            }
+        // `let else` releases the process table before the (slow) podman removals below.
+        let Some(rt) = self.lock().remove(pod_uid) else {
+            return;
+        };
+        let _ = rt.stop.send(true);
+        for pid in rt.pids.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            runtime::kill_group(pid);
+        }
+        // Killing `podman run` leaves its container running: remove those too.
+        let specs = rt.specs.lock().unwrap_or_else(|e| e.into_inner());
+        for p in specs.values().filter_map(|s| s.podman.as_ref()) {
+            podman::remove(p);
         }
     }
 

@@ -4,6 +4,9 @@
 //! The host's root is not visible: the sandbox root is a tmpfs holding read-only binds of
 //! `/usr` and `/etc`, a private `/tmp` per container (kept across execs, as a container's
 //! writable layer is), `/proc`, `/dev`, and the volumes.
+//!
+//! Containers of images the sandbox runs in podman carry a [`super::podman::PodmanContainer`]
+//! in their spec; [`command`] and [`exec_command`] hand those to podman instead.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
