@@ -144,7 +144,9 @@ impl App {
             ..Default::default()
         };
         if !to_run.is_empty() {
-            let (job, outcomes) = self.run_policy_job(jobs, &to_run, &policy.store, &actor).await?;
+            let (job, outcomes) = self
+                .run_policy_job(jobs, &to_run, &policy.store, &actor)
+                .await?;
             report.job = Some(job);
             report.claims.extend(outcomes);
         }

@@ -169,11 +169,28 @@ mod tests {
         let h = History::in_memory().unwrap();
         let allow = Allowlist::default();
         let file_policies = load(Some(&file), &h, &allow, &local()).unwrap();
-        let refused = save_ui(spec("nightly"), &file_policies, &h, &allow, &local(), "admin", "t")
-            .unwrap_err()
-            .to_string();
+        let refused = save_ui(
+            spec("nightly"),
+            &file_policies,
+            &h,
+            &allow,
+            &local(),
+            "admin",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(refused.contains("policy file"), "{refused}");
-        save_ui(spec("extra"), &file_policies, &h, &allow, &local(), "admin", "t").unwrap();
+        save_ui(
+            spec("extra"),
+            &file_policies,
+            &h,
+            &allow,
+            &local(),
+            "admin",
+            "t",
+        )
+        .unwrap();
         let all = load(Some(&file), &h, &allow, &local()).unwrap();
         let names: Vec<(&str, PolicySource)> =
             all.iter().map(|p| (p.name.as_str(), p.source)).collect();

@@ -182,15 +182,18 @@ impl Workspace {
         let at = now_rfc3339();
         self.history()
             .audit(&at, actor, "backup.delete.start", &target, id)?;
-        let missing = self.remove_archive(&row.store, &row.artifact).await.inspect_err(|e| {
-            let _ = self.history().audit(
-                &now_rfc3339(),
-                actor,
-                "backup.delete.failed",
-                &target,
-                &format!("{id}: {e}"),
-            );
-        })?;
+        let missing = self
+            .remove_archive(&row.store, &row.artifact)
+            .await
+            .inspect_err(|e| {
+                let _ = self.history().audit(
+                    &now_rfc3339(),
+                    actor,
+                    "backup.delete.failed",
+                    &target,
+                    &format!("{id}: {e}"),
+                );
+            })?;
         self.history().mark_deleted(&DeletedBackup {
             id: id.into(),
             deleted_at: now_rfc3339(),

@@ -589,11 +589,8 @@ impl App {
     ) -> Result<(), JobFailure> {
         let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
         let feeder = {
-            let (store, artifact, sent) = (
-                store,
-                plan.source.artifact.clone(),
-                tracker.bytes().clone(),
-            );
+            let (store, artifact, sent) =
+                (store, plan.source.artifact.clone(), tracker.bytes().clone());
             tokio::task::spawn_blocking(move || feed_stored(store.as_ref(), &artifact, &tx, &sent))
         };
         let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
