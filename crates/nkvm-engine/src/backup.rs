@@ -9,7 +9,7 @@ use crate::agent::{self, DataPath, receive};
 use crate::archive::{self, Archived, CompressionOptions};
 use crate::job_helper::RunningHelper;
 use crate::lifecycle::{
-    JobEnd, JobFailure, JobResult, JobSpec, Tracker, fail, new_id, now_rfc3339,
+    JobEnd, JobFailure, JobResult, JobSpec, Tracker, fail, joined, new_id, now_rfc3339,
 };
 use crate::sink::{self, Sink};
 use crate::{App, EngineError, Scope};
@@ -417,6 +417,27 @@ impl App {
         }
     }
 
+    /// Runs `argv` in the helper with its stdout sent to `tx`, the job's progress ticking
+    /// meanwhile.
+    async fn exec_out(
+        &self,
+        helper: &RunningHelper,
+        argv: &[String],
+        tx: mpsc::Sender<Bytes>,
+        tracker: &Tracker,
+    ) -> Result<nkvm_kube::exec::ExecOutcome, nkvm_kube::exec::ExecError> {
+        let _ticker = tracker.ticker();
+        nkvm_kube::exec::exec_stream(
+            &self.conn.client,
+            &helper.target,
+            argv,
+            None,
+            tx,
+            &self.stream_options(),
+        )
+        .await
+    }
+
     /// The generic path: tar's output crosses the exec stream uncompressed, and nkvm checks,
     /// compresses and hashes it; kept only when tar exited cleanly and the stream was a
     /// complete tar.
@@ -433,25 +454,9 @@ impl App {
         let pipeline = tokio::task::spawn_blocking(move || {
             archive::archive(rx, partial, &compression, &counter)
         });
-        let ticker = tracker.ticker();
         let argv = helper.flavor.archive_command(helper::DATA_DIR);
-        let exec = nkvm_kube::exec::exec_stream(
-            &self.conn.client,
-            &helper.target,
-            &argv,
-            None,
-            tx,
-            &self.stream_options(),
-        )
-        .await;
-        drop(ticker);
-        let archived = pipeline.await.map_err(|e| {
-            fail(
-                Stage::Stream,
-                FailureKind::Internal,
-                format!("the archive pipeline panicked: {e}"),
-            )
-        })?;
+        let exec = self.exec_out(helper, &argv, tx, tracker).await;
+        let archived = joined(pipeline, "the archive pipeline").await?;
         let checked = exec
             .map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))
             .and_then(|outcome| tar_exit_ok(helper, outcome.exit_code, outcome.stderr.trim()));
@@ -497,26 +502,21 @@ impl App {
         let counter = tracker.bytes().clone();
         let receiving =
             tokio::task::spawn_blocking(move || receive::receive(rx, partial, &counter));
-        let ticker = tracker.ticker();
         let argv = agent_backup_command(compression, self.settings.agent_fault);
-        let exec = nkvm_kube::exec::exec_stream(
-            &self.conn.client,
-            &helper.target,
-            &argv,
-            None,
-            tx,
-            &self.stream_options(),
-        )
-        .await;
-        drop(ticker);
-        let arrived = receiving.await.map_err(|e| {
-            fail(
-                Stage::Stream,
-                FailureKind::Internal,
-                format!("receiving the agent's archive panicked: {e}"),
-            )
-        })?;
-        // A cut or stalled exec explains a broken agent stream best.
+        let exec = self.exec_out(helper, &argv, tx, tracker).await;
+        let arrived = joined(receiving, "receiving the agent's archive").await?;
+        // The store failing ends the stream too (the exec is then abandoned): its error is
+        // the cause, whatever exec saw.
+        if let Err(e) = &arrived
+            && sink::store_failed(store_failed)
+        {
+            return Err(fail(
+                Stage::Store,
+                FailureKind::StorageUnavailable,
+                e.to_string(),
+            ));
+        }
+        // Otherwise a cut or stalled exec explains a broken agent stream best.
         let outcome = exec.map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))?;
         let in_stream = |e: receive::ReceiveError| fail(Stage::Stream, e.kind(), e.to_string());
         let agent_failed = || {
@@ -537,14 +537,6 @@ impl App {
                 let mut failure = agent_failed();
                 failure.message = format!("{e}; {}", failure.message);
                 return Err(failure);
-            }
-            // The store failing ends the stream too: its error is the cause.
-            Err(e) if sink::store_failed(store_failed) => {
-                return Err(fail(
-                    Stage::Store,
-                    FailureKind::StorageUnavailable,
-                    e.to_string(),
-                ));
             }
             Err(e) => return Err(in_stream(e)),
         };

@@ -38,6 +38,20 @@ pub(crate) fn fail(stage: Stage, kind: FailureKind, message: impl Into<String>) 
     }
 }
 
+/// A blocking step's value, or a stream-stage failure saying that `what` panicked.
+pub(crate) async fn joined<T>(
+    task: tokio::task::JoinHandle<T>,
+    what: &str,
+) -> Result<T, JobFailure> {
+    task.await.map_err(|e| {
+        fail(
+            Stage::Stream,
+            FailureKind::Internal,
+            format!("{what} panicked: {e}"),
+        )
+    })
+}
+
 /// Now, as RFC 3339 in UTC with seconds (what history rows and results carry).
 pub(crate) fn now_rfc3339() -> String {
     jiff::Timestamp::now()

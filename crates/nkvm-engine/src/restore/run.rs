@@ -11,7 +11,7 @@ use crate::agent::{self, DataPath, wire};
 use crate::archive::decoder;
 use crate::archive_safety::release_safe_members;
 use crate::job_helper::RunningHelper;
-use crate::lifecycle::{JobEnd, JobFailure, JobResult, JobSpec, Tracker, fail, new_id};
+use crate::lifecycle::{JobEnd, JobFailure, JobResult, JobSpec, Tracker, fail, joined, new_id};
 use crate::verify::HashingReader;
 use crate::{App, Progress};
 use bytes::Bytes;
@@ -513,13 +513,7 @@ impl App {
         let ticker = tracker.ticker();
         let exec = self.exec_extract(plan, helper, as_root, rx).await;
         drop(ticker);
-        let fed = feeder.await.map_err(|e| {
-            fail(
-                Stage::Stream,
-                FailureKind::Internal,
-                format!("the archive reader panicked: {e}"),
-            )
-        })?;
+        let fed = joined(feeder, "the archive reader").await?;
         extracted_whole(plan, fed, exec)
     }
 
@@ -615,20 +609,8 @@ impl App {
         )
         .await;
         drop(stdin);
-        let fed = feeder.await.map_err(|e| {
-            fail(
-                Stage::Stream,
-                FailureKind::Internal,
-                format!("the archive reader panicked: {e}"),
-            )
-        })?;
-        let trailer = collect.await.map_err(|e| {
-            fail(
-                Stage::Stream,
-                FailureKind::Internal,
-                format!("reading the agent's trailer panicked: {e}"),
-            )
-        })?;
+        let fed = joined(feeder, "the archive reader").await?;
+        let trailer = joined(collect, "reading the agent's trailer").await?;
         let trailer = agent_restored(plan, fed, exec, trailer)?;
         tracker.bytes().store(trailer.tar_bytes, Ordering::Relaxed);
         Ok(())

@@ -422,7 +422,7 @@ fn overlay(dir: &Path, image: &str) -> std::path::PathBuf {
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- ../app\nimages:\n- name: registry.example.invalid/nkvm\n  newName: {name}\n  newTag: {tag}\npatches:\n- path: helper.yaml\n"
     );
     let patch = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: nkvm, namespace: nkvm}}\nspec:\n  template:\n    spec:\n      containers:\n      - name: nkvm\n        env:\n        - {{name: NKVM_HELPER_IMAGE, value: {image:?}}}\n        - {{name: NKVM_NAMESPACES, value: shop}}\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: nkvm, namespace: nkvm}}\nspec:\n  template:\n    spec:\n      containers:\n      - name: nkvm\n        env:\n        - {{name: NKVM_IMAGE, value: {image:?}}}\n        - {{name: NKVM_HELPER_IMAGE, value: {image:?}}}\n        - {{name: NKVM_NAMESPACES, value: shop}}\n"
     );
     std::fs::write(overlay.join("kustomization.yaml"), kustomization).expect("kustomization");
     std::fs::write(overlay.join("helper.yaml"), patch).expect("patch");
@@ -584,6 +584,8 @@ async fn the_deployment_runs_the_image_in_cluster_and_backs_up_with_it_as_helper
     let backup = &["nkvm", "backup", "shop/data", "-o", "json"];
     let result = &super::json(&in_pod(&env, &pod, backup).await.ok())[0];
     assert_eq!(result["status"], "succeeded", "{result}");
+    // The helper ran the same image, so the agent in it did the compressing.
+    assert_eq!(result["dataPath"], "agent", "{result}");
     let id = result["id"].as_str().expect("id");
     in_pod(&env, &pod, &["nkvm", "verify", id]).await.ok();
     assert_helper_ran_in_podman(&started_at).await;
