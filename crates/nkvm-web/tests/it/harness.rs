@@ -72,9 +72,13 @@ impl Ui {
         let history = Arc::new(History::open(&dir.path().join("backups.db")).unwrap());
         let backups = dir.path().join("backups");
         let store = Arc::new(nkvm_store::LocalStore::new(&backups));
-        let workspace = Arc::new(
-            Workspace::new(history.clone(), store, Settings::default()).with_store_dir(&backups),
-        );
+        // No nkvm binary is mapped into these sandboxes' helper pods: the generic tar path.
+        let settings = Settings {
+            helper_image: nkvm_engine::GENERIC_HELPER_IMAGE.into(),
+            ..Settings::default()
+        };
+        let workspace =
+            Arc::new(Workspace::new(history.clone(), store, settings).with_store_dir(&backups));
         // The UI opens only the kubeconfig nkvm was started with: the sandbox's, once written.
         let kubeconfig = dir.path().join("admin.kubeconfig");
         let config = config(|c| {
