@@ -27,6 +27,18 @@ pub struct Archived<W> {
     pub writer: W,
 }
 
+impl<W> Archived<W> {
+    /// The same archive's facts over the writer `f` makes of this one.
+    pub fn map_writer<V>(self, f: impl FnOnce(W) -> V) -> Archived<V> {
+        Archived {
+            bytes_read: self.bytes_read,
+            entries: self.entries,
+            devices: self.devices,
+            writer: f(self.writer),
+        }
+    }
+}
+
 /// Why the pipeline failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {

@@ -462,17 +462,8 @@ impl App {
             .and_then(|outcome| tar_exit_ok(helper, outcome.exit_code, outcome.stderr.trim()));
         match (archived, checked) {
             // The store failing ends the stream too: its error is the cause, whatever exec saw.
-            (Err(e), _) if sink::store_failed(store_failed) => Err(fail(
-                Stage::Store,
-                FailureKind::StorageUnavailable,
-                e.to_string(),
-            )),
-            (Ok(archived), Ok(())) => Ok(Archived {
-                bytes_read: archived.bytes_read,
-                entries: archived.entries,
-                devices: archived.devices,
-                writer: archived.writer.into_writer(),
-            }),
+            (Err(e), _) if sink::store_failed(store_failed) => Err(sink::failed_store(&e)),
+            (Ok(archived), Ok(())) => Ok(archived.map_writer(Sink::into_writer)),
             (Ok(archived), Err(e)) => {
                 sink::discard(archived.writer).await;
                 Err(e)
@@ -510,11 +501,7 @@ impl App {
         if let Err(e) = &arrived
             && sink::store_failed(store_failed)
         {
-            return Err(fail(
-                Stage::Store,
-                FailureKind::StorageUnavailable,
-                e.to_string(),
-            ));
+            return Err(sink::failed_store(e));
         }
         // Otherwise a cut or stalled exec explains a broken agent stream best.
         let outcome = exec.map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))?;
@@ -555,12 +542,7 @@ impl App {
         if outcome.exit_code != 0 {
             return Err(agent_failed());
         }
-        Ok(Archived {
-            bytes_read: archived.bytes_read,
-            entries: archived.entries,
-            devices: archived.devices,
-            writer: archived.writer.into_writer(),
-        })
+        Ok(archived.map_writer(Sink::into_writer))
     }
 }
 

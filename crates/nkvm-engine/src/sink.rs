@@ -90,6 +90,12 @@ pub(crate) async fn discard(sink: Sink) {
     }
 }
 
+/// The job failure when the store failed a write and so ended the stream: `e` is what the
+/// stream's consumer saw of it.
+pub(crate) fn failed_store(e: &impl std::fmt::Display) -> JobFailure {
+    fail(Stage::Store, FailureKind::StorageUnavailable, e.to_string())
+}
+
 /// Whether the store failed, given the flag [`Sink::begin`] returned.
 pub(crate) fn store_failed(flag: &AtomicBool) -> bool {
     flag.load(Ordering::Relaxed)

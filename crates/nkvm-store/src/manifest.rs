@@ -7,6 +7,29 @@ use serde::{Deserialize, Serialize};
 /// The manifest format this nkvm writes and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// What a finished archive is, and the manifest that goes beside it: `template` (the
+/// backup's facts) stamped with the format version, the archive's path, size and sha256.
+pub(crate) fn finished(
+    template: &Manifest,
+    artifact: String,
+    bytes_stored: u64,
+    sha256: String,
+) -> (crate::StoredArchive, Manifest) {
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        artifact: artifact.clone(),
+        bytes_stored,
+        sha256: sha256.clone(),
+        ..template.clone()
+    };
+    let stored = crate::StoredArchive {
+        artifact,
+        bytes_stored,
+        sha256,
+    };
+    (stored, manifest)
+}
+
 /// What the store records about one archive, as camelCase JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -8,7 +8,7 @@
 //! them.
 
 use crate::layout::{ArchiveKey, Location, hex, partial_name};
-use crate::manifest::{FORMAT_VERSION, Manifest};
+use crate::manifest::{self, Manifest};
 use crate::{ArchiveWriter, StoreError, StoredArchive};
 use sha2::{Digest, Sha256};
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -98,18 +98,12 @@ impl PartialArchive {
         refuse_existing(&self.dir.join(self.location.manifest_name()))?;
         place(&self.temp, &archive)?;
         self.finished = true;
-        let stored = StoredArchive {
-            artifact: self.location.artifact(),
-            bytes_stored: self.bytes,
-            sha256: hex(&std::mem::take(&mut self.hasher).finalize()),
-        };
-        let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            artifact: stored.artifact.clone(),
-            bytes_stored: stored.bytes_stored,
-            sha256: stored.sha256.clone(),
-            ..manifest.clone()
-        };
+        let (stored, manifest) = manifest::finished(
+            manifest,
+            self.location.artifact(),
+            self.bytes,
+            hex(&std::mem::take(&mut self.hasher).finalize()),
+        );
         let written = write_manifest(&self.dir, &self.location, &manifest)
             .and_then(|()| sync_dirs(&self.dir));
         if let Err(e) = written {

@@ -6,7 +6,7 @@
 
 use super::{S3Store, UPLOADS_DIR, remote};
 use crate::layout::{ArchiveKey, Location, hex};
-use crate::manifest::{FORMAT_VERSION, Manifest};
+use crate::manifest::{self, Manifest};
 use crate::{ArchiveWriter, StoreError, StoredArchive};
 use futures_util::StreamExt;
 use object_store::multipart::{MultipartStore, PartId};
@@ -171,18 +171,12 @@ impl Upload {
             .block_on(s3.complete_multipart(object, id, parts))
             .map_err(|e| remote(&self.store.name, "completing the multipart upload", &e))?;
         self.finished = true;
-        let stored = StoredArchive {
-            artifact: self.location.artifact(),
-            bytes_stored: self.bytes,
-            sha256: hex(&std::mem::take(&mut self.hasher).finalize()),
-        };
-        let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            artifact: stored.artifact.clone(),
-            bytes_stored: stored.bytes_stored,
-            sha256: stored.sha256.clone(),
-            ..manifest.clone()
-        };
+        let (stored, manifest) = manifest::finished(
+            manifest,
+            self.location.artifact(),
+            self.bytes,
+            hex(&std::mem::take(&mut self.hasher).finalize()),
+        );
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Remote {
             store: self.store.name.clone(),
             action: "encoding the manifest".into(),
