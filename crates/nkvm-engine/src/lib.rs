@@ -20,6 +20,7 @@ pub mod retention;
 pub mod scheduler;
 pub mod session;
 mod sink;
+pub mod store_health;
 pub mod tar_check;
 pub mod verify;
 pub mod workspace;

@@ -18,6 +18,8 @@ pub enum Nav {
     Jobs,
     /// Backup history.
     History,
+    /// The archive stores.
+    Stores,
     /// No entry (login, errors).
     None,
 }
@@ -64,6 +66,7 @@ pub fn page(title: &str, user: &CurrentUser, nav: Nav, body: Markup) -> Html<Str
                             (entry("nav-volumes", "/volumes", "Volumes", Nav::Volumes))
                             (entry("nav-jobs", "/jobs", "Jobs", Nav::Jobs))
                             (entry("nav-history", "/history", "History", Nav::History))
+                            (entry("nav-stores", "/stores", "Stores", Nav::Stores))
                         }
                         form #logout-form method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(user.csrf);

@@ -121,6 +121,8 @@ pub struct WebState {
     plans: pages::history::PendingPlans,
     /// The last readiness result (`/readyz`).
     readiness: health::Readiness,
+    /// The last probe of each store (the Stores page).
+    store_health: pages::stores::StoreHealthCache,
 }
 
 /// The jobs observer: metrics, and the inventory's last-backup column.
@@ -194,6 +196,7 @@ impl WebState {
             closing: tokio::sync::watch::channel(false).0,
             plans: pages::history::PendingPlans::default(),
             readiness: health::Readiness::default(),
+            store_health: pages::stores::StoreHealthCache::default(),
         });
         health::refresh_in_background(&state);
         state

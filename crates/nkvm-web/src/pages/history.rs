@@ -148,7 +148,7 @@ fn table<'a>(rows: impl Iterator<Item = &'a BackupRow>) -> Markup {
         table #history {
             thead { tr {
                 th { "Backup" } th { "Status" } th { "Namespace" } th { "PVC" } th { "Started" }
-                th { "Read" } th { "Stored" } th { "By" } th { "Artifact / error" }
+                th { "Read" } th { "Stored" } th { "Store" } th { "By" } th { "Artifact / error" }
             } }
             tbody {
                 @for r in &rows {
@@ -160,6 +160,7 @@ fn table<'a>(rows: impl Iterator<Item = &'a BackupRow>) -> Markup {
                         td { (layout::time(Some(&r.started_at))) }
                         td.num { (layout::bytes(r.bytes_read)) }
                         td.num { (layout::bytes(r.bytes_stored)) }
+                        td.store { (r.store) }
                         td { (r.actor) }
                         td.detail {
                             @if r.status == JobStatus::Succeeded { span.mono { (r.artifact) } }
@@ -167,7 +168,7 @@ fn table<'a>(rows: impl Iterator<Item = &'a BackupRow>) -> Markup {
                         }
                     }
                 }
-                @if rows.is_empty() { tr { td colspan="9" .muted { "No backups match." } } }
+                @if rows.is_empty() { tr { td colspan="10" .muted { "No backups match." } } }
             }
         }
     }

@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod history;
 pub mod jobs;
+pub mod stores;
 pub mod volumes;
 
 use crate::WebState;
@@ -24,6 +25,7 @@ pub fn routes() -> Router<Arc<WebState>> {
         .merge(volumes::routes())
         .merge(jobs::routes())
         .merge(history::routes())
+        .merge(stores::routes())
 }
 
 /// The Volumes page when connected, else the connection page.

@@ -86,13 +86,13 @@ async fn page(
             (error_box("volumes-error", NOT_CONNECTED))
             p { a href="/connection" { "Connect on the Connection page" } " to see its volumes." }
         },
-        Some(s) => render(&s, &q, &user),
+        Some(s) => render(&s, &q, &user, &state.session.workspace().stores().names()),
     };
     layout::page("Volumes", &user, Nav::Volumes, body).into_response()
 }
 
 /// The page body for a snapshot.
-fn render(s: &Snapshot, q: &VolumeQuery, user: &CurrentUser) -> Markup {
+fn render(s: &Snapshot, q: &VolumeQuery, user: &CurrentUser, stores: &[String]) -> Markup {
     if let Some(e) = &s.error {
         return html! {
             (error_box("volumes-error", &format!("Loading the inventory failed: {e}")))
@@ -139,6 +139,10 @@ fn render(s: &Snapshot, q: &VolumeQuery, user: &CurrentUser) -> Markup {
                         option value="zstd" selected { "zstd" }
                         option value="gzip" { "gzip" }
                         option value="none" { "none" }
+                    }
+                    label for="store" { "Store" }
+                    select #store name="store" {
+                        @for name in stores { option value=(name) selected[name == "local"] { (name) } }
                     }
                     label for="parallel" { "At once" }
                     input #parallel type="number" name="parallel" value="2" min="1" max=(MAX_PARALLEL);

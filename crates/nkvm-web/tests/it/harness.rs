@@ -67,6 +67,16 @@ impl Ui {
 
     /// A disconnected UI with configuration changes.
     pub async fn with(tweak: impl FnOnce(&mut WebConfig)) -> Ui {
+        Ui::build(tweak, Vec::new()).await
+    }
+
+    /// A UI connected to a fresh sandbox whose workspace has these stores besides `local`.
+    pub async fn connected_with_stores(stores: Vec<nkvm_store::NamedStore>) -> Ui {
+        let ui = Ui::build(|_| {}, stores).await;
+        ui.connect_sandbox().await
+    }
+
+    async fn build(tweak: impl FnOnce(&mut WebConfig), extra: Vec<nkvm_store::NamedStore>) -> Ui {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let history = Arc::new(History::open(&dir.path().join("backups.db")).unwrap());
@@ -77,8 +87,15 @@ impl Ui {
             helper_image: nkvm_engine::GENERIC_HELPER_IMAGE.into(),
             ..Settings::default()
         };
-        let workspace =
-            Arc::new(Workspace::new(history.clone(), store, settings).with_store_dir(&backups));
+        let mut stores = nkvm_store::Stores::local(store.clone(), backups.display().to_string());
+        for named in extra {
+            stores.add(named).expect("a store name of its own");
+        }
+        let workspace = Arc::new(
+            Workspace::new(history.clone(), store, settings)
+                .with_store_dir(&backups)
+                .with_stores(Arc::new(stores)),
+        );
         // The UI opens only the kubeconfig nkvm was started with: the sandbox's, once written.
         let kubeconfig = dir.path().join("admin.kubeconfig");
         let config = config(|c| {
@@ -97,7 +114,11 @@ impl Ui {
 
     /// A UI connected to a fresh sandbox (admin kubeconfig).
     pub async fn connected() -> Ui {
-        let mut ui = Ui::new().await;
+        Ui::new().await.connect_sandbox().await
+    }
+
+    async fn connect_sandbox(self) -> Ui {
+        let mut ui = self;
         // In the UI's scratch directory: its kubeconfig is the one the UI was configured with.
         let sandbox = TestSandbox::start_in(ui.dir.path(), Default::default()).await;
         assert_eq!(sandbox.kubeconfig(), ui.kubeconfig());

@@ -8,3 +8,4 @@ mod escaping;
 mod hardening;
 mod harness;
 mod serving;
+mod stores;

@@ -5,6 +5,10 @@
 use crate::cli::{GlobalArgs, Output, StoresArgs};
 use serde::Serialize;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long `--check` waits for one store's probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One store as listed.
 #[derive(Debug, Serialize)]
@@ -23,28 +27,31 @@ struct StoreStatus {
 /// Lists the stores, checking each with `--check`.
 pub async fn run(g: &GlobalArgs, args: StoresArgs) -> anyhow::Result<ExitCode> {
     let stores = crate::settings::stores(g)?;
-    let mut statuses = Vec::new();
-    for named in stores.all() {
-        let (health, detail) = if args.check {
-            let store = named.store.clone();
-            match tokio::task::spawn_blocking(move || store.probe()).await? {
-                Ok(probed) => (
-                    "ok",
-                    format!("wrote, read back and deleted a probe in {probed}"),
-                ),
-                Err(e) => ("failed", e.to_string()),
-            }
-        } else {
-            ("unchecked", String::new())
-        };
-        statuses.push(StoreStatus {
-            name: named.name.clone(),
-            kind: named.kind.as_str(),
-            location: named.location.clone(),
-            health,
-            detail,
-        });
-    }
+    let statuses: Vec<StoreStatus> = if args.check {
+        nkvm_engine::store_health::check_all(&stores, PROBE_TIMEOUT)
+            .await
+            .into_iter()
+            .map(|h| StoreStatus {
+                name: h.name,
+                kind: h.kind,
+                location: h.location,
+                health: if h.ok { "ok" } else { "failed" },
+                detail: h.detail,
+            })
+            .collect()
+    } else {
+        stores
+            .all()
+            .iter()
+            .map(|named| StoreStatus {
+                name: named.name.clone(),
+                kind: named.kind.as_str(),
+                location: named.location.clone(),
+                health: "unchecked",
+                detail: String::new(),
+            })
+            .collect()
+    };
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&statuses)?),
         Output::Table => {
