@@ -27,9 +27,11 @@ trap 'rm -rf "$out"' EXIT
 
 kubectl kustomize deploy/k8s/app >"$out/app.yaml"
 kubectl kustomize deploy/k8s/overlays/remote-kubeconfig >"$out/app-with-remote-kubeconfig.yaml"
+kubectl kustomize deploy/k8s/overlays/stores >"$out/app-with-stores.yaml"
 kubectl kustomize deploy/k8s/rbac >"$out/rbac.yaml"
 scripts/render-rolebindings.sh example-a example-b >"$out/rolebindings.yaml"
 cp deploy/k8s/app/remote-kubeconfig/secret.example.yaml "$out/remote-kubeconfig-secret.yaml"
+cp deploy/k8s/app/stores/secret.example.yaml "$out/store-credentials-secret.yaml"
 
 status=0
 for file in "$out"/*.yaml; do

@@ -489,6 +489,105 @@ async fn the_mounted_remote_kubeconfig_reaches_a_second_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stores_component_mounts_the_stores_file_and_credentials_and_backs_up_off_site() {
+    use nkvm_store::testing::{ACCESS_KEY, S3Server, SECRET_KEY};
+    let env = Env::start().await;
+    let server = S3Server::start(&env.dir.path().join("s3"));
+    claim_with_file(&env, "apps", "off-site data").await;
+    bind_runtime(&env, &["apps"]).await;
+    install(&env, "deploy/k8s/overlays/stores").await;
+    // The operator's part: the credentials Secret from files, and the overlay's stores file
+    // pointed at their server (here the test's S3 server, in the generated ConfigMap).
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let (access, secret) = (scratch.path().join("id"), scratch.path().join("secret"));
+    std::fs::write(&access, ACCESS_KEY).expect("key file");
+    std::fs::write(&secret, SECRET_KEY).expect("key file");
+    env.kubectl(
+        &[
+            "-n",
+            "nkvm",
+            "create",
+            "secret",
+            "generic",
+            "nkvm-store-credentials",
+            &format!("--from-file=s3-access-key-id={}", access.display()),
+            &format!("--from-file=s3-secret-access-key={}", secret.display()),
+        ],
+        None,
+    )
+    .await
+    .ok();
+    let shipped = std::fs::read_to_string(repo().join("deploy/k8s/overlays/stores/stores.yaml"))
+        .expect("the overlay's stores file");
+    let ours = shipped
+        .replace("https://s3.example.invalid", &server.endpoint())
+        .replace("eu-west-1", "us-east-1");
+    assert_ne!(ours, shipped, "the example names an endpoint and a region");
+    let map_name = env
+        .kubectl(
+            &[
+                "-n",
+                "nkvm",
+                "get",
+                "deployment",
+                "nkvm",
+                "-o",
+                "jsonpath={.spec.template.spec.volumes[?(@.name==\"stores-file\")].configMap.name}",
+            ],
+            None,
+        )
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        map_name.starts_with("nkvm-stores-"),
+        "generated: {map_name}"
+    );
+    let patch = serde_json::json!({"data": {"stores.yaml": ours}}).to_string();
+    env.kubectl(
+        &[
+            "-n",
+            "nkvm",
+            "patch",
+            "configmap",
+            &map_name,
+            "--type=merge",
+            "-p",
+            &patch,
+        ],
+        None,
+    )
+    .await
+    .ok();
+
+    let (pod, _claims) = container_of_deployment(&env, scratch.path()).await;
+    let stores = json(&pod.nkvm(&["stores", "--check", "-o", "json"]).await.ok());
+    let offsite = stores
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|s| s["name"] == "offsite")
+        .unwrap_or_else(|| panic!("offsite listed: {stores}"));
+    assert_eq!(offsite["health"], "ok", "{offsite}");
+    let backed_up = pod
+        .nkvm(&["backup", "apps/data", "--store", "offsite", "-o", "json"])
+        .await
+        .ok();
+    let result = &json(&backed_up)[0];
+    assert_eq!(result["status"], "succeeded", "{result}");
+    let id = result["id"].as_str().expect("id");
+    assert!(
+        server
+            .objects()
+            .iter()
+            .any(|o| o.starts_with("prod/") && o.ends_with(&format!("{id}.tar.zst"))),
+        "the archive is in the bucket: {:?}",
+        server.objects()
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shipped_manifest_validates_offline_against_kubernetes_1_32() {
     let out = script("scripts/validate-manifests.sh", &[]).await;
     assert!(

@@ -150,6 +150,23 @@ pub(super) async fn secret_volume(env: &Env, name: &str, items: Option<&Value>, 
     }
 }
 
+/// The files of ConfigMap `name` in nkvm's namespace, one per data key, as a configMap
+/// volume holds them.
+pub(super) async fn config_map_volume(env: &Env, name: &str, dir: &Path) {
+    std::fs::create_dir_all(dir).expect("configMap dir");
+    let map = env
+        .kubectl(
+            &["-n", "nkvm", "get", "configmap", name, "-o", "json"],
+            None,
+        )
+        .await
+        .ok();
+    let map: Value = serde_json::from_str(&map.stdout).expect("configMap JSON");
+    for (key, value) in map["data"].as_object().expect("configMap data") {
+        std::fs::write(dir.join(key), value.as_str().expect("text data")).expect("configMap file");
+    }
+}
+
 /// What the kubelet gives the pod at the ServiceAccount path: a token for `nkvm-runner`, the
 /// cluster's CA (from the namespace's `kube-root-ca.crt`, as the projected volume takes it) and
 /// the namespace.
@@ -236,8 +253,11 @@ pub(super) async fn container_of_deployment(
         } else if let Some(secret) = volume.get("secret") {
             let secret_name = secret["secretName"].as_str().expect("secretName");
             secret_volume(env, secret_name, secret.get("items"), &dir).await;
+        } else if let Some(config_map) = volume.get("configMap") {
+            let name = config_map["name"].as_str().expect("configMap name");
+            config_map_volume(env, name, &dir).await;
         } else {
-            panic!("this test knows claim and secret volumes only, not {volume}");
+            panic!("this test knows claim, secret and configMap volumes only, not {volume}");
         }
         let writable = !mount["readOnly"].as_bool().unwrap_or(false);
         container = container.mount(&dir, path, writable);
