@@ -74,11 +74,21 @@ impl Stores {
     /// The local directory store at `dir` plus the entries of the stores file `file`, if
     /// given; remote stores drive their requests on `rt`. Makes no network request.
     pub fn open(dir: &Path, file: Option<&Path>, rt: &Handle) -> Result<Self, StoreError> {
+        Self::open_with_env(dir, file, rt, &|k| std::env::var(k).ok())
+    }
+
+    /// [`open`](Self::open) reading environment variables through `var`.
+    pub(crate) fn open_with_env(
+        dir: &Path,
+        file: Option<&Path>,
+        rt: &Handle,
+        var: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, StoreError> {
         let local = Arc::new(crate::LocalStore::new(dir));
         let mut stores = Stores::local(local, dir.display().to_string());
         if let Some(file) = file {
             for entry in config::load(file)? {
-                stores.stores.push(build(&entry, rt)?);
+                stores.stores.push(build(&entry, rt, var)?);
             }
         }
         Ok(stores)
@@ -130,20 +140,39 @@ impl Stores {
     }
 }
 
-/// A store from its stores-file entry, reading the credential files it names.
-fn build(entry: &StoreConfig, rt: &Handle) -> Result<NamedStore, StoreError> {
+/// A store from its stores-file entry, reading the credential files it names; `var` reads
+/// the environment.
+fn build(
+    entry: &StoreConfig,
+    rt: &Handle,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<NamedStore, StoreError> {
     match entry {
         StoreConfig::S3(c) => {
+            let mut session_token = match &c.session_token_file {
+                Some(p) => Some(config::read_secret(&c.name, "sessionTokenFile", p)?),
+                None => None,
+            };
             let keys = match (&c.access_key_id_file, &c.secret_access_key_file) {
                 (Some(id), Some(secret)) => Some((
                     config::read_secret(&c.name, "accessKeyIdFile", id)?,
                     config::read_secret(&c.name, "secretAccessKeyFile", secret)?,
                 )),
-                _ => None,
-            };
-            let session_token = match &c.session_token_file {
-                Some(p) => Some(config::read_secret(&c.name, "sessionTokenFile", p)?),
-                None => None,
+                // No files named: the AWS shared files' profile, when the environment has no
+                // keys of its own (else object_store reads the environment).
+                _ => match crate::s3::profile::keys(var) {
+                    Ok(Some(p)) => {
+                        session_token = session_token.or(p.token);
+                        Some((p.id, p.secret))
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        return Err(StoreError::Config {
+                            path: e.file,
+                            detail: format!("store {:?}: {}", c.name, e.detail),
+                        });
+                    }
+                },
             };
             let settings = S3Settings {
                 name: c.name.clone(),

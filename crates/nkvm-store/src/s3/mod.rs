@@ -9,6 +9,7 @@
 //! requests on the runtime handle the store was built with.
 
 mod listing;
+pub(crate) mod profile;
 mod upload;
 
 use crate::layout::{ArchiveKey, Location};
@@ -45,7 +46,8 @@ pub struct S3Settings {
     pub bucket: String,
     /// Prefix of every key, `""` or ending in `/`.
     pub prefix: String,
-    /// Access key id and secret; `None`: the standard AWS environment (keys, web identity).
+    /// Access key id and secret; `None`: the standard AWS environment (keys, web identity,
+    /// metadata endpoints).
     pub keys: Option<(String, String)>,
     /// A session token to go with `keys`.
     pub session_token: Option<String>,

@@ -212,3 +212,73 @@ fn orphans_and_stray_keys_in_the_bucket_are_reported_or_passed_over() {
         }
     ));
 }
+
+/// A stores file naming an S3 entry on `server` without key files.
+fn entry_without_key_files(dir: &std::path::Path, server: &S3Server) -> std::path::PathBuf {
+    let file = dir.join("stores.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "stores:\n- {{name: offsite, type: s3, endpoint: '{}', region: us-east-1, bucket: nkvm}}\n",
+            server.endpoint()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn an_entry_without_key_files_takes_the_keys_of_the_aws_profile() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let server = S3Server::start(&dir.path().join("s3"));
+    let stores_file = entry_without_key_files(dir.path(), &server);
+    let credentials = dir.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        format!(
+            "[default]\naws_access_key_id = {0}\naws_secret_access_key = wrong-secret\n[backup]\naws_access_key_id = {0}\naws_secret_access_key = {1}\n",
+            crate::testing::ACCESS_KEY,
+            crate::testing::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    let home = dir.path().display().to_string();
+    let open = |profile: &str| {
+        let vars = [
+            ("HOME", home.clone()),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                credentials.display().to_string(),
+            ),
+            ("AWS_PROFILE", profile.to_string()),
+        ];
+        let var = move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        crate::Stores::open_with_env(
+            &dir.path().join("local"),
+            Some(&stores_file),
+            rt.handle(),
+            &var,
+        )
+    };
+    let good = open("backup").expect("the stores open");
+    let probed = good.store("offsite").unwrap().probe();
+    assert!(
+        probed.is_ok(),
+        "the backup profile's keys are accepted: {probed:?}"
+    );
+    // The default profile's wrong secret is really sent, and refused by the server.
+    let wrong = open("default").expect("the stores open");
+    let refused = wrong
+        .store("offsite")
+        .unwrap()
+        .probe()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        !refused.contains("wrong-secret"),
+        "no secret in messages: {refused}"
+    );
+    let missing = open("absent").unwrap_err().to_string();
+    assert!(missing.contains("AWS_PROFILE=\"absent\""), "{missing}");
+}

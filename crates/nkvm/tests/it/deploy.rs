@@ -243,9 +243,33 @@ async fn in_cluster_nkvm_backs_up_where_its_role_is_bound_and_is_forbidden_elsew
         assert!(listed.contains(&want.to_string()), "{want} in {listed:?}");
     }
 
+    // The helper runs the Deployment's own image (kustomize copies it into NKVM_IMAGE), so
+    // the backup goes through the agent.
+    let image = env
+        .kubectl(
+            &[
+                "-n",
+                "nkvm",
+                "get",
+                "deployment",
+                "nkvm",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].env[?(@.name==\"NKVM_IMAGE\")].value}",
+            ],
+            None,
+        )
+        .await
+        .ok()
+        .stdout;
+    assert_eq!(
+        image,
+        format!("{0} {0}", crate::harness::SHIPPED_IMAGE),
+        "container image, then NKVM_IMAGE"
+    );
     let backed_up = pod.nkvm(&["backup", "shop/data", "-o", "json"]).await.ok();
     let result = &json(&backed_up)[0];
     assert_eq!(result["status"], "succeeded", "{result}");
+    assert_eq!(result["dataPath"], "agent", "{result}");
     assert_eq!(
         archived_hello(&data.join("backups"), "shop"),
         "the shop's records"

@@ -9,13 +9,21 @@ use kube_sandbox::upstream::UpstreamCluster;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-/// nkvm's default image mapped to the binary under test, at the path the image has it.
+/// The image `deploy/k8s/app` names for nkvm (its `images:` entry), which its Deployment
+/// also hands to helper pods (`NKVM_IMAGE`).
+pub const SHIPPED_IMAGE: &str = "registry.example.invalid/nkvm:0.1.0";
+
+/// nkvm's default image and the shipped Deployment's image mapped to the binary under test,
+/// at the path the image has it.
 pub fn own_image_programs() -> Vec<ImageProgram> {
-    vec![ImageProgram {
-        image: nkvm_engine::DEFAULT_NKVM_IMAGE.into(),
-        program: env!("CARGO_BIN_EXE_nkvm").into(),
-        at: nkvm_engine::agent::AGENT_PATH.into(),
-    }]
+    [nkvm_engine::DEFAULT_NKVM_IMAGE, SHIPPED_IMAGE]
+        .into_iter()
+        .map(|image| ImageProgram {
+            image: image.into(),
+            program: env!("CARGO_BIN_EXE_nkvm").into(),
+            at: nkvm_engine::agent::AGENT_PATH.into(),
+        })
+        .collect()
 }
 
 /// A sandbox plus a scratch directory for nkvm's data.
