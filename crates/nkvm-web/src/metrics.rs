@@ -42,81 +42,83 @@ impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let jobs_finished = Family::<Labels, Counter>::default();
-        registry.register(
+        let r = &mut registry;
+        let jobs_finished = registered(
+            r,
             "nkvm_jobs_finished",
             "Backup and restore items that ended, by kind and status",
-            jobs_finished.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let job_failures = Family::<Labels, Counter>::default();
-        registry.register(
+        let job_failures = registered(
+            r,
             "nkvm_job_failures",
             "Backup and restore items that failed or were cancelled, by kind and failure kind",
-            job_failures.clone(),
+            Family::<Labels, Counter>::default(),
         );
         // A gauge read from the history at each scrape: the count lives with the database
         // handle, which outlives any one cluster connection.
-        let history_write_failures = Gauge::default();
-        registry.register(
+        let history_write_failures = registered(
+            r,
             "nkvm_history_write_failures",
             "History rows and audit entries that could not be written since start",
-            history_write_failures.clone(),
+            Gauge::default(),
         );
-        let bytes = Family::<Labels, Counter>::default();
-        registry.register(
+        let bytes = registered(
+            r,
             "nkvm_job_bytes",
             "Tar bytes read by backups and written by restores",
-            bytes.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let durations: Family<Labels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(job_duration_histogram);
-        registry.register(
+        let durations = registered(
+            r,
             "nkvm_job_duration_seconds",
             "How long backup and restore items ran, by kind and status",
-            durations.clone(),
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+                job_duration_histogram,
+            ),
         );
-        let in_flight = Gauge::default();
-        registry.register(
+        let in_flight = registered(
+            r,
             "nkvm_jobs_in_flight",
             "Backup and restore items queued or running",
-            in_flight.clone(),
+            Gauge::default(),
         );
-        let discovery = Histogram::new(exponential_buckets(0.01, 2.0, 14));
-        registry.register(
+        let discovery = registered(
+            r,
             "nkvm_discovery_duration_seconds",
             "How long loading the PVC inventory took",
-            discovery.clone(),
+            Histogram::new(exponential_buckets(0.01, 2.0, 14)),
         );
-        let last_success = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
+        let last_success = registered(
+            r,
             "nkvm_last_successful_backup_timestamp_seconds",
             "Unix time of the last successful backup of each claim (namespace, pvc)",
-            last_success.clone(),
+            Family::<Labels, Gauge<f64, AtomicU64>>::default(),
         );
         // The name the policy alerts use (docs/policies.md); same values as the one above.
-        let pvc_last_success = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
+        let pvc_last_success = registered(
+            r,
             "nkvm_pvc_last_success_timestamp_seconds",
             "Unix time of the last successful backup of each claim (namespace, pvc)",
-            pvc_last_success.clone(),
+            Family::<Labels, Gauge<f64, AtomicU64>>::default(),
         );
-        let policy_runs = Family::<Labels, Counter>::default();
-        registry.register(
+        let policy_runs = registered(
+            r,
             "nkvm_policy_runs",
             "Policy runs that ended, by policy and result (succeeded, failed, error)",
-            policy_runs.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let policy_bytes = Family::<Labels, Gauge>::default();
-        registry.register(
+        let policy_bytes = registered(
+            r,
             "nkvm_backup_bytes_stored",
             "Bytes the backups each policy made (and retention kept) hold in the store",
-            policy_bytes.clone(),
+            Family::<Labels, Gauge>::default(),
         );
-        let connected = Gauge::default();
-        registry.register(
+        let connected = registered(
+            r,
             "nkvm_cluster_connected",
             "1 while nkvm has a cluster connection",
-            connected.clone(),
+            Gauge::default(),
         );
         Metrics {
             registry,
@@ -202,6 +204,17 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Registers `metric` under `name` and hands it back (the registry keeps its own handle).
+fn registered<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 #[cfg(test)]
@@ -297,3 +310,4 @@ mod tests {
         }
     }
 }
+

@@ -505,12 +505,18 @@ fn backups(b: &Bench, source: &Path, mib: f64) -> (String, PathBuf) {
     let commands = backup_commands(b, source);
     let mut runs = Vec::new();
     let mut kept = None;
+    let mut s3_server_cpu = Vec::new();
     for round in 0..ROUNDS {
         let mut r = vec![Run::default(); commands.len()];
         // Interleaved: each round starts one command later.
         for k in 0..commands.len() {
             let i = (k + round) % commands.len();
+            let server_cpu = || b.s3.pid().map_or(0.0, cpu_seconds);
+            let server_before = server_cpu();
             r[i] = measure(&commands[i].1, b.sandbox.id());
+            if i == S3_ROW {
+                s3_server_cpu.push(server_cpu() - server_before);
+            }
             let _ = std::fs::remove_file(b.dir.join("out.tar.zst"));
             let _ = std::fs::remove_dir_all(b.dir.join("cp"));
             if i == S3_ROW {
@@ -533,9 +539,10 @@ fn backups(b: &Bench, source: &Path, mib: f64) -> (String, PathBuf) {
     table("backup", &names, &runs, mib);
     let col = |n: usize, f: fn(&Run) -> f64| median(runs.iter().map(|r| f(&r[n])).collect());
     println!(
-        "nkvm to S3: {:.2}x the local store's throughput (goal >= 0.8), peak RSS {:.1} MiB (goal < 96)",
+        "nkvm to S3: {:.2}x the local store's throughput (goal >= 0.8), peak RSS {:.1} MiB (goal < 96); the S3 server (s3s-fs, on the same cores) used {:.2} CPU s",
         col(3, |r| r.wall) / col(S3_ROW, |r| r.wall),
-        col(S3_ROW, |r| r.peak_mib)
+        col(S3_ROW, |r| r.peak_mib),
+        median(s3_server_cpu)
     );
     kept.expect("an agent backup was kept")
 }
