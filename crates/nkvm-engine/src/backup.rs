@@ -503,47 +503,79 @@ impl App {
         {
             return Err(sink::failed_store(e));
         }
-        // Otherwise a cut or stalled exec explains a broken agent stream best.
-        let outcome = exec.map_err(|e| fail(Stage::Stream, e.kind(), e.to_string()))?;
-        let in_stream = |e: receive::ReceiveError| fail(Stage::Stream, e.kind(), e.to_string());
-        let agent_failed = || {
-            fail(
-                Stage::Stream,
-                FailureKind::CommandFailed,
-                format!(
-                    "the nkvm agent in the helper pod exited with code {}: {}",
-                    outcome.exit_code,
-                    outcome.stderr.trim()
-                ),
-            )
-        };
-        let arrived = match arrived {
-            Ok(a) => a,
+        let (arrived, outcome) = match (arrived, exec) {
+            (Ok(arrived), Ok(outcome)) => (arrived, outcome),
+            // Otherwise a cut or stalled exec explains a broken agent stream best.
+            (arrived, Err(e)) => {
+                if let Ok(a) = arrived {
+                    sink::discard(a.writer).await;
+                }
+                return Err(fail(Stage::Stream, e.kind(), e.to_string()));
+            }
             // An agent that failed before its trailer says why on stderr: both go in.
-            Err(e) if outcome.exit_code != 0 => {
-                let mut failure = agent_failed();
+            (Err(e), Ok(outcome)) if outcome.exit_code != 0 => {
+                let mut failure = agent_failed(&outcome);
                 failure.message = format!("{e}; {}", failure.message);
                 return Err(failure);
             }
-            Err(e) => return Err(in_stream(e)),
+            (Err(e), Ok(_)) => return Err(in_stream(e)),
         };
-        let (archived, trailer) = receive::accept(arrived).map_err(in_stream)?;
-        let Some(tar_exit) = trailer.tar_exit else {
-            return Err(fail(
-                Stage::Stream,
-                FailureKind::CommandFailed,
-                format!(
-                    "tar in the helper pod did not exit normally: {}",
-                    trailer.tar_stderr
-                ),
-            ));
+        // From here the store holds every byte: a refusal aborts that write at once rather
+        // than leaving it to the writer's drop.
+        let (archived, trailer) = match receive::accept(arrived) {
+            Ok(accepted) => accepted,
+            Err(refused) => {
+                sink::discard(refused.writer).await;
+                return Err(in_stream(refused.error));
+            }
         };
-        tar_exit_ok(helper, tar_exit, trailer.tar_stderr.trim())?;
-        if outcome.exit_code != 0 {
-            return Err(agent_failed());
+        if let Err(e) = agent_exit_ok(helper, &trailer, &outcome) {
+            sink::discard(archived.writer).await;
+            return Err(e);
         }
         Ok(archived.map_writer(Sink::into_writer))
     }
+}
+
+/// A refused agent stream, as a job failure at stage `stream`.
+fn in_stream(e: receive::ReceiveError) -> JobFailure {
+    fail(Stage::Stream, e.kind(), e.to_string())
+}
+
+/// The failure of an agent that exited with a non-zero code, with what it said.
+fn agent_failed(outcome: &nkvm_kube::exec::ExecOutcome) -> JobFailure {
+    fail(
+        Stage::Stream,
+        FailureKind::CommandFailed,
+        format!(
+            "the nkvm agent in the helper pod exited with code {}: {}",
+            outcome.exit_code,
+            outcome.stderr.trim()
+        ),
+    )
+}
+
+/// Whether tar (per the trailer) and then the agent itself exited cleanly.
+fn agent_exit_ok(
+    helper: &RunningHelper,
+    trailer: &agent::wire::Trailer,
+    outcome: &nkvm_kube::exec::ExecOutcome,
+) -> Result<(), JobFailure> {
+    let Some(tar_exit) = trailer.tar_exit else {
+        return Err(fail(
+            Stage::Stream,
+            FailureKind::CommandFailed,
+            format!(
+                "tar in the helper pod did not exit normally: {}",
+                trailer.tar_stderr
+            ),
+        ));
+    };
+    tar_exit_ok(helper, tar_exit, trailer.tar_stderr.trim())?;
+    if outcome.exit_code != 0 {
+        return Err(agent_failed(outcome));
+    }
+    Ok(())
 }
 
 /// Where a backup's archive goes in its store.

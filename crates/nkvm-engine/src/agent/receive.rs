@@ -66,6 +66,14 @@ pub struct Arrived<W> {
     pub writer: W,
 }
 
+/// An arrived archive [`accept`] refused: why, and the writer, for the caller to abort.
+pub struct Refused<W> {
+    /// Why the archive was refused.
+    pub error: ReceiveError,
+    /// The store's writer holding the refused bytes.
+    pub writer: W,
+}
+
 /// Consumes the agent stream from `chunks` until the sender is dropped, writing its data into
 /// `writer`; `read_so_far` follows the agent's progress frames (tar bytes). Call from a
 /// blocking thread. Fails on a stream that is not whole; the trailer is judged by
@@ -99,24 +107,30 @@ pub fn receive<W: Write>(
 /// Accepts what arrived when the trailer proves it whole: no agent error, the tar check
 /// passed, and nkvm's own length and sha256 equal the trailer's. tar's exit code is the
 /// caller's to judge (it knows the tar flavor). Returns the archive with the trailer's counts.
-pub fn accept<W>(arrived: Arrived<W>) -> Result<(Archived<W>, Trailer), ReceiveError> {
+pub fn accept<W>(arrived: Arrived<W>) -> Result<(Archived<W>, Trailer), Refused<W>> {
     let t = arrived.trailer;
-    if let Some(e) = &t.error {
-        return Err(ReceiveError::Agent(e.clone()));
-    }
-    if arrived.bytes != t.bytes || arrived.sha256 != t.sha256 {
-        return Err(ReceiveError::Mismatch {
+    let error = if let Some(e) = &t.error {
+        Some(ReceiveError::Agent(e.clone()))
+    } else if arrived.bytes != t.bytes || arrived.sha256 != t.sha256 {
+        Some(ReceiveError::Mismatch {
             bytes: arrived.bytes,
             sha256: arrived.sha256,
             sent_bytes: t.bytes,
-            sent_sha256: t.sha256,
-        });
-    }
-    if let Some(e) = &t.tar_check
+            sent_sha256: t.sha256.clone(),
+        })
+    } else if let Some(e) = &t.tar_check
         && t.tar_exit == Some(0)
     {
         // A failed tar explains a broken stream better; the caller reports it.
-        return Err(ReceiveError::TarCheck(e.clone()));
+        Some(ReceiveError::TarCheck(e.clone()))
+    } else {
+        None
+    };
+    if let Some(error) = error {
+        return Err(Refused {
+            error,
+            writer: arrived.writer,
+        });
     }
     let archived = Archived {
         bytes_read: t.tar_bytes,
@@ -159,7 +173,7 @@ mod tests {
         });
         let arrived = receive(rx, Vec::new(), &AtomicU64::new(0));
         feeder.join().unwrap();
-        accept(arrived?)
+        accept(arrived?).map_err(|r| r.error)
     }
 
     #[test]

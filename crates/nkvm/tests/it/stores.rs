@@ -275,3 +275,42 @@ async fn a_server_killed_mid_upload_fails_at_stage_store_and_leaves_nothing_afte
     assert!(server.objects().is_empty(), "{:?}", server.objects());
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_archive_refused_after_arrival_is_aborted_in_the_bucket_at_once() {
+    let env = Env::start().await;
+    let server = S3Server::start(&env.dir.path().join("s3"));
+    let stores = stores_file(&env, &server, SECRET_KEY);
+    setup(&env, "shop", FILES).await;
+    // Every byte reaches the store, then the trailer's hash does not match: the job must
+    // abort the multipart upload itself (nkvm exits right after; nobody runs `recover`).
+    let out = nkvm(
+        &env,
+        &stores,
+        &[
+            "--agent-fault",
+            "wrong-sha256",
+            "backup",
+            "shop/data",
+            "--store",
+            "offsite",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let r = &json_results(&out).await[0];
+    assert_eq!(
+        (&r["status"], &r["stage"], &r["dataPath"]),
+        (&"failed".into(), &"stream".into(), &"agent".into()),
+        "{r}"
+    );
+    assert!(
+        server.open_uploads().is_empty(),
+        "no upload left open: {:?}",
+        server.open_uploads()
+    );
+    assert!(server.objects().is_empty(), "{:?}", server.objects());
+    no_helper_pods(&env).await;
+    env.stop().await;
+}
