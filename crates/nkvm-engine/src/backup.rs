@@ -345,6 +345,7 @@ impl App {
             compression: opts.compression.compression,
             tool_version: format!("nkvm {}", env!("CARGO_PKG_VERSION")),
             artifact: String::new(),
+            encryption: None,
         };
         let stored = commit(archived.writer, manifest).await?;
         Ok(Kept {
@@ -554,6 +555,7 @@ fn archive_key(facts: &BackupFacts, compression: &CompressionOptions) -> Archive
         pvc: facts.claim.name.to_string(),
         id: facts.id.clone(),
         compression: compression.compression,
+        encrypted: false,
     }
 }
 

@@ -95,6 +95,28 @@ pub enum StoreError {
         /// What is wrong, naming the entry and field.
         detail: String,
     },
+    /// An age identity file that cannot be used for this archive.
+    #[error("the age identity file {} (NKVM_AGE_IDENTITY_FILE / --identity) {detail}", path.display())]
+    Identity {
+        /// The identity file (its path only; its content is never shown).
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// An age file that does not decrypt: damaged, or not for the identity given.
+    #[error(
+        "the archive does not decrypt: {detail}; check it with `nkvm verify` and that the identity is the archive's"
+    )]
+    Decrypt {
+        /// age's answer.
+        detail: String,
+    },
+    /// Encrypting an archive failed before anything was stored.
+    #[error("encrypting the archive: {detail}; nothing was stored")]
+    Encrypt {
+        /// What failed.
+        detail: String,
+    },
     /// The filesystem refused an operation.
     #[error("{action} {}: {source}; {}", path.display(), hint(source))]
     Io {
@@ -117,9 +139,11 @@ impl nkvm_domain::UserError for StoreError {
             StoreError::AlreadyExists { .. } => FailureKind::Conflict,
             StoreError::NotFound { .. } => FailureKind::NotFound,
             StoreError::ManifestMismatch { .. } => FailureKind::Internal,
-            StoreError::UnknownStore { .. } | StoreError::Config { .. } => {
-                FailureKind::InvalidInput
-            }
+            StoreError::UnknownStore { .. }
+            | StoreError::Config { .. }
+            | StoreError::Identity { .. } => FailureKind::InvalidInput,
+            StoreError::Decrypt { .. } => FailureKind::CommandFailed,
+            StoreError::Encrypt { .. } => FailureKind::Internal,
             StoreError::Remote { .. } => FailureKind::StorageUnavailable,
             StoreError::CorruptManifest { .. }
             | StoreError::Orphan { .. }

@@ -78,7 +78,11 @@ impl Stores {
         let mut stores = Stores::local(local, dir.display().to_string());
         if let Some(file) = file {
             for entry in config::load(file)? {
-                stores.stores.push(build(&entry, rt)?);
+                let mut named = build(&entry.store, rt)?;
+                if let Some(encryption) = &entry.encryption {
+                    named.store = encrypted(named.store, &encryption.age_recipients, file)?;
+                }
+                stores.stores.push(named);
             }
         }
         Ok(stores)
@@ -130,6 +134,20 @@ impl Stores {
     }
 }
 
+/// `store` wrapped so its archives are age files for `recipients`.
+fn encrypted(
+    store: Arc<dyn ArchiveStore>,
+    recipients: &[String],
+    file: &Path,
+) -> Result<Arc<dyn ArchiveStore>, StoreError> {
+    let recipients =
+        crate::AgeRecipients::parse(recipients).map_err(|detail| StoreError::Config {
+            path: file.to_path_buf(),
+            detail,
+        })?;
+    Ok(Arc::new(crate::EncryptedStore::new(store, recipients)))
+}
+
 /// A store from its stores-file entry, reading the credential files it names.
 fn build(entry: &StoreConfig, rt: &Handle) -> Result<NamedStore, StoreError> {
     match entry {
@@ -165,5 +183,11 @@ fn build(entry: &StoreConfig, rt: &Handle) -> Result<NamedStore, StoreError> {
                 store: Arc::new(store),
             })
         }
+        StoreConfig::Local(c) => Ok(NamedStore {
+            name: c.name.clone(),
+            kind: StoreKind::Local,
+            location: c.path.display().to_string(),
+            store: Arc::new(crate::LocalStore::new(&c.path)),
+        }),
     }
 }

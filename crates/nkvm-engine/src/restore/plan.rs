@@ -659,6 +659,7 @@ mod tests {
                 compression: nkvm_domain::Compression::Zstd,
                 tool_version: String::new(),
                 artifact: String::new(),
+                encryption: None,
             }),
             contents: Ok(Contents {
                 tar_bytes: 300 << 20,
