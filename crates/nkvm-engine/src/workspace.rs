@@ -165,8 +165,12 @@ impl Workspace {
 
     /// Re-reads backup `id` on a blocking thread: sha256 and a complete tar stream.
     pub async fn verify(&self, id: &BackupId) -> Result<VerifyReport, VerifyError> {
+        let opts = crate::verify::VerifyOptions {
+            identity_file: self.settings.age_identity_file.clone(),
+            ..Default::default()
+        };
         let (stores, history, id) = (self.stores.clone(), self.history.clone(), id.clone());
-        tokio::task::spawn_blocking(move || crate::verify::verify(&stores, &history, &id))
+        tokio::task::spawn_blocking(move || crate::verify::verify(&stores, &history, &id, &opts))
             .await
             .map_err(|e| {
                 VerifyError::Engine(EngineError::Internal(format!("verify panicked: {e}")))

@@ -5,6 +5,7 @@ mod browser;
 mod connection;
 mod demo;
 mod deploy;
+mod encryption;
 mod harness;
 mod inventory;
 mod policies;
