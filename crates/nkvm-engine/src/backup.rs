@@ -200,6 +200,8 @@ pub enum Progress {
     Done(Box<BackupResult>),
     /// A restore job ended.
     RestoreDone(Box<crate::RestoreResult>),
+    /// A copy job ended.
+    CopyDone(Box<crate::CopyResult>),
 }
 
 impl App {

@@ -7,6 +7,7 @@ pub mod archive;
 pub mod archive_safety;
 mod backup;
 mod check;
+mod copy;
 mod inventory;
 mod job_helper;
 pub mod jobs;
@@ -27,6 +28,7 @@ pub mod workspace;
 
 pub use backup::{BackupOptions, BackupResult, Progress};
 pub use check::CheckReport;
+pub use copy::{CopyOptions, CopyResult};
 pub use inventory::{Scope, backupability};
 pub use recovery::{
     INDEX_ACTOR, IndexError, IndexReport, RecoveryReport, rebuild_index, row_from_manifest,

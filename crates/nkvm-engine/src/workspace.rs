@@ -22,6 +22,8 @@ pub struct BackupDetails {
     pub manifest: Option<Manifest>,
     /// Why the manifest could not be read, if it could not.
     pub manifest_error: Option<String>,
+    /// Copies of the backup in other stores (`nkvm copy`).
+    pub copies: Vec<nkvm_history::BackupCopy>,
 }
 
 /// A stored archive opened for download.
@@ -132,11 +134,13 @@ impl Workspace {
         let Some(row) = self.history.backup(id.as_str())? else {
             return Ok(None);
         };
+        let copies = self.history.copies(id.as_str())?;
         if row.artifact.is_empty() {
             return Ok(Some(BackupDetails {
                 row,
                 manifest: None,
                 manifest_error: None,
+                copies,
             }));
         }
         let (stores, name, artifact) =
@@ -149,11 +153,13 @@ impl Workspace {
                 row,
                 manifest: Some(m),
                 manifest_error: None,
+                copies,
             },
             Err(e) => BackupDetails {
                 row,
                 manifest: None,
                 manifest_error: Some(e.to_string()),
+                copies,
             },
         }))
     }
@@ -185,15 +191,18 @@ impl Workspace {
             .map_err(|e| DownloadError::Store(e.to_string()))?
             .filter(|r| !r.artifact.is_empty())
             .ok_or_else(|| DownloadError::NoArchive(id.to_string()))?;
-        let (stores, name, artifact) =
-            (self.stores.clone(), row.store.clone(), row.artifact.clone());
-        let (reader, size) =
-            tokio::task::spawn_blocking(move || stores.store(&name)?.open_sized(&artifact))
-                .await
-                .map_err(|e| DownloadError::Store(format!("opening the archive panicked: {e}")))?
-                .map_err(|e| DownloadError::Store(e.to_string()))?;
-        let extension = row
-            .artifact
+        let (stores, history, found) = (self.stores.clone(), self.history.clone(), row.clone());
+        // Whichever store holds it: the backup's own, else a copy (`nkvm copy`), served as
+        // stored (an encrypted archive stays an age file).
+        let (artifact, reader, size) = tokio::task::spawn_blocking(move || {
+            let located = crate::located::locate(&stores, &history, &found, None)?;
+            let (reader, size) = located.store.open_sized(&located.artifact)?;
+            Ok::<_, nkvm_store::StoreError>((located.artifact, reader, size))
+        })
+        .await
+        .map_err(|e| DownloadError::Store(format!("opening the archive panicked: {e}")))?
+        .map_err(|e| DownloadError::Store(e.to_string()))?;
+        let extension = artifact
             .rsplit('/')
             .next()
             .and_then(|name| name.strip_prefix(row.id.as_str()))

@@ -162,6 +162,8 @@ pub enum Command {
     Backups(BackupsArgs),
     /// Re-read a stored backup: sha256 and a complete tar stream.
     Verify(VerifyArgs),
+    /// Copy a backup's archive and manifest to another store, checked by hash on arrival.
+    Copy(CopyArgs),
     /// Restore a backup into a new or existing claim (plan first with --dry-run).
     Restore(RestoreArgs),
     /// List restores, newest first.
@@ -450,6 +452,19 @@ pub struct VerifyArgs {
     /// Verify the copy in this store [default: the first store holding the backup].
     #[arg(long, value_name = "NAME")]
     pub store: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// `nkvm copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Backup id (as `nkvm backups` lists it).
+    pub id: String,
+    /// The store to copy it to (a name from `nkvm stores`).
+    #[arg(long, value_name = "STORE")]
+    pub to: String,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,

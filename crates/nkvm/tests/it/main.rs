@@ -3,6 +3,7 @@
 mod backup;
 mod browser;
 mod connection;
+mod copy;
 mod demo;
 mod deploy;
 mod encryption;
