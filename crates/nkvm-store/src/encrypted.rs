@@ -344,7 +344,7 @@ mod tests {
         let inner = Arc::new(LocalStore::new(dir.path().join("store")));
         let recipients = AgeRecipients::parse(std::slice::from_ref(&public)).expect("valid");
         let store = EncryptedStore::new(inner.clone(), recipients);
-        assert_eq!(store.age_recipients(), [public.clone()]);
+        assert_eq!(store.age_recipients(), std::slice::from_ref(&public));
         let plain: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let mut writer = store.begin(&key()).expect("begin");
         writer.write_all(&plain).expect("write");

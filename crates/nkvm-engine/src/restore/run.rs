@@ -893,6 +893,7 @@ mod tests {
         });
         let source = Source {
             store,
+            identity: None,
             artifact: ARTIFACT,
             compression: Compression::Zstd,
             expected,
