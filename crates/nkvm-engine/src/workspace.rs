@@ -195,13 +195,24 @@ impl Workspace {
         // Whichever store holds it: the backup's own, else a copy (`nkvm copy`), served as
         // stored (an encrypted archive stays an age file).
         let (artifact, reader, size) = tokio::task::spawn_blocking(move || {
-            let located = crate::located::locate(&stores, &history, &found, None)?;
-            let (reader, size) = located.store.open_sized(&located.artifact)?;
-            Ok::<_, nkvm_store::StoreError>((located.artifact, reader, size))
+            let places = crate::located::places(&history, &found)
+                .map_err(|e| DownloadError::Store(e.to_string()))?;
+            let mut first_error = None;
+            for (store, artifact, _) in places {
+                match stores.store(&store).and_then(|s| s.open_sized(&artifact)) {
+                    Ok((reader, size)) => return Ok((artifact, reader, size)),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            Err(DownloadError::Store(first_error.map_or_else(
+                || "no store holds it".into(),
+                |e| e.to_string(),
+            )))
         })
         .await
-        .map_err(|e| DownloadError::Store(format!("opening the archive panicked: {e}")))?
-        .map_err(|e| DownloadError::Store(e.to_string()))?;
+        .map_err(|e| DownloadError::Store(format!("opening the archive panicked: {e}")))??;
         let extension = artifact
             .rsplit('/')
             .next()

@@ -18,6 +18,9 @@ struct StoreStatus {
     health: &'static str,
     /// What the check found ("" when unchecked).
     detail: String,
+    /// The age public keys archives are encrypted to (absent: stored in the clear).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    age_recipients: Vec<String>,
 }
 
 /// Lists the stores, checking each with `--check`.
@@ -43,6 +46,7 @@ pub async fn run(g: &GlobalArgs, args: StoresArgs) -> anyhow::Result<ExitCode> {
             location: named.location.clone(),
             health,
             detail,
+            age_recipients: named.store.age_recipients(),
         });
     }
     match args.output {
@@ -54,7 +58,11 @@ pub async fn run(g: &GlobalArgs, args: StoresArgs) -> anyhow::Result<ExitCode> {
                     vec![
                         s.name.clone(),
                         s.kind.into(),
-                        s.location.clone(),
+                        if s.age_recipients.is_empty() {
+                            s.location.clone()
+                        } else {
+                            format!("{} (encrypted with age)", s.location)
+                        },
                         s.health.into(),
                         s.detail.clone(),
                     ]

@@ -146,6 +146,39 @@ async fn an_encrypted_backup_opens_with_the_age_cli_and_restores_only_with_its_i
     let by_hand = opened_by_hand(&key, &archive, &env.dir.path().join("by-hand"));
     assert_eq!(by_hand, source);
 
+    let listed = nkvm(&env, &stores, &["stores", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(listed[1]["ageRecipients"][0], public.as_str(), "{listed}");
+    assert!(listed[0].get("ageRecipients").is_none(), "{listed}");
+
+    // The generic tar path writes through the same store: an age file too.
+    let generic = nkvm(
+        &env,
+        &stores,
+        &[
+            "backup",
+            "shop/data",
+            "--store",
+            "vault",
+            "--helper-image",
+            nkvm_engine::GENERIC_HELPER_IMAGE,
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let g = &json_results(&generic).await[0];
+    assert_eq!(g["status"], "succeeded", "{g}");
+    let generic_archive = env
+        .dir
+        .path()
+        .join("vault")
+        .join(g["artifact"].as_str().unwrap());
+    let generic_by_hand = opened_by_hand(&key, &generic_archive, &env.dir.path().join("generic"));
+    assert_eq!(generic_by_hand, source);
+
     verifies_by_hash_and_deep_with_the_identity(&env, &stores, &id, &key, r).await;
     refuses_restores_without_the_right_identity(&env, &stores, &id, &other_key).await;
     restores_through_both_data_paths(&env, &stores, &id, &key, &source).await;
