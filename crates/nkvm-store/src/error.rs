@@ -166,21 +166,33 @@ impl StoreError {
 /// What an operator can do about a remote store's error, from its text.
 fn remote_hint(detail: &str) -> &'static str {
     let lower = detail.to_ascii_lowercase();
-    if [
-        "accessdenied",
-        "signature",
-        "invalidaccesskeyid",
-        "403",
-        "forbidden",
-        "credential",
+    // A status code is a word of its own: a port like 40341 in the URL is no 403.
+    let status_403 = lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| word == "403");
+    if status_403
+        || [
+            "accessdenied",
+            "signature",
+            "invalidaccesskeyid",
+            "forbidden",
+            "credential",
+        ]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        "check the store's credentials (AWS_* environment or the files named in the stores file)"
+    } else if [
+        "connect",
+        "dns",
+        "timed out",
+        "timeout",
+        "connection",
+        // reqwest's words for a request that never got an answer (refused, reset).
+        "error sending request",
     ]
     .iter()
     .any(|w| lower.contains(w))
-    {
-        "check the store's credentials (AWS_* environment or the files named in the stores file)"
-    } else if ["connect", "dns", "timed out", "timeout", "connection"]
-        .iter()
-        .any(|w| lower.contains(w))
     {
         "check the store's endpoint and that it is reachable from nkvm"
     } else {
@@ -202,5 +214,22 @@ fn hint(e: &io::Error) -> &'static str {
             "free space under NKVM_BACKUP_DIR (--backup-dir) or give it a larger volume"
         }
         _ => "check NKVM_BACKUP_DIR (--backup-dir) and the storage behind it",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_hint;
+
+    #[test]
+    fn a_port_with_403_in_it_is_no_credentials_problem() {
+        let unreachable = "Error performing HEAD http://127.0.0.1:40341/nkvm/x - HTTP error: error sending request";
+        assert!(
+            remote_hint(unreachable).contains("endpoint"),
+            "{}",
+            remote_hint(unreachable)
+        );
+        let refused = "Client error with status 403 Forbidden: AccessDenied";
+        assert!(remote_hint(refused).contains("credentials"));
     }
 }
