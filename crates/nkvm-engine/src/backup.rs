@@ -200,6 +200,8 @@ pub enum Progress {
     Done(Box<BackupResult>),
     /// A restore job ended.
     RestoreDone(Box<crate::RestoreResult>),
+    /// A copy job ended.
+    CopyDone(Box<crate::CopyResult>),
 }
 
 impl App {
@@ -345,6 +347,7 @@ impl App {
             compression: opts.compression.compression,
             tool_version: format!("nkvm {}", env!("CARGO_PKG_VERSION")),
             artifact: String::new(),
+            encryption: None,
         };
         let stored = commit(archived.writer, manifest).await?;
         Ok(Kept {
@@ -586,6 +589,7 @@ fn archive_key(facts: &BackupFacts, compression: &CompressionOptions) -> Archive
         pvc: facts.claim.name.to_string(),
         id: facts.id.clone(),
         compression: compression.compression,
+        encrypted: false,
     }
 }
 

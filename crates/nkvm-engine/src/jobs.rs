@@ -9,7 +9,8 @@
 use crate::lifecycle::now_rfc3339;
 use crate::session::{Workspace, detached};
 use crate::{
-    App, BackupOptions, BackupResult, Progress, RestoreOptions, RestorePlan, RestoreResult,
+    App, BackupOptions, BackupResult, CopyOptions, CopyResult, Progress, RestoreOptions,
+    RestorePlan, RestoreResult,
 };
 use nkvm_domain::UserError;
 use nkvm_domain::{FailureKind, JobStatus, PvcRef, Stage};
@@ -38,6 +39,8 @@ pub enum JobKind {
     Backup,
     /// Restores a backup into a claim.
     Restore,
+    /// Copies a backup to another store.
+    Copy,
 }
 
 impl JobKind {
@@ -46,6 +49,7 @@ impl JobKind {
         match self {
             JobKind::Backup => "backup",
             JobKind::Restore => "restore",
+            JobKind::Copy => "copy",
         }
     }
 }
@@ -186,6 +190,18 @@ impl ItemEnd {
             bytes: r.bytes_written,
             error: r.error.clone(),
             artifact: String::new(),
+        }
+    }
+
+    fn from_copy(r: &CopyResult) -> ItemEnd {
+        ItemEnd {
+            status: r.status,
+            id: r.backup_id.clone(),
+            stage: r.stage,
+            failure_kind: r.failure_kind,
+            bytes: r.bytes,
+            error: r.error.clone(),
+            artifact: r.artifact.clone(),
         }
     }
 
@@ -382,6 +398,34 @@ impl Jobs {
                 match run.await {
                     Ok(r) => ItemEnd::from_restore(&r),
                     Err(e) => ItemEnd::refused(Stage::Plan, e.kind(), e.to_string()),
+                }
+            }
+        });
+        Ok(job)
+    }
+
+    /// Starts copying a backup to another store ([`App::copy_backup`]); the item is the
+    /// backup's claim, the summary names the destination.
+    pub fn submit_copy(&self, app: Arc<App>, opts: CopyOptions) -> Result<JobId, SubmitError> {
+        let row = app.history.backup(&opts.backup_id).ok().flatten();
+        let target = row.map_or_else(
+            || (String::new(), opts.backup_id.clone(), None),
+            |r| (r.namespace, r.pvc, Some(r.bytes_stored).filter(|&b| b > 0)),
+        );
+        let summary = format!("backup {} to store {}", opts.backup_id, opts.to);
+        let (job, mut cancels) =
+            self.register(JobKind::Copy, &opts.actor, summary, vec![target])?;
+        let cancel = cancels.remove(0);
+        let slots = Arc::new(Semaphore::new(1));
+        self.spawn_item(job, 0, slots, cancel, move |progress, cancel| {
+            let run =
+                detached(
+                    move || async move { app.copy_backup(&opts, Some(progress), cancel).await },
+                );
+            async move {
+                match run.await {
+                    Ok(r) => ItemEnd::from_copy(&r),
+                    Err(e) => ItemEnd::refused(Stage::Resolve, e.kind(), e.to_string()),
                 }
             }
         });

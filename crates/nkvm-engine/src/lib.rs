@@ -7,11 +7,13 @@ pub mod archive;
 pub mod archive_safety;
 mod backup;
 mod check;
+mod copy;
 mod inventory;
 mod job_helper;
 pub mod jobs;
 pub mod leader;
 mod lifecycle;
+mod located;
 pub mod policy_run;
 pub mod policy_set;
 mod recovery;
@@ -27,6 +29,7 @@ pub mod workspace;
 
 pub use backup::{BackupOptions, BackupResult, Progress};
 pub use check::CheckReport;
+pub use copy::{CopyOptions, CopyResult};
 pub use inventory::{Scope, backupability};
 pub use recovery::{
     INDEX_ACTOR, IndexError, IndexReport, RecoveryReport, rebuild_index, row_from_manifest,
@@ -62,6 +65,9 @@ pub struct Settings {
     pub exec_idle_timeout: Duration,
     /// How long a helper pod may take to run (`NKVM_HELPER_POD_TIMEOUT_SECONDS`).
     pub helper_pod_timeout: Duration,
+    /// The age identity file that opens encrypted archives for restores and deep verifies
+    /// (`NKVM_AGE_IDENTITY_FILE` / `--identity`); read when needed, never kept or shown.
+    pub age_identity_file: Option<std::path::PathBuf>,
 }
 
 /// nkvm's own image unless configured (`NKVM_IMAGE`): the name the Deployment in
@@ -82,6 +88,7 @@ impl Default for Settings {
             agent_fault: None,
             exec_idle_timeout: Duration::from_secs(300),
             helper_pod_timeout: Duration::from_secs(120),
+            age_identity_file: None,
         }
     }
 }

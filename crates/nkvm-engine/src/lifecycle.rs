@@ -1,5 +1,5 @@
-//! The one lifecycle every job goes through, whatever it does (backup and restore today;
-//! prune, delete and copy are meant to slot in the same way):
+//! The one lifecycle every job goes through, whatever it does (backup, restore and copy
+//! today; prune and delete are meant to slot in the same way):
 //!
 //! 1. the opening audit entry and the `running` history row: if either cannot be written the
 //!    job does not start, because a mutation nobody can later account for is worse than none;

@@ -282,6 +282,7 @@ mod tests {
             compression: Compression::Zstd,
             tool_version: "test".into(),
             artifact: String::new(),
+            encryption: None,
         }
     }
 
@@ -292,6 +293,7 @@ mod tests {
             pvc: "data".into(),
             id: id.parse().expect("a valid id"),
             compression: Compression::Zstd,
+            encrypted: false,
         };
         let mut writer = store.begin(&key).expect("begin");
         writer.write_all(b"not really zstd").expect("write");

@@ -22,6 +22,8 @@ pub struct BackupDetails {
     pub manifest: Option<Manifest>,
     /// Why the manifest could not be read, if it could not.
     pub manifest_error: Option<String>,
+    /// Copies of the backup in other stores (`nkvm copy`).
+    pub copies: Vec<nkvm_history::BackupCopy>,
 }
 
 /// A stored archive opened for download.
@@ -132,11 +134,13 @@ impl Workspace {
         let Some(row) = self.history.backup(id.as_str())? else {
             return Ok(None);
         };
+        let copies = self.history.copies(id.as_str())?;
         if row.artifact.is_empty() {
             return Ok(Some(BackupDetails {
                 row,
                 manifest: None,
                 manifest_error: None,
+                copies,
             }));
         }
         let (stores, name, artifact) =
@@ -149,11 +153,13 @@ impl Workspace {
                 row,
                 manifest: Some(m),
                 manifest_error: None,
+                copies,
             },
             Err(e) => BackupDetails {
                 row,
                 manifest: None,
                 manifest_error: Some(e.to_string()),
+                copies,
             },
         }))
     }
@@ -165,8 +171,12 @@ impl Workspace {
 
     /// Re-reads backup `id` on a blocking thread: sha256 and a complete tar stream.
     pub async fn verify(&self, id: &BackupId) -> Result<VerifyReport, VerifyError> {
+        let opts = crate::verify::VerifyOptions {
+            identity_file: self.settings.age_identity_file.clone(),
+            ..Default::default()
+        };
         let (stores, history, id) = (self.stores.clone(), self.history.clone(), id.clone());
-        tokio::task::spawn_blocking(move || crate::verify::verify(&stores, &history, &id))
+        tokio::task::spawn_blocking(move || crate::verify::verify(&stores, &history, &id, &opts))
             .await
             .map_err(|e| {
                 VerifyError::Engine(EngineError::Internal(format!("verify panicked: {e}")))
@@ -181,15 +191,29 @@ impl Workspace {
             .map_err(|e| DownloadError::Store(e.to_string()))?
             .filter(|r| !r.artifact.is_empty())
             .ok_or_else(|| DownloadError::NoArchive(id.to_string()))?;
-        let (stores, name, artifact) =
-            (self.stores.clone(), row.store.clone(), row.artifact.clone());
-        let (reader, size) =
-            tokio::task::spawn_blocking(move || stores.store(&name)?.open_sized(&artifact))
-                .await
-                .map_err(|e| DownloadError::Store(format!("opening the archive panicked: {e}")))?
+        let (stores, history, found) = (self.stores.clone(), self.history.clone(), row.clone());
+        // Whichever store holds it: the backup's own, else a copy (`nkvm copy`), served as
+        // stored (an encrypted archive stays an age file).
+        let (artifact, reader, size) = tokio::task::spawn_blocking(move || {
+            let places = crate::located::places(&history, &found)
                 .map_err(|e| DownloadError::Store(e.to_string()))?;
-        let extension = row
-            .artifact
+            let mut first_error = None;
+            for (store, artifact, _) in places {
+                match stores.store(&store).and_then(|s| s.open_sized(&artifact)) {
+                    Ok((reader, size)) => return Ok((artifact, reader, size)),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            Err(DownloadError::Store(first_error.map_or_else(
+                || "no store holds it".into(),
+                |e| e.to_string(),
+            )))
+        })
+        .await
+        .map_err(|e| DownloadError::Store(format!("opening the archive panicked: {e}")))??;
+        let extension = artifact
             .rsplit('/')
             .next()
             .and_then(|name| name.strip_prefix(row.id.as_str()))

@@ -10,10 +10,16 @@
 //!   prefix: prod/
 //!   accessKeyIdFile: /etc/nkvm/s3/access-key-id       # optional
 //!   secretAccessKeyFile: /etc/nkvm/s3/secret-access-key
+//!   encryption: {ageRecipients: ["age1..."]}         # optional, on any entry
+//! - name: nas
+//!   type: local                                       # another directory
+//!   path: /mnt/nas/nkvm
 //! ```
 //!
 //! Credentials are never in the file: an S3 entry names files holding them, or takes them from
 //! the standard AWS environment (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, web identity).
+//! `encryption` is read apart from the store's own fields, so every type of entry takes it:
+//! it holds public keys only.
 
 use crate::StoreError;
 use serde::Deserialize;
@@ -35,6 +41,8 @@ struct StoresFile {
 pub enum StoreConfig {
     /// An S3-compatible bucket.
     S3(S3Config),
+    /// A directory (a mount of another disk or a NAS), like the built-in `local`.
+    Local(LocalConfig),
 }
 
 impl StoreConfig {
@@ -42,8 +50,36 @@ impl StoreConfig {
     pub fn name(&self) -> &str {
         match self {
             StoreConfig::S3(c) => &c.name,
+            StoreConfig::Local(c) => &c.name,
         }
     }
+}
+
+/// One entry with the settings every type of store takes.
+#[derive(Debug, Clone)]
+pub struct StoreEntry {
+    /// The store itself.
+    pub store: StoreConfig,
+    /// Client-side encryption of its archives, when set.
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// `encryption:` of an entry: archives are age files for these recipients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// X25519 public keys (`age1...`), as `age-keygen` prints them.
+    pub age_recipients: Vec<String>,
+}
+
+/// A `type: local` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalConfig {
+    /// The store's name.
+    pub name: String,
+    /// The directory archives go under (absolute; created on the first backup).
+    pub path: PathBuf,
 }
 
 /// An S3 entry.
@@ -74,20 +110,71 @@ pub struct S3Config {
 }
 
 /// Reads and checks the stores file.
-pub fn load(path: &Path) -> Result<Vec<StoreConfig>, StoreError> {
+pub fn load(path: &Path) -> Result<Vec<StoreEntry>, StoreError> {
     let error = |detail: String| StoreError::Config {
         path: path.to_path_buf(),
         detail,
     };
     let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot be read: {e}")))?;
-    parse(&text).map_err(error)
+    parse_entries(&text).map_err(error)
 }
 
 /// Parses and checks the stores file's text; the error names the entry and what is wrong.
 pub fn parse(text: &str) -> Result<Vec<StoreConfig>, String> {
-    let file: StoresFile = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    Ok(parse_entries(text)?.into_iter().map(|e| e.store).collect())
+}
+
+/// Parses and checks the stores file's text, with each entry's `encryption`.
+pub fn parse_entries(text: &str) -> Result<Vec<StoreEntry>, String> {
+    let mut value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    let encryptions = take_encryptions(&mut value)?;
+    let file: StoresFile = serde_yaml_ng::from_value(value).map_err(|e| e.to_string())?;
+    check_entries(&file.stores)?;
+    let entries: Vec<StoreEntry> = file
+        .stores
+        .into_iter()
+        .zip(encryptions)
+        .map(|(store, encryption)| StoreEntry { store, encryption })
+        .collect();
+    for entry in &entries {
+        if let Some(e) = &entry.encryption {
+            crate::AgeRecipients::parse(&e.age_recipients)
+                .map_err(|why| format!("store {:?}: encryption: {why}", entry.store.name()))?;
+        }
+    }
+    Ok(entries)
+}
+
+/// Takes each entry's `encryption` out of the parsed file, in entry order.
+fn take_encryptions(
+    value: &mut serde_yaml_ng::Value,
+) -> Result<Vec<Option<EncryptionConfig>>, String> {
+    let Some(entries) = value.get_mut("stores").and_then(|s| s.as_sequence_mut()) else {
+        // Not a list: the typed parse says what is wrong.
+        return Ok(Vec::new());
+    };
+    entries
+        .iter_mut()
+        .enumerate()
+        .map(|(i, entry)| {
+            let Some(map) = entry.as_mapping_mut() else {
+                return Ok(None);
+            };
+            map.remove("encryption")
+                .map(|e| {
+                    serde_yaml_ng::from_value(e)
+                        .map_err(|e| format!("entry {}: encryption: {e}", i + 1))
+                })
+                .transpose()
+        })
+        .collect()
+}
+
+/// Checks names and each entry's own fields.
+fn check_entries(stores: &[StoreConfig]) -> Result<(), String> {
     let mut seen = vec![LOCAL.to_string()];
-    for entry in &file.stores {
+    for entry in stores {
         let name = entry.name();
         if !valid_name(name) {
             return Err(format!(
@@ -102,9 +189,16 @@ pub fn parse(text: &str) -> Result<Vec<StoreConfig>, String> {
         seen.push(name.to_string());
         match entry {
             StoreConfig::S3(c) => check_s3(c)?,
+            StoreConfig::Local(c) if !c.path.is_absolute() => {
+                return Err(format!(
+                    "store {name:?}: path {:?} must be an absolute directory path",
+                    c.path
+                ));
+            }
+            StoreConfig::Local(_) => {}
         }
     }
-    Ok(file.stores)
+    Ok(())
 }
 
 fn valid_name(name: &str) -> bool {
@@ -181,10 +275,28 @@ mod tests {
             "stores:\n- {name: offsite, type: s3, endpoint: 'https://s3.example', region: eu-west-1, bucket: nkvm, prefix: prod/}\n",
         )
         .expect("valid");
-        let StoreConfig::S3(c) = &stores[0];
+        let StoreConfig::S3(c) = &stores[0] else {
+            panic!("an S3 entry: {stores:?}");
+        };
         assert_eq!((c.name.as_str(), c.bucket.as_str()), ("offsite", "nkvm"));
         assert_eq!(c.prefix, "prod/");
         assert!(c.access_key_id_file.is_none());
+    }
+
+    #[test]
+    fn any_entry_takes_encryption_with_its_recipients() {
+        let key = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+        let yaml = format!(
+            "stores:\n- {{name: offsite, type: s3, bucket: b, encryption: {{ageRecipients: [{key}]}}}}\n- {{name: nas, type: local, path: /srv/nkvm}}\n"
+        );
+        let entries = parse_entries(&yaml).expect("valid");
+        let encryption = entries[0].encryption.as_ref().expect("encrypted");
+        assert_eq!(encryption.age_recipients, [key]);
+        let StoreConfig::Local(nas) = &entries[1].store else {
+            panic!("a local entry: {entries:?}");
+        };
+        assert_eq!(nas.path, Path::new("/srv/nkvm"));
+        assert!(entries[1].encryption.is_none());
     }
 
     #[test]
@@ -225,6 +337,22 @@ mod tests {
             (
                 "stores:\n- {name: a, type: s3, bucket: b, partSizeMib: 1}\n",
                 "partSizeMib",
+            ),
+            (
+                "stores:\n- {name: a, type: local, path: rel/dir}\n",
+                "absolute",
+            ),
+            (
+                "stores:\n- {name: a, type: s3, bucket: b, encryption: {ageRecipients: []}}\n",
+                "at least one",
+            ),
+            (
+                "stores:\n- {name: a, type: s3, bucket: b, encryption: {ageRecipients: [age1nope]}}\n",
+                "\"age1nope\" is not an age X25519 public key",
+            ),
+            (
+                "stores:\n- {name: a, type: s3, bucket: b, encryption: {passphrase: x}}\n",
+                "unknown field `passphrase`",
             ),
         ] {
             let e = parse(yaml).expect_err(yaml);

@@ -95,6 +95,28 @@ pub enum StoreError {
         /// What is wrong, naming the entry and field.
         detail: String,
     },
+    /// An age identity file that cannot be used for this archive.
+    #[error("the age identity file {} (NKVM_AGE_IDENTITY_FILE / --identity) {detail}", path.display())]
+    Identity {
+        /// The identity file (its path only; its content is never shown).
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// An age file that does not decrypt: damaged, or not for the identity given.
+    #[error(
+        "the archive does not decrypt: {detail}; check it with `nkvm verify` and that the identity is the archive's"
+    )]
+    Decrypt {
+        /// age's answer.
+        detail: String,
+    },
+    /// Encrypting an archive failed before anything was stored.
+    #[error("encrypting the archive: {detail}; nothing was stored")]
+    Encrypt {
+        /// What failed.
+        detail: String,
+    },
     /// The filesystem refused an operation.
     #[error("{action} {}: {source}; {}", path.display(), hint(source))]
     Io {
@@ -117,9 +139,11 @@ impl nkvm_domain::UserError for StoreError {
             StoreError::AlreadyExists { .. } => FailureKind::Conflict,
             StoreError::NotFound { .. } => FailureKind::NotFound,
             StoreError::ManifestMismatch { .. } => FailureKind::Internal,
-            StoreError::UnknownStore { .. } | StoreError::Config { .. } => {
-                FailureKind::InvalidInput
-            }
+            StoreError::UnknownStore { .. }
+            | StoreError::Config { .. }
+            | StoreError::Identity { .. } => FailureKind::InvalidInput,
+            StoreError::Decrypt { .. } => FailureKind::CommandFailed,
+            StoreError::Encrypt { .. } => FailureKind::Internal,
             StoreError::Remote { .. } => FailureKind::StorageUnavailable,
             StoreError::CorruptManifest { .. }
             | StoreError::Orphan { .. }
@@ -142,21 +166,33 @@ impl StoreError {
 /// What an operator can do about a remote store's error, from its text.
 fn remote_hint(detail: &str) -> &'static str {
     let lower = detail.to_ascii_lowercase();
-    if [
-        "accessdenied",
-        "signature",
-        "invalidaccesskeyid",
-        "403",
-        "forbidden",
-        "credential",
+    // A status code is a word of its own: a port like 40341 in the URL is no 403.
+    let status_403 = lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| word == "403");
+    if status_403
+        || [
+            "accessdenied",
+            "signature",
+            "invalidaccesskeyid",
+            "forbidden",
+            "credential",
+        ]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        "check the store's credentials (AWS_* environment or the files named in the stores file)"
+    } else if [
+        "connect",
+        "dns",
+        "timed out",
+        "timeout",
+        "connection",
+        // reqwest's words for a request that never got an answer (refused, reset).
+        "error sending request",
     ]
     .iter()
     .any(|w| lower.contains(w))
-    {
-        "check the store's credentials (AWS_* environment or the files named in the stores file)"
-    } else if ["connect", "dns", "timed out", "timeout", "connection"]
-        .iter()
-        .any(|w| lower.contains(w))
     {
         "check the store's endpoint and that it is reachable from nkvm"
     } else {
@@ -178,5 +214,22 @@ fn hint(e: &io::Error) -> &'static str {
             "free space under NKVM_BACKUP_DIR (--backup-dir) or give it a larger volume"
         }
         _ => "check NKVM_BACKUP_DIR (--backup-dir) and the storage behind it",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_hint;
+
+    #[test]
+    fn a_port_with_403_in_it_is_no_credentials_problem() {
+        let unreachable = "Error performing HEAD http://127.0.0.1:40341/nkvm/x - HTTP error: error sending request";
+        assert!(
+            remote_hint(unreachable).contains("endpoint"),
+            "{}",
+            remote_hint(unreachable)
+        );
+        let refused = "Client error with status 403 Forbidden: AccessDenied";
+        assert!(remote_hint(refused).contains("credentials"));
     }
 }

@@ -21,6 +21,9 @@ pub(crate) const PARTIAL_SUFFIX: &str = ".partial";
 /// A manifest's extension after the backup id.
 pub(crate) const MANIFEST_EXTENSION: &str = ".json";
 
+/// What an age-encrypted archive's name ends with, after its compression's extension.
+pub const AGE_EXTENSION: &str = ".age";
+
 /// The compressions, in the order their extensions are tried when parsing a file name.
 const COMPRESSIONS: [Compression; 3] = [Compression::Zstd, Compression::Gzip, Compression::None];
 
@@ -38,6 +41,9 @@ pub struct ArchiveKey {
     pub id: BackupId,
     /// How the archive is compressed; decides its extension.
     pub compression: Compression,
+    /// Whether the stored object is an age file over the compressed tar (`.age` appended).
+    /// Set by the encrypting store wrapper; the engine always asks for a plain archive.
+    pub encrypted: bool,
 }
 
 impl ArchiveKey {
@@ -54,6 +60,7 @@ impl ArchiveKey {
             pvc: checked_segment("PVC", &self.pvc)?,
             id: self.id.clone(),
             compression: self.compression,
+            encrypted: self.encrypted,
         })
     }
 }
@@ -127,6 +134,8 @@ pub(crate) struct Location {
     pub id: BackupId,
     /// Decides the archive's extension.
     pub compression: Compression,
+    /// Whether the archive is an age file (`.age` after the compression's extension).
+    pub encrypted: bool,
 }
 
 impl Location {
@@ -148,8 +157,8 @@ impl Location {
                 "its directories must be plain names of letters, digits, '.', '_' or '-'",
             ));
         }
-        let (id, compression) = parse_archive_name(file).ok_or_else(|| {
-            invalid("its file name must be a backup id and .tar.zst, .tar.gz or .tar")
+        let (id, compression, encrypted) = parse_archive_name(file).ok_or_else(|| {
+            invalid("its file name must be a backup id and .tar.zst, .tar.gz or .tar (then .age when encrypted)")
         })?;
         Ok(Location {
             cluster: cluster.to_string(),
@@ -157,6 +166,7 @@ impl Location {
             pvc: pvc.to_string(),
             id,
             compression,
+            encrypted,
         })
     }
 
@@ -167,7 +177,8 @@ impl Location {
 
     /// The archive's file name.
     pub fn archive_name(&self) -> String {
-        format!("{}{}", self.id, self.compression.extension())
+        let age = if self.encrypted { AGE_EXTENSION } else { "" };
+        format!("{}{}{age}", self.id, self.compression.extension())
     }
 
     /// The manifest's file name.
@@ -197,13 +208,17 @@ pub(crate) fn is_partial_name(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(PARTIAL_SUFFIX)
 }
 
-/// `<backup id><extension>` → its id and compression.
-pub(crate) fn parse_archive_name(name: &str) -> Option<(BackupId, Compression)> {
+/// `<backup id><extension>[.age]` → its id, compression and whether it is encrypted.
+pub(crate) fn parse_archive_name(name: &str) -> Option<(BackupId, Compression, bool)> {
     let (id, extension) = split_id(name)?;
+    let (extension, encrypted) = match extension.strip_suffix(AGE_EXTENSION) {
+        Some(plain) => (plain, true),
+        None => (extension, false),
+    };
     let compression = COMPRESSIONS
         .into_iter()
         .find(|c| c.extension() == extension)?;
-    Some((id, compression))
+    Some((id, compression, encrypted))
 }
 
 /// `<backup id>.json` → its id.
@@ -231,6 +246,7 @@ mod tests {
             pvc: pvc.to_string(),
             id: "20261126T010203Z-deadbeef".parse().expect("a valid id"),
             compression: Compression::Zstd,
+            encrypted: false,
         }
     }
 
@@ -309,12 +325,36 @@ mod tests {
     }
 
     #[test]
+    fn an_encrypted_archive_ends_in_age_and_parses_back() {
+        let mut key = key("c", "shop", "data");
+        key.encrypted = true;
+        let artifact = key.artifact().expect("a valid key");
+        assert_eq!(
+            artifact,
+            "c/shop/data/20261126T010203Z-deadbeef.tar.zst.age"
+        );
+        let location = Location::parse(&artifact).expect("parses");
+        assert!(location.encrypted);
+        assert_eq!(location.compression, Compression::Zstd);
+        assert_eq!(location.artifact(), artifact);
+        assert_eq!(
+            location.manifest_artifact(),
+            "c/shop/data/20261126T010203Z-deadbeef.json"
+        );
+        assert!(Location::parse("c/shop/data/20261126T010203Z-deadbeef.age").is_err());
+        assert!(Location::parse("c/shop/data/20261126T010203Z-deadbeef.tar.zst.age.age").is_err());
+    }
+
+    #[test]
     fn temp_names_are_hidden_and_never_parse_as_archives() {
         let name = partial_name("20261126T010203Z-deadbeef.tar.zst");
         assert_eq!(name, ".20261126T010203Z-deadbeef.tar.zst.partial");
         assert!(is_partial_name(&name));
         assert!(parse_archive_name(&name).is_none());
         assert!(parse_manifest_name("20261126T010203Z-deadbeef.json").is_some());
+        assert!(
+            parse_archive_name(&partial_name("20261126T010203Z-deadbeef.tar.zst.age")).is_none()
+        );
         assert!(parse_manifest_name("20261126T010203Z-deadbeef.json.partial").is_none());
     }
 }

@@ -5,10 +5,12 @@
 //! An archive only ever becomes visible whole: it is written to a hidden temp file, synced,
 //! moved into place without overwriting anything, and given its manifest. [`ArchiveStore`] is
 //! the interface the engine holds; [`LocalStore`] implements it over a directory and
-//! [`S3Store`] over an S3-compatible bucket. [`Stores`] names them: `local` always, and the
-//! entries of the stores file ([`config`]).
+//! [`S3Store`] over an S3-compatible bucket; [`EncryptedStore`] wraps either so archives are
+//! stored as age files. [`Stores`] names them: `local` always, and the entries of the stores
+//! file ([`config`]).
 
 pub mod config;
+mod encrypted;
 mod error;
 mod layout;
 mod listing;
@@ -22,10 +24,11 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
+pub use encrypted::{AgeIdentity, AgeRecipients, EncryptedStore};
 pub use error::StoreError;
 pub use layout::{ArchiveKey, cluster_segment};
 pub use local::LocalStore;
-pub use manifest::{FORMAT_VERSION, Manifest, PvcIdentity};
+pub use manifest::{Encryption, FORMAT_VERSION, Manifest, PvcIdentity};
 pub use partial::PartialArchive;
 pub use registry::{NamedStore, StoreKind, Stores};
 pub use s3::{S3Settings, S3Store};
@@ -89,6 +92,12 @@ pub trait ArchiveStore: Send + Sync {
     /// Proves the store usable: writes, reads back and deletes a small probe object.
     /// Returns what was probed (a directory or a bucket URL), for `nkvm stores --check`.
     fn probe(&self) -> Result<String, StoreError>;
+
+    /// The age recipients (`age1...`) new archives are encrypted to; empty when archives are
+    /// stored plain (every store but an [`EncryptedStore`]).
+    fn age_recipients(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// An archive being written. Dropping it without committing discards it.

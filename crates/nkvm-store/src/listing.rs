@@ -127,6 +127,7 @@ fn list_claim(claim: &ClaimDir, listing: &mut Listing) {
             pvc,
             id,
             compression: manifest.compression,
+            encrypted: manifest.encryption.is_some(),
         };
         if archives.contains(location.archive_name().as_str()) {
             listing.archives.push((location.artifact(), manifest));
@@ -138,7 +139,7 @@ fn list_claim(claim: &ClaimDir, listing: &mut Listing) {
         }
     }
     for file in &files {
-        if parse_archive_name(&file.name).is_some_and(|(id, _)| !described.contains(&id)) {
+        if parse_archive_name(&file.name).is_some_and(|(id, _, _)| !described.contains(&id)) {
             listing.warnings.push(StoreError::Orphan {
                 path: file.path.clone(),
                 missing: "manifest",

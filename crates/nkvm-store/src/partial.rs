@@ -187,6 +187,15 @@ pub(crate) fn check_manifest(key: &ArchiveKey, manifest: &Manifest) -> Result<()
             manifest.compression.as_str(),
             key.compression.as_str(),
         ),
+        (
+            "encryption",
+            if manifest.encryption.is_some() {
+                "age"
+            } else {
+                "none"
+            },
+            if key.encrypted { "age" } else { "none" },
+        ),
     ];
     match pairs.into_iter().find(|(_, m, k)| m != k) {
         Some((field, m, k)) => Err(StoreError::ManifestMismatch {

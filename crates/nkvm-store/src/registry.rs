@@ -88,7 +88,11 @@ impl Stores {
         let mut stores = Stores::local(local, dir.display().to_string());
         if let Some(file) = file {
             for entry in config::load(file)? {
-                stores.stores.push(build(&entry, rt, var)?);
+                let mut named = build(&entry.store, rt, var)?;
+                if let Some(encryption) = &entry.encryption {
+                    named.store = encrypted(named.store, &encryption.age_recipients, file)?;
+                }
+                stores.stores.push(named);
             }
         }
         Ok(stores)
@@ -138,6 +142,20 @@ impl Stores {
     pub fn names(&self) -> Vec<String> {
         self.stores.iter().map(|s| s.name.clone()).collect()
     }
+}
+
+/// `store` wrapped so its archives are age files for `recipients`.
+fn encrypted(
+    store: Arc<dyn ArchiveStore>,
+    recipients: &[String],
+    file: &Path,
+) -> Result<Arc<dyn ArchiveStore>, StoreError> {
+    let recipients =
+        crate::AgeRecipients::parse(recipients).map_err(|detail| StoreError::Config {
+            path: file.to_path_buf(),
+            detail,
+        })?;
+    Ok(Arc::new(crate::EncryptedStore::new(store, recipients)))
 }
 
 /// A store from its stores-file entry, reading the credential files it names; `var` reads
@@ -194,5 +212,11 @@ fn build(
                 store: Arc::new(store),
             })
         }
+        StoreConfig::Local(c) => Ok(NamedStore {
+            name: c.name.clone(),
+            kind: StoreKind::Local,
+            location: c.path.display().to_string(),
+            store: Arc::new(crate::LocalStore::new(&c.path)),
+        }),
     }
 }

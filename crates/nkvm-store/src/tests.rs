@@ -21,6 +21,7 @@ fn key(id: &str) -> ArchiveKey {
         pvc: "data".to_string(),
         id: id.parse().expect("a valid id"),
         compression: Compression::Zstd,
+        encrypted: false,
     }
 }
 

@@ -57,6 +57,14 @@ pub struct GlobalArgs {
     /// Named stores beside `local` (YAML; see docs/stores.md).
     #[arg(long, global = true, env = "NKVM_STORES_FILE", value_name = "PATH")]
     pub stores: Option<PathBuf>,
+    /// age identity file that opens encrypted archives (restore, verify --deep, copy).
+    #[arg(
+        long,
+        global = true,
+        env = "NKVM_AGE_IDENTITY_FILE",
+        value_name = "FILE"
+    )]
+    pub identity: Option<PathBuf>,
     /// History database.
     #[arg(
         long,
@@ -154,6 +162,8 @@ pub enum Command {
     Backups(BackupsArgs),
     /// Re-read a stored backup: sha256 and a complete tar stream.
     Verify(VerifyArgs),
+    /// Copy a backup's archive and manifest to another store, checked by hash on arrival.
+    Copy(CopyArgs),
     /// Restore a backup into a new or existing claim (plan first with --dry-run).
     Restore(RestoreArgs),
     /// List restores, newest first.
@@ -436,6 +446,25 @@ pub struct BackupsArgs {
 pub struct VerifyArgs {
     /// Backup id (as `nkvm backups` lists it).
     pub id: String,
+    /// Decrypt an age-encrypted archive (with --identity) and check the tar inside too.
+    #[arg(long)]
+    pub deep: bool,
+    /// Verify the copy in this store [default: the first store holding the backup].
+    #[arg(long, value_name = "NAME")]
+    pub store: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// `nkvm copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Backup id (as `nkvm backups` lists it).
+    pub id: String,
+    /// The store to copy it to (a name from `nkvm stores`).
+    #[arg(long, value_name = "STORE")]
+    pub to: String,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,

@@ -57,6 +57,7 @@ pub fn engine_settings(g: &GlobalArgs) -> Result<Settings, Failed> {
             .map_err(|e: String| invalid(format!("NKVM_AGENT_FAULT: {e}")))?,
         exec_idle_timeout: Duration::from_secs(g.exec_idle_timeout.max(1)),
         helper_pod_timeout: Duration::from_secs(g.helper_pod_timeout.max(1)),
+        age_identity_file: g.identity.clone().filter(|p| !p.as_os_str().is_empty()),
     })
 }
 

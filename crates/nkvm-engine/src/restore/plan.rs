@@ -6,6 +6,7 @@
 
 use crate::agent::DataPath;
 use crate::archive_safety::Contents;
+use crate::verify::{VerifyError, VerifyOptions};
 use crate::{App, EngineError, Scope};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimSpec};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -51,15 +52,19 @@ pub struct RestoreSource {
     pub started_at: String,
     /// Archive path in the store.
     pub artifact: String,
-    /// The store holding the archive.
+    /// The store the archive is read from (the backup's own, or one holding a copy).
     pub store: String,
-    /// sha256 of the archive, as recorded and as re-read.
+    /// sha256 of the compressed archive, as recorded and as re-read (when encrypted: of the
+    /// compressed tar inside the age file, which is what reaches the helper).
     pub sha256: String,
+    /// Whether the stored archive is an age file, decrypted by nkvm before it is sent.
+    pub encrypted: bool,
     /// `zstd`, `gzip`, `none`.
     pub compression: String,
     /// Tar bytes the archive holds.
     pub tar_bytes: u64,
-    /// Compressed bytes of the archive (what the agent path sends).
+    /// Compressed bytes of the archive (what the agent path sends; inside the age file when
+    /// encrypted).
     pub bytes_stored: u64,
     /// Files, directories and links in it.
     pub members: u64,
@@ -156,8 +161,11 @@ pub struct PlanFacts {
     pub cluster: String,
     /// The request.
     pub request: RestoreRequest,
-    /// The backup's history row.
+    /// The backup's history row, with the store, artifact, sha256 and size of the copy the
+    /// restore reads (of the compressed tar inside, when the copy is an age file).
     pub row: BackupRow,
+    /// Why an encrypted archive cannot be opened (no identity, or not a recipient's).
+    pub identity_refusal: Option<String>,
     /// Its manifest, or why it could not be read.
     pub manifest: Result<Manifest, String>,
     /// The archive re-read: its contents, or why it is refused.
@@ -199,6 +207,28 @@ fn access_modes(spec: &serde_json::Value) -> Vec<String> {
 
 fn human(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+/// What [`App::plan_restore`] read back of the archive.
+struct ReadBack {
+    row: BackupRow,
+    identity_refusal: Option<String>,
+    manifest: Result<Manifest, String>,
+    contents: Result<Contents, String>,
+}
+
+/// The backup's row as the copy found describes it: its store, artifact and hash, and for an
+/// age file the compressed tar inside (what the helper receives and checks).
+fn located_row(mut row: BackupRow, located: &crate::located::Located) -> BackupRow {
+    row.store = located.store_name.clone();
+    row.artifact = located.artifact.clone();
+    row.sha256 = located.sha256.clone();
+    row.bytes_stored = located.manifest.bytes_stored;
+    if let Some(e) = &located.manifest.encryption {
+        row.sha256 = e.archive_sha256.clone();
+        row.bytes_stored = e.archive_bytes;
+    }
+    row
 }
 
 /// Turns gathered facts into a plan: the restore rules, without I/O.
@@ -269,6 +299,7 @@ fn blank_plan(f: &PlanFacts) -> RestorePlan {
             artifact: f.row.artifact.clone(),
             store: f.row.store.clone(),
             sha256: f.row.sha256.clone(),
+            encrypted: f.manifest.as_ref().is_ok_and(|m| m.encryption.is_some()),
             compression: f.row.compression.clone(),
             tar_bytes: contents.tar_bytes,
             bytes_stored: f.row.bytes_stored,
@@ -310,6 +341,10 @@ fn check_source(f: &PlanFacts, plan: &mut RestorePlan) {
     match &f.manifest {
         Ok(m) => plan.source_spec = m.pvc_spec.clone(),
         Err(e) => plan.refuse(FailureKind::StorageUnavailable, e.clone()),
+    }
+    if let Some(why) = &f.identity_refusal {
+        plan.refuse(FailureKind::InvalidInput, why.clone());
+        return;
     }
     if let Err(e) = &f.contents {
         plan.refuse(FailureKind::CommandFailed, e.clone());
@@ -456,15 +491,16 @@ impl App {
                 "backup {} is not in the history; list backups with `nkvm backups` (or rebuild the index with `nkvm index rebuild`)",
                 request.backup_id
             )))?;
-        let (manifest, contents) = self.read_back(&row).await?;
+        let back = self.read_back(row).await?;
         let namespace = request.target.namespace.as_str();
         let allowed = self.settings.allowlist.allows(namespace);
         let mut facts = PlanFacts {
             cluster: self.conn.info.id.clone(),
             request: request.clone(),
-            row,
-            manifest,
-            contents,
+            row: back.row,
+            identity_refusal: back.identity_refusal,
+            manifest: back.manifest,
+            contents: back.contents,
             allowed,
             namespace_exists: None,
             target: None,
@@ -487,36 +523,64 @@ impl App {
         Ok(decide(facts))
     }
 
-    /// Reads the backup's manifest and its whole archive, checking sha256 against the manifest
-    /// and the history, and the tar stream's structure and member paths.
-    async fn read_back(
-        &self,
-        row: &BackupRow,
-    ) -> Result<(Result<Manifest, String>, Result<Contents, String>), EngineError> {
+    /// Finds the backup's archive in whichever store holds it, reads its manifest and the
+    /// whole archive (decrypted with the configured identity when it is an age file),
+    /// checking sha256 against the manifest and the history, and the tar stream's structure
+    /// and member paths.
+    async fn read_back(&self, row: BackupRow) -> Result<ReadBack, EngineError> {
         if row.artifact.is_empty() {
-            return Ok((Err("no archive".into()), Err("no archive".into())));
+            return Ok(ReadBack {
+                row,
+                identity_refusal: None,
+                manifest: Err("no archive".into()),
+                contents: Err("no archive".into()),
+            });
         }
         let (stores, history) = (self.stores.clone(), self.history.clone());
-        let store_name = row.store.clone();
+        let identity_file = self.settings.age_identity_file.clone();
         let id: nkvm_domain::BackupId = row
             .id
             .parse()
             .map_err(|e: String| EngineError::Internal(format!("backup id {}: {e}", row.id)))?;
-        let artifact = row.artifact.clone();
         tokio::task::spawn_blocking(move || {
-            let manifest = stores
-                .store(&store_name)
-                .and_then(|store| store.manifest(&artifact))
-                .map_err(|e| {
-                    format!("the archive's manifest cannot be read ({e}); run `nkvm verify {id}`")
-                });
-            let contents = crate::verify::verify(&stores, &history, &id)
+            let located = match crate::located::locate(&stores, &history, &row, None) {
+                Ok(located) => located,
+                Err(e) => {
+                    let why = format!(
+                        "the archive's manifest cannot be read ({e}); run `nkvm verify {id}`"
+                    );
+                    return ReadBack {
+                        row,
+                        identity_refusal: None,
+                        manifest: Err(why.clone()),
+                        contents: Err(why),
+                    };
+                }
+            };
+            let opts = VerifyOptions {
+                deep: true,
+                identity_file,
+                store: Some(located.store_name.clone()),
+            };
+            let verified = crate::verify::verify(&stores, &history, &id, &opts);
+            let identity_refusal = match &verified {
+                Err(e @ VerifyError::Identity { .. }) => {
+                    Some(format!("{e}; nothing was sent to the cluster"))
+                }
+                _ => None,
+            };
+            let contents = verified
                 .map(|v| Contents {
                     tar_bytes: v.tar_bytes,
                     members: v.entries,
                 })
                 .map_err(|e| format!("{e}; nothing was sent to the cluster"));
-            (manifest, contents)
+            ReadBack {
+                row: located_row(row, &located),
+                identity_refusal,
+                manifest: Ok(located.manifest),
+                contents,
+            }
         })
         .await
         .map_err(|e| EngineError::Internal(format!("reading the archive back panicked: {e}")))
@@ -628,6 +692,7 @@ mod tests {
                 keep_privileged: false,
             },
             data_path: DataPath::Agent,
+            identity_refusal: None,
             row: BackupRow {
                 id: "20261126T000000Z-0000abcd".into(),
                 namespace: "shop".into(),
@@ -659,6 +724,7 @@ mod tests {
                 compression: nkvm_domain::Compression::Zstd,
                 tool_version: String::new(),
                 artifact: String::new(),
+                encryption: None,
             }),
             contents: Ok(Contents {
                 tar_bytes: 300 << 20,

@@ -22,7 +22,7 @@ use nkvm_domain::{Compression, FailureKind, JobStatus, PvcRef, ResourceName, Sta
 use nkvm_history::{HistoryError, RestoreRow};
 use nkvm_kube::exec::{ExecError, ExecOptions, ExecOutcome, ExecTarget, exec_capture, exec_stream};
 use nkvm_kube::helper::{self, HelperMode, HelperPodOptions};
-use nkvm_store::ArchiveStore;
+use nkvm_store::{AgeIdentity, ArchiveStore};
 use serde::Serialize;
 
 use std::sync::Arc;
@@ -189,6 +189,8 @@ fn feed_archive(
 /// The archive a restore feeds, and how.
 struct Source<'a> {
     store: &'a dyn ArchiveStore,
+    /// Decrypts the stored age file, when the archive is one.
+    identity: Option<&'a AgeIdentity>,
     artifact: &'a str,
     compression: Compression,
     /// The sha256 the plan verified.
@@ -205,7 +207,7 @@ fn feed(
     let (artifact, expected) = (source.artifact, source.expected);
     let archive =
         |e: &dyn std::fmt::Display| FeedError::Archive(format!("reading {artifact}: {e}"));
-    let file = source.store.open(artifact).map_err(|e| archive(&e))?;
+    let file = open_source(source.store, artifact, source.identity).map_err(|e| archive(&e))?;
     let mut hashing = HashingReader::new(file);
     let mut out = HeldBack::new(tx, sent);
     let checked = {
@@ -360,6 +362,7 @@ impl App {
         self.require_allowed(&plan.target.namespace)
             .map_err(|e| fail(Stage::Plan, e.kind(), e.to_string()))?;
         self.recheck_plan(plan).await?;
+        let identity = self.plan_identity(plan)?;
         if let Some(pvc) = claim_to_create(plan) {
             tracker.enter(Stage::CreatePvc);
             self.create_target(plan, &pvc).await?;
@@ -374,7 +377,29 @@ impl App {
             changes.cleaned.store(true, Ordering::Relaxed);
         }
         tracker.enter(Stage::Stream);
-        self.stream_archive(plan, &helper, as_root, tracker).await
+        self.stream_archive(plan, &helper, as_root, tracker, identity)
+            .await
+    }
+
+    /// The age identity that opens the plan's archive when it is encrypted, read before
+    /// anything changes in the cluster (the plan proved it one of the recipients').
+    fn plan_identity(&self, plan: &RestorePlan) -> Result<Option<Arc<AgeIdentity>>, JobFailure> {
+        if !plan.source.encrypted {
+            return Ok(None);
+        }
+        let file = self.settings.age_identity_file.as_deref().ok_or_else(|| {
+            fail(
+                Stage::Plan,
+                FailureKind::InvalidInput,
+                format!(
+                    "backup {} is encrypted with age; give the identity file with --identity FILE or NKVM_AGE_IDENTITY_FILE",
+                    plan.backup_id
+                ),
+            )
+        })?;
+        let identity =
+            AgeIdentity::load(file).map_err(|e| fail(Stage::Plan, e.kind(), e.to_string()))?;
+        Ok(Some(Arc::new(identity)))
     }
 
     /// Refuses a plan that no longer holds: made against another cluster, or a target that
@@ -475,6 +500,7 @@ impl App {
         helper: &RunningHelper,
         as_root: bool,
         tracker: &Tracker,
+        identity: Option<Arc<AgeIdentity>>,
     ) -> Result<(), JobFailure> {
         let compression: Compression = plan
             .source
@@ -487,7 +513,14 @@ impl App {
             .map_err(|e| crate::sink::store_failure(&e))?;
         if helper.path == DataPath::Agent {
             return self
-                .stream_to_agent(plan, helper, store, compression, as_root, tracker)
+                .stream_to_agent(
+                    plan,
+                    helper,
+                    (store, identity),
+                    compression,
+                    as_root,
+                    tracker,
+                )
                 .await;
         }
         let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
@@ -502,6 +535,7 @@ impl App {
             tokio::task::spawn_blocking(move || {
                 let source = Source {
                     store: store.as_ref(),
+                    identity: identity.as_deref(),
                     artifact: &artifact,
                     compression,
                     expected: &expected,
@@ -576,7 +610,7 @@ impl App {
         &self,
         plan: &RestorePlan,
         helper: &RunningHelper,
-        store: Arc<dyn ArchiveStore>,
+        (store, identity): (Arc<dyn ArchiveStore>, Option<Arc<AgeIdentity>>),
         compression: Compression,
         as_root: bool,
         tracker: &Tracker,
@@ -585,7 +619,10 @@ impl App {
         let feeder = {
             let (store, artifact, sent) =
                 (store, plan.source.artifact.clone(), tracker.bytes().clone());
-            tokio::task::spawn_blocking(move || feed_stored(store.as_ref(), &artifact, &tx, &sent))
+            tokio::task::spawn_blocking(move || {
+                let file = open_source(store.as_ref(), &artifact, identity.as_deref());
+                feed_stored(file, &artifact, &tx, &sent)
+            })
         };
         let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
@@ -617,9 +654,23 @@ impl App {
     }
 }
 
-/// Sends the stored archive as it is, counting and hashing it.
-fn feed_stored(
+/// The compressed archive as stored, or decrypted out of its age file with `identity`.
+fn open_source(
     store: &dyn ArchiveStore,
+    artifact: &str,
+    identity: Option<&AgeIdentity>,
+) -> Result<Box<dyn std::io::Read + Send>, nkvm_store::StoreError> {
+    let stored = store.open(artifact)?;
+    match identity {
+        Some(identity) => identity.decrypt(stored),
+        None => Ok(stored),
+    }
+}
+
+/// Sends the compressed archive as it is (decrypted, when stored as an age file), counting
+/// and hashing it.
+fn feed_stored(
+    file: Result<Box<dyn std::io::Read + Send>, nkvm_store::StoreError>,
     artifact: &str,
     tx: &mpsc::Sender<std::io::Result<Bytes>>,
     sent: &AtomicU64,
@@ -627,7 +678,7 @@ fn feed_stored(
     use std::io::Read;
     let archive =
         |e: &dyn std::fmt::Display| FeedError::Archive(format!("reading {artifact}: {e}"));
-    let file = store.open(artifact).map_err(|e| archive(&e))?;
+    let file = file.map_err(|e| archive(&e))?;
     let mut hashing = HashingReader::new(file);
     loop {
         let mut buf = vec![0u8; 1 << 20];
@@ -842,6 +893,7 @@ mod tests {
         });
         let source = Source {
             store,
+            identity: None,
             artifact: ARTIFACT,
             compression: Compression::Zstd,
             expected,

@@ -20,6 +20,7 @@ fn key(id: &str) -> ArchiveKey {
         pvc: m.pvc.name,
         id: m.backup_id,
         compression: Compression::Zstd,
+        encrypted: false,
     }
 }
 

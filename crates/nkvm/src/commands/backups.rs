@@ -1,6 +1,7 @@
 //! `nkvm backups`: the history, newest first (reads the database only). JSON rows carry the
 //! backup shape of the CLI contract plus trigger, actor, failureKind, helperPod and node;
-//! the table shows sizes for people, JSON exact bytes.
+//! the table shows sizes for people, JSON exact bytes, and each row's `copies` in other
+//! stores.
 
 use crate::cli::{BackupsArgs, GlobalArgs, Output};
 use crate::commands::Failed;
@@ -24,7 +25,10 @@ pub fn run(g: &GlobalArgs, args: BackupsArgs) -> anyhow::Result<ExitCode> {
         .list_backups(&filter)
         .map_err(|e| Failed::new(FailureKind::StorageUnavailable, e))?;
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&with_copies(&history, &rows)?)?
+        ),
         Output::Table => {
             let table: Vec<Vec<String>> = rows
                 .iter()
@@ -63,4 +67,21 @@ pub fn run(g: &GlobalArgs, args: BackupsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The rows as JSON, each with `copies`: the other stores holding the backup (`nkvm copy`).
+fn with_copies(
+    history: &History,
+    rows: &[nkvm_history::BackupRow],
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    rows.iter()
+        .map(|row| {
+            let mut value = serde_json::to_value(row)?;
+            let copies = history
+                .copies(&row.id)
+                .map_err(|e| Failed::new(FailureKind::StorageUnavailable, e))?;
+            value["copies"] = serde_json::to_value(copies)?;
+            Ok(value)
+        })
+        .collect()
 }

@@ -5,6 +5,7 @@ mod backup;
 mod backups;
 mod check;
 mod contexts;
+mod copy;
 #[cfg(feature = "sandbox")]
 mod demo;
 mod index;
@@ -91,6 +92,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(args) => backup::run(g, args).await,
         Command::Backups(args) => backups::run(g, args),
         Command::Verify(args) => verify::run(g, args).await,
+        Command::Copy(args) => copy::run(g, args).await,
         Command::Restore(args) => restore::run(g, args).await,
         Command::Restores(args) => restore::list(g, args),
         Command::Recover(args) => recover::run(g, args).await,
@@ -122,6 +124,7 @@ fn reads_history(command: &Command) -> bool {
         | Command::Backup(_)
         | Command::Backups(_)
         | Command::Verify(_)
+        | Command::Copy(_)
         | Command::Restore(_)
         | Command::Restores(_)
         | Command::Recover(_)

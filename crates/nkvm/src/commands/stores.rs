@@ -22,36 +22,37 @@ struct StoreStatus {
     health: &'static str,
     /// What the check found ("" when unchecked).
     detail: String,
+    /// The age public keys archives are encrypted to (absent: stored in the clear).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    age_recipients: Vec<String>,
 }
 
 /// Lists the stores, checking each with `--check`.
 pub async fn run(g: &GlobalArgs, args: StoresArgs) -> anyhow::Result<ExitCode> {
     let stores = crate::settings::stores(g)?;
-    let statuses: Vec<StoreStatus> = if args.check {
+    // Probes run at once, each bounded; results come back in the stores' order.
+    let health = if args.check {
         nkvm_engine::store_health::check_all(&stores, PROBE_TIMEOUT)
             .await
             .into_iter()
-            .map(|h| StoreStatus {
-                name: h.name,
-                kind: h.kind,
-                location: h.location,
-                health: if h.ok { "ok" } else { "failed" },
-                detail: h.detail,
-            })
+            .map(|h| (if h.ok { "ok" } else { "failed" }, h.detail))
             .collect()
     } else {
-        stores
-            .all()
-            .iter()
-            .map(|named| StoreStatus {
-                name: named.name.clone(),
-                kind: named.kind.as_str(),
-                location: named.location.clone(),
-                health: "unchecked",
-                detail: String::new(),
-            })
-            .collect()
+        vec![("unchecked", String::new()); stores.all().len()]
     };
+    let statuses: Vec<StoreStatus> = stores
+        .all()
+        .iter()
+        .zip(health)
+        .map(|(named, (health, detail))| StoreStatus {
+            name: named.name.clone(),
+            kind: named.kind.as_str(),
+            location: named.location.clone(),
+            health,
+            detail,
+            age_recipients: named.store.age_recipients(),
+        })
+        .collect();
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&statuses)?),
         Output::Table => {
@@ -61,7 +62,11 @@ pub async fn run(g: &GlobalArgs, args: StoresArgs) -> anyhow::Result<ExitCode> {
                     vec![
                         s.name.clone(),
                         s.kind.into(),
-                        s.location.clone(),
+                        if s.age_recipients.is_empty() {
+                            s.location.clone()
+                        } else {
+                            format!("{} (encrypted with age)", s.location)
+                        },
                         s.health.into(),
                         s.detail.clone(),
                     ]

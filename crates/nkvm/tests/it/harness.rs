@@ -215,7 +215,8 @@ impl Env {
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("NKVM_IMAGE")
             .env_remove("NKVM_HELPER_IMAGE")
-            .env_remove("NKVM_AGENT_FAULT");
+            .env_remove("NKVM_AGENT_FAULT")
+            .env_remove("NKVM_AGE_IDENTITY_FILE");
         cmd.stdin(Stdio::null()).kill_on_drop(true);
         let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
             .await

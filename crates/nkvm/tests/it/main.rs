@@ -3,8 +3,10 @@
 mod backup;
 mod browser;
 mod connection;
+mod copy;
 mod demo;
 mod deploy;
+mod encryption;
 mod harness;
 mod inventory;
 mod policies;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Writes a stores file naming `offsite` on `server`, with credentials in files beside it
 /// (`secret` as the secret key).
-fn stores_file(env: &Env, server: &S3Server, secret: &str) -> PathBuf {
+pub(crate) fn stores_file(env: &Env, server: &S3Server, secret: &str) -> PathBuf {
     let dir = env.dir.path();
     std::fs::write(dir.join("access-key-id"), format!("{ACCESS_KEY}\n")).unwrap();
     std::fs::write(dir.join("secret-access-key"), secret).unwrap();

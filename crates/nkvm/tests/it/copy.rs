@@ -1,0 +1,225 @@
+//! `nkvm copy ID --to STORE` (3-2-1): a local backup copied to a real S3 server (`s3s-fs`) and
+//! to an encrypted directory store, found there by verify and restore once the original is
+//! gone, listed among the backup's copies; and the refusals that store nothing: a source that
+//! no longer matches its manifest, an encrypted archive into a plain store, a second copy.
+
+use crate::backup::{json_results, no_helper_pods, setup};
+use crate::encryption::{age_cli, age_keygen, nkvm, pod_listing};
+use crate::harness::Env;
+use crate::restore::reader;
+use crate::stores::stores_file;
+use nkvm_store::testing::{S3Server, SECRET_KEY};
+use std::path::{Path, PathBuf};
+
+const FILES: &str = "set -e; mkdir -p /data/a; head -c 1500000 /dev/urandom > /data/a/r.bin; printf 'hi\\n' > /data/hi.txt; sleep 3600";
+
+/// `offsite` (the S3 server, plain) and `vault` (a directory, encrypted for `recipient`).
+fn both_stores(env: &Env, server: &S3Server, recipient: &str) -> PathBuf {
+    let file = stores_file(env, server, SECRET_KEY);
+    let mut yaml = std::fs::read_to_string(&file).unwrap();
+    yaml.push_str(&format!(
+        "- name: vault\n  type: local\n  path: {}\n  encryption: {{ageRecipients: [\"{recipient}\"]}}\n",
+        env.dir.path().join("vault").display()
+    ));
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+async fn backed_up(env: &Env, stores: &Path, store: &str) -> serde_json::Value {
+    let out = nkvm(
+        env,
+        stores,
+        &["backup", "shop/data", "--store", store, "-o", "json"],
+    )
+    .await;
+    let r = json_results(&out).await.remove(0);
+    assert_eq!(r["status"], "succeeded", "{r}");
+    r
+}
+
+async fn copied(env: &Env, stores: &Path, id: &str, to: &str) -> serde_json::Value {
+    let r = nkvm(env, stores, &["copy", id, "--to", to, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(r["status"], "succeeded", "{r}");
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_backup_copied_off_site_is_found_there_by_verify_and_restore() {
+    if !age_cli() {
+        return;
+    }
+    let env = Env::start().await;
+    let server = S3Server::start(&env.dir.path().join("s3"));
+    let (key, public) = age_keygen(env.dir.path(), "key.txt");
+    let stores = both_stores(&env, &server, &public);
+    setup(&env, "shop", FILES).await;
+    let source = pod_listing(&env, "shop", "app").await;
+    let backup = backed_up(&env, &stores, "local").await;
+    let id = backup["id"].as_str().unwrap();
+
+    let off = copied(&env, &stores, id, "offsite").await;
+    assert_eq!(
+        (&off["fromStore"], &off["toStore"]),
+        (&"local".into(), &"offsite".into())
+    );
+    assert_eq!(
+        off["sha256"], backup["sha256"],
+        "a plain copy is the same bytes: {off}"
+    );
+    assert_eq!(server.objects().len(), 2, "{:?}", server.objects());
+    assert!(server.open_uploads().is_empty());
+    let again = nkvm(&env, &stores, &["copy", id, "--to", "offsite"]).await;
+    assert_ne!(again.code, 0, "{again:?}");
+    assert!(again.stderr.contains("already holds"), "{again:?}");
+
+    let listed = nkvm(&env, &stores, &["backups", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(listed[0]["copies"][0]["store"], "offsite", "{listed}");
+    assert_eq!(listed[0]["copies"][0]["sha256"], off["sha256"], "{listed}");
+
+    // The original store loses the archive: verify and restore read the off-site copy.
+    std::fs::remove_dir_all(env.backups()).unwrap();
+    let verified = nkvm(&env, &stores, &["verify", id, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(verified["store"], "offsite", "{verified}");
+    crate::backup::namespace(&env, "restored").await;
+    let ran = nkvm(
+        &env,
+        &stores,
+        &[
+            "restore",
+            id,
+            "--to",
+            "restored/copy",
+            "--create",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(ran["status"], "succeeded", "{ran}");
+    no_helper_pods(&env).await;
+    reader(&env, "restored", "copy").await;
+    assert_eq!(pod_listing(&env, "restored", "reader").await, source);
+
+    // Copied on into the encrypted store: an age file there, opened with the identity.
+    let vault = copied(&env, &stores, id, "vault").await;
+    assert_eq!(
+        (&vault["fromStore"], &vault["encrypted"]),
+        (&"offsite".into(), &true.into())
+    );
+    assert!(
+        vault["artifact"]
+            .as_str()
+            .unwrap()
+            .ends_with(".tar.zst.age"),
+        "{vault}"
+    );
+    let key = key.to_str().unwrap();
+    let deep = nkvm(
+        &env,
+        &stores,
+        &[
+            "verify",
+            id,
+            "--store",
+            "vault",
+            "--deep",
+            "--identity",
+            key,
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(
+        (&deep["store"], &deep["contentsChecked"]),
+        (&"vault".into(), &true.into())
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_would_not_be_the_backup_or_would_decrypt_it_stores_nothing() {
+    if !age_cli() {
+        return;
+    }
+    let env = Env::start().await;
+    let server = S3Server::start(&env.dir.path().join("s3"));
+    let (_, public) = age_keygen(env.dir.path(), "key.txt");
+    let stores = both_stores(&env, &server, &public);
+    setup(&env, "shop", FILES).await;
+
+    let sealed = backed_up(&env, &stores, "vault").await;
+    let refused = nkvm(
+        &env,
+        &stores,
+        &["copy", sealed["id"].as_str().unwrap(), "--to", "offsite"],
+    )
+    .await;
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("stores archives in the clear"),
+        "{refused:?}"
+    );
+    assert!(server.objects().is_empty(), "{:?}", server.objects());
+
+    // The local archive changes after the backup: the copy aborts, nothing becomes visible.
+    let plain = backed_up(&env, &stores, "local").await;
+    let archive = env.backups().join(plain["artifact"].as_str().unwrap());
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&archive, bytes).unwrap();
+    let id = plain["id"].as_str().unwrap();
+    let damaged = nkvm(
+        &env,
+        &stores,
+        &["copy", id, "--to", "offsite", "-o", "json"],
+    )
+    .await;
+    assert_ne!(damaged.code, 0, "{damaged:?}");
+    let r = damaged.json();
+    assert_eq!(
+        (&r["status"], &r["stage"]),
+        (&"failed".into(), &"stream".into()),
+        "{r}"
+    );
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not match its manifest"),
+        "{r}"
+    );
+    assert!(server.objects().is_empty(), "{:?}", server.objects());
+    assert!(
+        server.open_uploads().is_empty(),
+        "{:?}",
+        server.open_uploads()
+    );
+    let listed = nkvm(&env, &stores, &["backups", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["copies"] == serde_json::json!([])),
+        "{listed}"
+    );
+    env.stop().await;
+}
