@@ -18,6 +18,8 @@ pub struct StoreHealth {
     pub kind: &'static str,
     /// Where it is, without credentials.
     pub location: String,
+    /// Whether its archives are age-encrypted (to recipients the stores file names).
+    pub encrypted: bool,
     /// Whether the probe succeeded.
     pub ok: bool,
     /// What the probe did, or why it failed.
@@ -55,6 +57,7 @@ pub async fn check_all(stores: &Stores, timeout: Duration) -> Vec<StoreHealth> {
                 name: named.name.clone(),
                 kind: named.kind.as_str(),
                 location: named.location.clone(),
+                encrypted: !named.store.age_recipients().is_empty(),
                 ok,
                 detail,
                 checked_at: jiff::Timestamp::now()

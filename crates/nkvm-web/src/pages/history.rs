@@ -38,6 +38,7 @@ pub fn routes() -> Router<Arc<WebState>> {
         .route("/history/{id}/download", get(download))
         .route("/history/{id}/restore", get(restore_form).post(run_restore))
         .route("/history/{id}/restore/plan", post(plan_restore))
+        .route("/history/{id}/copy", post(copy))
 }
 
 /// Restore plans shown to an operator, runnable for a while by the same user.
@@ -207,12 +208,26 @@ async fn details(
     Path(raw): Path<String>,
 ) -> Response {
     match load(&state, &user, &raw).await {
-        Ok(d) => details_page(&user, &d, None).into_response(),
+        Ok(d) => details_page(&user, &d, None, &copy_targets(&state, &d)).into_response(),
         Err(r) => r,
     }
 }
 
-fn details_page(user: &CurrentUser, d: &BackupDetails, verified: Option<Markup>) -> Html<String> {
+/// The stores a backup could be copied to: every store that holds neither it nor a copy.
+fn copy_targets(state: &WebState, d: &BackupDetails) -> Vec<String> {
+    let names = state.session.workspace().stores().names();
+    names
+        .into_iter()
+        .filter(|n| *n != d.row.store && !d.copies.iter().any(|c| c.store == *n))
+        .collect()
+}
+
+fn details_page(
+    user: &CurrentUser,
+    d: &BackupDetails,
+    verified: Option<Markup>,
+    copy_targets: &[String],
+) -> Html<String> {
     let r = &d.row;
     let has_archive = r.status == JobStatus::Succeeded && !r.artifact.is_empty();
     let body = html! {
@@ -225,6 +240,12 @@ fn details_page(user: &CurrentUser, d: &BackupDetails, verified: Option<Markup>)
             dt { "Read / stored" } dd { (layout::bytes(r.bytes_read)) " / " (layout::bytes(r.bytes_stored)) " (" (r.compression) ")" }
             dt { "sha256" } dd.mono #detail-sha256 { (r.sha256) }
             dt { "Store" } dd #detail-store { (r.store) }
+            dt { "Copies" } dd #detail-copies {
+                @if d.copies.is_empty() { span.muted { "none" } }
+                @for c in &d.copies {
+                    span.copy data-store=(c.store) { (c.store) " (" (layout::time(Some(&c.copied_at))) ")" } " "
+                }
+            }
             dt { "Artifact" } dd.mono #detail-artifact { (r.artifact) }
             dt { "By" } dd { (r.actor) " (" (r.trigger) ")" }
             dt { "Helper pod / node" } dd.mono { (r.helper_pod) " / " (r.node) }
@@ -239,6 +260,12 @@ fn details_page(user: &CurrentUser, d: &BackupDetails, verified: Option<Markup>)
                 dt { "Tool" } dd { (m.tool_version) }
                 dt { "Node" } dd { (m.node) }
                 dt { "sha256" } dd.mono { (m.sha256) }
+                @if let Some(e) = &m.encryption {
+                    dt { "Encryption" } dd #detail-encryption {
+                        (e.scheme) ", to " (e.recipients.len()) " recipient(s): "
+                        @for r in &e.recipients { span.mono { (r) } " " }
+                    }
+                }
                 dt { "Claim spec" } dd { pre.spec { (serde_json::to_string_pretty(&m.pvc_spec).unwrap_or_default()) } }
             }
         }
@@ -255,6 +282,17 @@ fn details_page(user: &CurrentUser, d: &BackupDetails, verified: Option<Markup>)
                 a.button #restore href=(format!("/history/{}/restore", r.id)) { "Restore…" }
             }
             div #verify-result { @if let Some(v) = verified { (v) } }
+            @if !copy_targets.is_empty() {
+                form #copy-form method="post" action=(format!("/history/{}/copy", r.id)) {
+                    input type="hidden" name="csrf" value=(user.csrf);
+                    label for="copy-to" { "Copy to store" }
+                    select #copy-to name="to" {
+                        @for name in copy_targets { option value=(name) { (name) } }
+                    }
+                    button #copy type="submit" { "Copy" }
+                    span.muted.small { " The copy is checked against the manifest's sha256 on arrival." }
+                }
+            }
         }
     };
     layout::page(&format!("Backup {}", r.id), user, Nav::History, body)
@@ -294,7 +332,7 @@ async fn verify(
         return Html(result.into_string()).into_response();
     }
     match load(&state, &user, &raw).await {
-        Ok(d) => details_page(&user, &d, Some(result)).into_response(),
+        Ok(d) => details_page(&user, &d, Some(result), &copy_targets(&state, &d)).into_response(),
         Err(r) => r,
     }
 }
@@ -551,5 +589,39 @@ async fn run_restore(
         .jobs
         .submit_restore(app, plan, opts)
         .map_err(|e| PageError::of(&user, "Restore", &e))?;
+    Ok(see_other(&headers, &format!("/jobs#job-{job}")))
+}
+
+/// Copies the backup to another store as a job, then shows it on the Jobs page.
+async fn copy(
+    State(state): State<Arc<WebState>>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    form: FormData,
+) -> Result<Response, PageError> {
+    let Some(id) = parse_id(&raw) else {
+        return Ok(not_found(&user, &raw));
+    };
+    let to = form.text("to").unwrap_or_default();
+    state
+        .session
+        .workspace()
+        .stores()
+        .get(&to)
+        .map_err(|e| PageError::invalid(&user, "Copy", e.to_string()))?;
+    let app = state
+        .session
+        .app()
+        .ok_or_else(|| PageError::not_connected(&user, "Copy"))?;
+    let opts = nkvm_engine::CopyOptions {
+        backup_id: id.to_string(),
+        to,
+        actor: user.actor(),
+    };
+    let job = state
+        .jobs
+        .submit_copy(app, opts)
+        .map_err(|e| PageError::of(&user, "Copy", &e))?;
     Ok(see_other(&headers, &format!("/jobs#job-{job}")))
 }

@@ -112,7 +112,7 @@ fn table(health: &[StoreHealth], held: &HashMap<String, Held>) -> Markup {
                     @let count = held.get(&h.name).unwrap_or(&none);
                     tr.store-row data-store=(h.name) data-health=(if h.ok { "ok" } else { "failed" }) {
                         td.name { (h.name) }
-                        td { (h.kind) }
+                        td { (h.kind) @if h.encrypted { " " span.badge title="Archives are age files; restores need the identity" { "encrypted" } } }
                         td.mono { (h.location) }
                         td.num { (count.backups) }
                         td.num { (layout::bytes(count.bytes)) }

@@ -104,6 +104,37 @@ async fn stores_show_their_health_and_a_backup_goes_to_the_store_chosen_on_the_v
         details.body
     );
 
+    // Copied back to local from the backup's page, as a job; the page then lists the copy.
+    assert!(
+        details
+            .body
+            .contains(r#"<option value="local">local</option>"#),
+        "local is offered as a copy target: {}",
+        details.body
+    );
+    let copied = client
+        .post(&format!("/history/{}/copy", item.id), &[("to", "local")])
+        .await;
+    assert_eq!(copied.status, StatusCode::SEE_OTHER, "{}", copied.body);
+    eventually("the copy finishes", async || {
+        ui.state
+            .jobs()
+            .get(2)
+            .is_some_and(|j| j.items[0].status == JobStatus::Succeeded)
+    })
+    .await;
+    let details = client.get(&format!("/history/{}", item.id)).await;
+    assert!(
+        details.body.contains(r#"data-store="local""#)
+            && !details.body.contains("id=\"copy-form\""),
+        "the copy is listed and no target is left: {}",
+        details.body
+    );
+    let refused = client
+        .post(&format!("/history/{}/copy", item.id), &[("to", "nowhere")])
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+
     // Counted on the page (the last probe is still fresh), then probed again on request.
     let stores = client.get("/stores").await;
     assert!(
