@@ -10,12 +10,22 @@
 //!   prefix: prod/
 //!   accessKeyIdFile: /etc/nkvm/s3/access-key-id       # optional
 //!   secretAccessKeyFile: /etc/nkvm/s3/secret-access-key
+//! - name: nas
+//!   type: sftp
+//!   host: nas.lan
+//!   port: 22                                       # the default
+//!   user: backup
+//!   privateKeyFile: /etc/nkvm/sftp/key
+//!   knownHostsFile: /etc/nkvm/sftp/known_hosts
+//!   path: /srv/nkvm
 //! ```
 //!
 //! Credentials are never in the file: an S3 entry names files holding them, or takes them from
-//! the standard AWS environment (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, web identity).
+//! the standard AWS environment (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, web identity); an
+//! SFTP entry names its key file (and `privateKeyPassphraseFile` for an encrypted key).
 
 use crate::StoreError;
+pub use crate::sftp::SftpConfig;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +45,8 @@ struct StoresFile {
 pub enum StoreConfig {
     /// An S3-compatible bucket.
     S3(S3Config),
+    /// A directory on an SFTP server.
+    Sftp(SftpConfig),
 }
 
 impl StoreConfig {
@@ -42,6 +54,7 @@ impl StoreConfig {
     pub fn name(&self) -> &str {
         match self {
             StoreConfig::S3(c) => &c.name,
+            StoreConfig::Sftp(c) => &c.name,
         }
     }
 }
@@ -102,6 +115,7 @@ pub fn parse(text: &str) -> Result<Vec<StoreConfig>, String> {
         seen.push(name.to_string());
         match entry {
             StoreConfig::S3(c) => check_s3(c)?,
+            StoreConfig::Sftp(c) => c.check()?,
         }
     }
     Ok(file.stores)
@@ -181,7 +195,9 @@ mod tests {
             "stores:\n- {name: offsite, type: s3, endpoint: 'https://s3.example', region: eu-west-1, bucket: nkvm, prefix: prod/}\n",
         )
         .expect("valid");
-        let StoreConfig::S3(c) = &stores[0];
+        let StoreConfig::S3(c) = &stores[0] else {
+            panic!("an S3 entry: {stores:?}");
+        };
         assert_eq!((c.name.as_str(), c.bucket.as_str()), ("offsite", "nkvm"));
         assert_eq!(c.prefix, "prod/");
         assert!(c.access_key_id_file.is_none());

@@ -95,6 +95,24 @@ pub enum StoreError {
         /// What is wrong, naming the entry and field.
         detail: String,
     },
+    /// An SFTP server whose host key the store's `known_hosts` file does not vouch for;
+    /// refused during the key exchange, before anything was sent.
+    #[error(
+        "store {store:?}: the host key of {host} ({fingerprint}) {problem}; nothing was sent. Compare the fingerprint with the server's own (`ssh-keygen -lf` of its host key), then record the key in {} (`ssh-keyscan -p PORT HOST`)",
+        known_hosts.display()
+    )]
+    HostKeyRejected {
+        /// The store's name.
+        store: String,
+        /// The server as `known_hosts` names it (`host` or `[host]:port`).
+        host: String,
+        /// The presented key's `SHA256:` fingerprint.
+        fingerprint: String,
+        /// What is wrong with it.
+        problem: String,
+        /// The store's `known_hosts` file.
+        known_hosts: PathBuf,
+    },
     /// The filesystem refused an operation.
     #[error("{action} {}: {source}; {}", path.display(), hint(source))]
     Io {
@@ -120,7 +138,9 @@ impl nkvm_domain::UserError for StoreError {
             StoreError::UnknownStore { .. } | StoreError::Config { .. } => {
                 FailureKind::InvalidInput
             }
-            StoreError::Remote { .. } => FailureKind::StorageUnavailable,
+            StoreError::Remote { .. } | StoreError::HostKeyRejected { .. } => {
+                FailureKind::StorageUnavailable
+            }
             StoreError::CorruptManifest { .. }
             | StoreError::Orphan { .. }
             | StoreError::Io { .. } => FailureKind::StorageUnavailable,
