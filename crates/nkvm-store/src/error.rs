@@ -173,7 +173,7 @@ fn remote_hint(detail: &str) -> &'static str {
     .iter()
     .any(|w| lower.contains(w))
     {
-        "check the store's credentials (AWS_* environment or the files named in the stores file)"
+        "check the store's credentials (the AWS_* environment, or the key files named in the stores file)"
     } else if ["connect", "dns", "timed out", "timeout", "connection"]
         .iter()
         .any(|w| lower.contains(w))

@@ -93,7 +93,12 @@ fn client_config(known: &str, settings: &SftpSettings) -> client::Config {
     let mut preferred = russh::Preferred::default();
     let mut keys: Vec<Algorithm> = preferred.key.to_vec();
     keys.sort_by_key(|a| {
-        let name = a.to_string();
+        // known_hosts names every RSA signature variant by its key type.
+        let name = if a.clone().is_rsa() {
+            "ssh-rsa".to_string()
+        } else {
+            a.to_string()
+        };
         types.iter().position(|t| *t == name).unwrap_or(usize::MAX)
     });
     preferred.key = Cow::Owned(keys);

@@ -327,3 +327,85 @@ fn orphans_stray_files_and_symlinks_are_reported_or_passed_over() {
             .all(|w| matches!(w, StoreError::Orphan { .. }))
     );
 }
+
+/// `ssh-keygen` of an RSA key pair at `path`, encrypted with `passphrase`.
+fn rsa_keygen(path: &std::path::Path, passphrase: &str) {
+    let status = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "rsa",
+            "-b",
+            "2048",
+            "-C",
+            "nkvm-test",
+            "-N",
+            passphrase,
+            "-f",
+        ])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn an_encrypted_rsa_key_logs_in_and_a_known_rsa_host_key_is_the_one_negotiated() {
+    let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
+    let mut server = SshServer::start(dir.path());
+    // The server gets an RSA host key beside its ed25519 one; known_hosts holds only the RSA
+    // key, as `ssh-keyscan -t rsa` writes it.
+    let host_rsa = server.etc.join("host_key_rsa");
+    rsa_keygen(&host_rsa, "");
+    let config = server.etc.join("sshd_config");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("HostKey {}\n", host_rsa.display()));
+    std::fs::write(&config, text).unwrap();
+    server.kill();
+    server.restart();
+    let public = std::fs::read_to_string(host_rsa.with_extension("pub")).unwrap();
+    let blob: Vec<&str> = public.split_whitespace().take(2).collect();
+    let known = dir.path().join("known_hosts_rsa");
+    std::fs::write(
+        &known,
+        format!("[127.0.0.1]:{} {} {}\n", server.port, blob[0], blob[1]),
+    )
+    .unwrap();
+    // The client logs in with an RSA key encrypted by a passphrase held in a file.
+    let client = dir.path().join("client_rsa");
+    rsa_keygen(&client, "correct horse");
+    let authorized = server.etc.join("authorized_keys");
+    let mut keys = std::fs::read_to_string(&authorized).unwrap();
+    keys.push_str(&std::fs::read_to_string(client.with_extension("pub")).unwrap());
+    std::fs::write(&authorized, keys).unwrap();
+    std::fs::write(dir.path().join("passphrase"), "correct horse\n").unwrap();
+    let yaml = |passphrase: &str| {
+        format!(
+            "stores:\n- {{name: nas, type: sftp, host: 127.0.0.1, port: {}, user: {}, privateKeyFile: {}, knownHostsFile: {}, path: {}{passphrase}}}\n",
+            server.port,
+            server.user,
+            client.display(),
+            known.display(),
+            server.data.display()
+        )
+    };
+    let entry = |text: String| match crate::config::parse(&text).unwrap().remove(0) {
+        crate::config::StoreConfig::Sftp(c) => c,
+        other => panic!("an SFTP entry: {other:?}"),
+    };
+    let e = entry(yaml(""))
+        .settings()
+        .expect_err("the key is encrypted");
+    assert!(e.to_string().contains("privateKeyPassphraseFile"), "{e}");
+    let with_passphrase = format!(
+        ", privateKeyPassphraseFile: {}",
+        dir.path().join("passphrase").display()
+    );
+    let settings = entry(yaml(&with_passphrase))
+        .settings()
+        .expect("the key decrypts");
+    let store = SftpStore::new(settings, rt.handle().clone());
+    store
+        .probe()
+        .expect("the RSA host key is accepted and the RSA client key logs in");
+}
