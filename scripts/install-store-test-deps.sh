@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Installs the real S3 server the off-site store tests run against: s3s-fs 0.14.1 from
-# crates.io (it checks SigV4 request signatures; 0.17 needs a newer rustc), built once per
-# machine into ~/.cache/nkvm-tools. Prints the binary's path as its last line; tests find it
-# through NKVM_S3S_FS_BIN or at that default path. Idempotent.
+# Installs the real servers the off-site store tests run against:
+# - Debian's OpenSSH server (openssh-server: sshd, sftp-server, ssh-keygen) for the SFTP
+#   tests, which start their own sshd on a loopback port (found at /usr/sbin/sshd, or
+#   NKVM_SSHD_BIN); installed with apt-get when missing, which needs root.
+# - the S3 server s3s-fs 0.14.1 from crates.io (it checks SigV4 request signatures; 0.17 needs
+#   a newer rustc), built once per machine into ~/.cache/nkvm-tools. Prints the binary's path
+#   as its last line; tests find it through NKVM_S3S_FS_BIN or at that default path.
+# Idempotent.
 #
 # Also installs Debian's age CLI (age, age-keygen), with which the encryption tests prove
 # that an operator can open an encrypted archive by hand.
@@ -15,6 +19,18 @@ if ! command -v age >/dev/null || ! command -v age-keygen >/dev/null; then
   apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age >&2
 fi
+if [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/lib/openssh/sftp-server ] || ! command -v ssh-keygen >/dev/null; then
+  echo "installing openssh-server (apt-get) for the SFTP store tests" >&2
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "installing openssh-server needs root: run 'apt-get install openssh-server' as root" >&2
+    exit 1
+  fi
+  apt-get update -qq >&2
+  # The package's service is not started here: the tests run their own sshd.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >&2
+fi
+# sshd refuses to start without its privilege-separation directory (systemd makes it at boot).
+mkdir -p /run/sshd 2>/dev/null || true
 
 tools="${NKVM_TOOLS_DIR:-${HOME}/.cache/nkvm-tools}"
 bin="${tools}/bin/s3s-fs"

@@ -14,14 +14,24 @@
 //! - name: nas
 //!   type: local                                       # another directory
 //!   path: /mnt/nas/nkvm
+//! - name: nas
+//!   type: sftp
+//!   host: nas.lan
+//!   port: 22                                       # the default
+//!   user: backup
+//!   privateKeyFile: /etc/nkvm/sftp/key
+//!   knownHostsFile: /etc/nkvm/sftp/known_hosts
+//!   path: /srv/nkvm
 //! ```
 //!
 //! Credentials are never in the file: an S3 entry names files holding them, or takes them from
-//! the standard AWS environment (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, web identity).
+//! the standard AWS sources (environment, shared profile files, web identity); an SFTP entry
+//! names its key file (and `privateKeyPassphraseFile` for an encrypted key).
 //! `encryption` is read apart from the store's own fields, so every type of entry takes it:
 //! it holds public keys only.
 
 use crate::StoreError;
+pub use crate::sftp::SftpConfig;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -43,6 +53,8 @@ pub enum StoreConfig {
     S3(S3Config),
     /// A directory (a mount of another disk or a NAS), like the built-in `local`.
     Local(LocalConfig),
+    /// A directory on an SFTP server.
+    Sftp(SftpConfig),
 }
 
 impl StoreConfig {
@@ -51,6 +63,7 @@ impl StoreConfig {
         match self {
             StoreConfig::S3(c) => &c.name,
             StoreConfig::Local(c) => &c.name,
+            StoreConfig::Sftp(c) => &c.name,
         }
     }
 }
@@ -196,6 +209,7 @@ fn check_entries(stores: &[StoreConfig]) -> Result<(), String> {
                 ));
             }
             StoreConfig::Local(_) => {}
+            StoreConfig::Sftp(c) => c.check()?,
         }
     }
     Ok(())

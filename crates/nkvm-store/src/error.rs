@@ -117,6 +117,24 @@ pub enum StoreError {
         /// What failed.
         detail: String,
     },
+    /// An SFTP server whose host key the store's `known_hosts` file does not vouch for;
+    /// refused during the key exchange, before anything was sent.
+    #[error(
+        "store {store:?}: the host key of {host} ({fingerprint}) {problem}; nothing was sent. Compare the fingerprint with the server's own (`ssh-keygen -lf` of its host key), then record the key in {} (`ssh-keyscan -p PORT HOST`)",
+        known_hosts.display()
+    )]
+    HostKeyRejected {
+        /// The store's name.
+        store: String,
+        /// The server as `known_hosts` names it (`host` or `[host]:port`).
+        host: String,
+        /// The presented key's `SHA256:` fingerprint.
+        fingerprint: String,
+        /// What is wrong with it.
+        problem: String,
+        /// The store's `known_hosts` file.
+        known_hosts: PathBuf,
+    },
     /// The filesystem refused an operation.
     #[error("{action} {}: {source}; {}", path.display(), hint(source))]
     Io {
@@ -144,7 +162,9 @@ impl nkvm_domain::UserError for StoreError {
             | StoreError::Identity { .. } => FailureKind::InvalidInput,
             StoreError::Decrypt { .. } => FailureKind::CommandFailed,
             StoreError::Encrypt { .. } => FailureKind::Internal,
-            StoreError::Remote { .. } => FailureKind::StorageUnavailable,
+            StoreError::Remote { .. } | StoreError::HostKeyRejected { .. } => {
+                FailureKind::StorageUnavailable
+            }
             StoreError::CorruptManifest { .. }
             | StoreError::Orphan { .. }
             | StoreError::Io { .. } => FailureKind::StorageUnavailable,
@@ -181,7 +201,7 @@ fn remote_hint(detail: &str) -> &'static str {
         .iter()
         .any(|w| lower.contains(w))
     {
-        "check the store's credentials (AWS_* environment or the files named in the stores file)"
+        "check the store's credentials (the AWS_* environment, or the key files named in the stores file)"
     } else if [
         "connect",
         "dns",

@@ -5,9 +5,9 @@
 //! An archive only ever becomes visible whole: it is written to a hidden temp file, synced,
 //! moved into place without overwriting anything, and given its manifest. [`ArchiveStore`] is
 //! the interface the engine holds; [`LocalStore`] implements it over a directory and
-//! [`S3Store`] over an S3-compatible bucket; [`EncryptedStore`] wraps either so archives are
-//! stored as age files. [`Stores`] names them: `local` always, and the entries of the stores
-//! file ([`config`]).
+//! [`S3Store`] over an S3-compatible bucket, [`SftpStore`] over a directory on an SFTP
+//! server; [`EncryptedStore`] wraps any of them so archives are stored as age files.
+//! [`Stores`] names them: `local` always, and the entries of the stores file ([`config`]).
 
 pub mod config;
 mod encrypted;
@@ -19,6 +19,7 @@ mod manifest;
 mod partial;
 mod registry;
 mod s3;
+mod sftp;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
@@ -32,6 +33,7 @@ pub use manifest::{Encryption, FORMAT_VERSION, Manifest, PvcIdentity};
 pub use partial::PartialArchive;
 pub use registry::{NamedStore, StoreKind, Stores};
 pub use s3::{S3Settings, S3Store};
+pub use sftp::{SftpSettings, SftpStore, load_key as load_sftp_key};
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

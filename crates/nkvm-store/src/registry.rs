@@ -4,7 +4,7 @@
 
 use crate::config::{self, LOCAL, StoreConfig};
 use crate::s3::{DEFAULT_PART_SIZE, DEFAULT_PARTS_IN_FLIGHT, S3Settings, S3Store};
-use crate::{ArchiveStore, StoreError};
+use crate::{ArchiveStore, SftpStore, StoreError};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::runtime::Handle;
@@ -17,6 +17,8 @@ pub enum StoreKind {
     Local,
     /// An S3-compatible bucket.
     S3,
+    /// A directory on an SFTP server.
+    Sftp,
 }
 
 impl StoreKind {
@@ -25,6 +27,7 @@ impl StoreKind {
         match self {
             StoreKind::Local => "local",
             StoreKind::S3 => "s3",
+            StoreKind::Sftp => "sftp",
         }
     }
 }
@@ -218,5 +221,14 @@ fn build(
             location: c.path.display().to_string(),
             store: Arc::new(crate::LocalStore::new(&c.path)),
         }),
+        StoreConfig::Sftp(c) => {
+            let store = SftpStore::new(c.settings()?, rt.clone());
+            Ok(NamedStore {
+                name: c.name.clone(),
+                kind: StoreKind::Sftp,
+                location: store.url().to_string(),
+                store: Arc::new(store),
+            })
+        }
     }
 }

@@ -1,6 +1,11 @@
 //! A real S3 server for tests: `s3s-fs` (which checks SigV4 signatures) run as a child process
 //! on a loopback port, over a directory. `scripts/install-store-test-deps.sh` installs it; the
-//! binary is found through `NKVM_S3S_FS_BIN` or in `~/.cache/nkvm-tools/bin`.
+//! binary is found through `NKVM_S3S_FS_BIN` or in `~/.cache/nkvm-tools/bin`. The SFTP test
+//! server, OpenSSH's `sshd`, is [`SshServer`].
+
+mod sshd;
+
+pub use sshd::{SshServer, keygen, sshd_bin};
 
 use crate::S3Settings;
 use std::net::{TcpListener, TcpStream};

@@ -13,5 +13,6 @@ mod policies;
 mod recovery;
 mod restore;
 mod sandbox_command;
+mod sftp_stores;
 mod stores;
 mod upstream;

@@ -29,13 +29,15 @@ pub(crate) fn stores_file(env: &Env, server: &S3Server, secret: &str) -> PathBuf
     file
 }
 
-async fn nkvm(env: &Env, stores: &Path, args: &[&str]) -> crate::harness::Ran {
+/// Runs nkvm with `--stores STORES` before `args`.
+pub(crate) async fn nkvm(env: &Env, stores: &Path, args: &[&str]) -> crate::harness::Ran {
     let mut all = vec!["--stores", stores.to_str().unwrap()];
     all.extend_from_slice(args);
     env.nkvm(&all).await
 }
 
-async fn volume_listing(env: &Env, ns: &str, pod: &str) -> String {
+/// Every file of the claim mounted by `pod` with its sha256, sorted.
+pub(crate) async fn volume_listing(env: &Env, ns: &str, pod: &str) -> String {
     let script = "cd /data && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum";
     let out = env
         .kubectl(&["-n", ns, "exec", pod, "--", "sh", "-c", script], None)
@@ -44,7 +46,8 @@ async fn volume_listing(env: &Env, ns: &str, pod: &str) -> String {
     out.stdout
 }
 
-const FILES: &str = "set -e; mkdir -p /data/a/b; head -c 3000000 /dev/urandom > /data/a/b/r.bin; printf 'hello\\n' > /data/hello.txt; sleep 3600";
+/// A writer's script: a few files, one of 3 MB of random bytes.
+pub(crate) const FILES: &str = "set -e; mkdir -p /data/a/b; head -c 3000000 /dev/urandom > /data/a/b/r.bin; printf 'hello\\n' > /data/hello.txt; sleep 3600";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_to_s3_verifies_restores_and_comes_back_from_the_bucket_alone() {
