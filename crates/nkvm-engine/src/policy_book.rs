@@ -135,7 +135,10 @@ impl PolicyBook {
 
     /// Every policy in force: the file's, then the UI's.
     pub fn policies(&self) -> Vec<Policy> {
-        self.shared.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The contexts below the remote directory, which policies may name as their cluster.
@@ -150,7 +153,10 @@ impl PolicyBook {
 
     /// Options to connect to the cluster of context `name` below the remote directory.
     pub fn connect_options(&self, name: &str) -> Option<ConnectOptions> {
-        let found = self.remote_contexts().into_iter().find(|c| c.name == name)?;
+        let found = self
+            .remote_contexts()
+            .into_iter()
+            .find(|c| c.name == name)?;
         let mut opts = ConnectOptions::new(AuthMode::Kubeconfig);
         opts.kubeconfig = Some(found.kubeconfig);
         opts.context = Some(found.name);
@@ -202,11 +208,18 @@ impl PolicyBook {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let mut specs: Vec<PolicySpec> = file.iter().map(|p| p.spec.clone()).collect();
-        for row in self.workspace.history().ui_policies().map_err(history_error)? {
-            specs.push(serde_json::from_str(&row.spec).map_err(|e| PolicyError::Syntax {
-                path: format!("UI policy {:?} in the history database", row.name),
-                detail: e.to_string(),
-            })?);
+        for row in self
+            .workspace
+            .history()
+            .ui_policies()
+            .map_err(history_error)?
+        {
+            specs.push(
+                serde_json::from_str(&row.spec).map_err(|e| PolicyError::Syntax {
+                    path: format!("UI policy {:?} in the history database", row.name),
+                    detail: e.to_string(),
+                })?,
+            );
         }
         let stores = self.workspace.stores().names();
         let ctx = Context {

@@ -317,7 +317,11 @@ pub fn validate(
     if spec.starting_deadline_seconds == Some(0) {
         problems.push("startingDeadlineSeconds: must be at least 1".into());
     }
-    let cluster = spec.cluster.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    let cluster = spec
+        .cluster
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
     if let Some(c) = cluster
         && (c.len() > 253 || c.chars().any(|ch| ch.is_whitespace() || ch.is_control()))
     {

@@ -121,6 +121,10 @@ pub struct WebState {
     plans: pages::history::PendingPlans,
     /// The last readiness result (`/readyz`).
     readiness: health::Readiness,
+    /// The policies in force and the scheduler's cluster connections.
+    policies: Arc<nkvm_engine::policy_book::PolicyBook>,
+    /// The claims of the scheduler's clusters, for the dashboard.
+    protection: pages::dashboard::ClusterClaims,
 }
 
 /// The jobs observer: metrics, and the inventory's last-backup column.
@@ -184,8 +188,14 @@ impl WebState {
             metrics: metrics.clone(),
             inventory: inventory.clone(),
         });
+        let policies = Arc::new(nkvm_engine::policy_book::PolicyBook::new(
+            session.workspace().clone(),
+            config.kubeconfig_dir.clone(),
+        ));
         let state = Arc::new(WebState {
             session,
+            policies,
+            protection: Default::default(),
             jobs: Jobs::new(Some(observer as Arc<dyn JobObserver>)),
             auth: auth::Auth::new(&config),
             inventory,
@@ -207,6 +217,11 @@ impl WebState {
     /// The cluster session.
     pub fn session(&self) -> &Arc<Session> {
         &self.session
+    }
+
+    /// The policies in force (the scheduler reads them; the Policies page edits the UI's).
+    pub fn policy_book(&self) -> &Arc<nkvm_engine::policy_book::PolicyBook> {
+        &self.policies
     }
 
     /// The inventory cache (benchmarks fill it directly).

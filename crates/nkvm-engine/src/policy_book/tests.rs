@@ -38,7 +38,11 @@ fn a_ui_policy_is_in_force_once_saved_and_gone_once_deleted() {
     let book = book(dir.path());
     let shared = book.shared();
     book.save_ui(spec("often"), "ui:admin").unwrap();
-    assert_eq!(shared.read().unwrap().len(), 1, "the scheduler's list sees it");
+    assert_eq!(
+        shared.read().unwrap().len(),
+        1,
+        "the scheduler's list sees it"
+    );
     let mut changed = spec("often");
     changed.schedule = "0 3 * * *".into();
     book.save_ui(changed, "ui:admin").unwrap();

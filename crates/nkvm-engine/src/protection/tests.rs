@@ -93,7 +93,12 @@ fn each_claim_gets_the_first_state_that_applies() {
     let records = [
         claim("fresh", "db", Some("2026-03-10T02:05:00Z"), None),
         claim("old", "db", Some("2026-03-09T02:05:00Z"), None),
-        claim("broken", "db", Some("2026-03-10T02:05:00Z"), Some("2026-03-10T02:06:00Z")),
+        claim(
+            "broken",
+            "db",
+            Some("2026-03-10T02:05:00Z"),
+            Some("2026-03-10T02:06:00Z"),
+        ),
         claim("new", "db", None, None),
         claim("loose", "cache", Some("2026-03-10T02:05:00Z"), None),
         // Hourly: 09:00 is due at 10:30 (10:00's grace lasts to 11:00).
@@ -119,7 +124,10 @@ fn each_claim_gets_the_first_state_that_applies() {
         ]
     );
     assert_eq!(report.count(Protection::Protected), 2);
-    assert_eq!(report.claims[1].due_since.as_deref(), Some("2026-03-10T02:00:00Z"));
+    assert_eq!(
+        report.claims[1].due_since.as_deref(),
+        Some("2026-03-10T02:00:00Z")
+    );
     assert_eq!(report.claims[5].policies, ["hourly"]);
     assert_eq!(Protection::parse("never"), Some(Protection::Never));
 }

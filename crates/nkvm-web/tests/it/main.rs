@@ -7,4 +7,5 @@ mod cluster;
 mod escaping;
 mod hardening;
 mod harness;
+mod protection;
 mod serving;
