@@ -12,6 +12,7 @@ mod job_helper;
 pub mod jobs;
 pub mod leader;
 mod lifecycle;
+pub mod notify;
 pub mod policy_book;
 pub mod policy_run;
 pub mod policy_set;

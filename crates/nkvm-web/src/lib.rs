@@ -149,10 +149,12 @@ impl JobObserver for Observer {
     }
 }
 
-/// Counts policy runs and the bytes each policy's backups hold.
+/// Counts policy runs and the bytes each policy's backups hold, and sends the policies'
+/// webhook notifications.
 struct PolicyMetrics {
     metrics: Arc<metrics::Metrics>,
     workspace: Arc<nkvm_engine::workspace::Workspace>,
+    notifier: Option<nkvm_engine::notify::Notifier>,
 }
 
 impl nkvm_engine::scheduler::RunObserver for PolicyMetrics {
@@ -176,6 +178,9 @@ impl nkvm_engine::scheduler::RunObserver for PolicyMetrics {
             .map(|r| r.bytes_stored)
             .sum();
         self.metrics.policy_run(&policy.name, result, stored);
+        if let Some(n) = &self.notifier {
+            n.notify(policy, report, self.workspace.history());
+        }
     }
 }
 
@@ -231,9 +236,24 @@ impl WebState {
 
     /// What the scheduler tells about each policy run: the policy metrics.
     pub fn policy_observer(&self) -> Arc<dyn nkvm_engine::scheduler::RunObserver> {
+        self.policy_observer_with(nkvm_engine::notify::Limits::default())
+    }
+
+    /// [`policy_observer`](Self::policy_observer) with webhook delivery limits of its own.
+    pub fn policy_observer_with(
+        &self,
+        limits: nkvm_engine::notify::Limits,
+    ) -> Arc<dyn nkvm_engine::scheduler::RunObserver> {
+        let metrics = self.metrics.clone();
+        let delivered: nkvm_engine::notify::DeliveryCallback =
+            Arc::new(move |policy, ok| metrics.webhook_delivery(policy, ok));
+        let notifier = nkvm_engine::notify::Notifier::new(limits, delivered)
+            .inspect_err(|e| tracing::error!("webhook notifications are off: {e}"))
+            .ok();
         Arc::new(PolicyMetrics {
             metrics: self.metrics.clone(),
             workspace: self.session.workspace().clone(),
+            notifier,
         })
     }
 

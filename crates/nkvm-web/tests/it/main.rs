@@ -7,5 +7,6 @@ mod cluster;
 mod escaping;
 mod hardening;
 mod harness;
+mod notify;
 mod protection;
 mod serving;

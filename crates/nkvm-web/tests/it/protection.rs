@@ -192,8 +192,14 @@ async fn a_claims_page_charts_its_backups_across_stores_and_deletes_one_after_co
     );
     assert!(page.body.contains(": took 45s</title>"), "{}", page.body);
     assert!(page.body.contains("<td class=\"store\">offsite</td>"));
-    assert!(page.body.contains(&format!("href=\"/history/{A3}/restore\"")));
-    assert!(page.body.contains(&format!("href=\"/backups/{A3}/delete\"")));
+    assert!(
+        page.body
+            .contains(&format!("href=\"/history/{A3}/restore\""))
+    );
+    assert!(
+        page.body
+            .contains(&format!("href=\"/backups/{A3}/delete\""))
+    );
 
     let confirm = client.get(&format!("/backups/{A3}/delete")).await;
     assert!(confirm.body.contains("id=\"confirm-delete\""));
