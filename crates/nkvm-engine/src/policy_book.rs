@@ -72,6 +72,8 @@ pub struct PolicyBook {
     file_policies: RwLock<Vec<Policy>>,
     shared: SharedPolicies,
     clusters: RwLock<BTreeMap<String, Arc<App>>>,
+    /// Bumped whenever the policies in force change.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 fn history_error(e: impl std::fmt::Display) -> PolicyError {
@@ -92,6 +94,7 @@ impl PolicyBook {
             file_policies: RwLock::default(),
             shared: SharedPolicies::default(),
             clusters: RwLock::default(),
+            changes: tokio::sync::watch::channel(0).0,
         };
         if let Err(e) = book.reload() {
             tracing::error!("the UI-made policies could not be loaded: {e}");
@@ -120,6 +123,7 @@ impl PolicyBook {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = file_policies;
         *self.shared.write().unwrap_or_else(|e| e.into_inner()) = loaded;
+        self.changes.send_modify(|n| *n += 1);
         Ok(())
     }
 
@@ -131,6 +135,12 @@ impl PolicyBook {
     /// The list the scheduler reads each tick.
     pub fn shared(&self) -> SharedPolicies {
         self.shared.clone()
+    }
+
+    /// Changes whenever the policies in force do (a cluster a new policy names is connected to
+    /// without waiting).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Every policy in force: the file's, then the UI's.
@@ -230,6 +240,7 @@ impl PolicyBook {
         let mut all = file.clone();
         all.extend(ui.into_iter().skip(file.len()));
         *self.shared.write().unwrap_or_else(|e| e.into_inner()) = all;
+        self.changes.send_modify(|n| *n += 1);
         Ok(())
     }
 
