@@ -85,7 +85,7 @@ fn table(rows: &[BackupRow]) -> Markup {
                         td.num { (seconds(r).map(|s| layout::duration(s as u64)).unwrap_or_default()) }
                         td.num { (layout::bytes(r.bytes_stored)) }
                         td { (r.actor) }
-                        td.actions {
+                        td.row-actions {
                             @if r.status == JobStatus::Succeeded && !r.artifact.is_empty() {
                                 a.button.restore-link href=(format!("/history/{}/restore", r.id)) { "Restore…" }
                                 " "

@@ -82,10 +82,19 @@ fn describe(p: &Policy) -> String {
     }
     parts.push(format!("store {}", p.store));
     if let Some(r) = p.retention {
-        parts.push(format!(
-            "keep last {} / daily {} / weekly {} / monthly {} / yearly {}",
-            r.keep_last, r.daily, r.weekly, r.monthly, r.yearly
-        ));
+        let counts = [
+            ("last", r.keep_last),
+            ("daily", r.daily),
+            ("weekly", r.weekly),
+            ("monthly", r.monthly),
+            ("yearly", r.yearly),
+        ];
+        let kept: Vec<String> = counts
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        parts.push(format!("keep {}", kept.join(", ")));
     } else {
         parts.push("keeps every backup".into());
     }
@@ -123,7 +132,7 @@ async fn list(State(state): State<Arc<WebState>>, user: CurrentUser) -> Response
                         td.small { (describe(p)) }
                         td.small { (v.next_runs.iter().map(|t| layout::time(Some(t))).collect::<Vec<_>>().join(", ")) }
                         td.small { (last_run(&state, p)) }
-                        td.actions {
+                        td.row-actions {
                             @if p.source == PolicySource::Ui {
                                 a.button.edit-policy href=(format!("/policies/{}/edit", p.name)) { "Edit" }
                                 form.inline method="post" action=(format!("/policies/{}/delete", p.name)) {
@@ -230,22 +239,33 @@ impl Fields {
         }
     }
 
-    /// The spec these fields describe, or the fields that are not numbers or pairs.
-    fn spec(&self) -> Result<PolicySpec, Vec<FieldProblem>> {
-        let mut problems = Vec::new();
+    /// The retention counts typed; problems for those that are not numbers.
+    fn counts(&self, problems: &mut Vec<FieldProblem>) -> Option<Retention> {
         let mut counts = [0u32; 5];
         for (i, (key, label)) in RETENTION_FIELDS.iter().enumerate() {
             let v = &self.retention[i];
-            if !v.is_empty() {
-                match v.parse() {
-                    Ok(n) => counts[i] = n,
-                    Err(_) => problems.push((
-                        format!("retention.{key}"),
-                        format!("{label}: {v:?} is not a whole number"),
-                    )),
-                }
+            match v.parse() {
+                _ if v.is_empty() => {}
+                Ok(n) => counts[i] = n,
+                Err(_) => problems.push((
+                    format!("retention.{key}"),
+                    format!("{label}: {v:?} is not a whole number"),
+                )),
             }
         }
+        let [keep_last, daily, weekly, monthly, yearly] = counts;
+        let any = self.retention.iter().any(|r| !r.is_empty());
+        any.then_some(Retention {
+            keep_last,
+            daily,
+            weekly,
+            monthly,
+            yearly,
+        })
+    }
+
+    /// The `key=value` pairs typed; problems for those without `=`.
+    fn selector(&self, problems: &mut Vec<FieldProblem>) -> Option<Selector> {
         let mut labels = std::collections::BTreeMap::new();
         for pair in self
             .selector
@@ -263,24 +283,37 @@ impl Fields {
                 )),
             }
         }
-        let deadline = match self.deadline.as_str() {
-            "" => None,
-            d => match d.parse() {
-                Ok(n) => Some(n),
-                Err(_) => {
-                    problems.push((
-                        "startingDeadlineSeconds".into(),
-                        format!("{d:?} is not a whole number of seconds"),
-                    ));
-                    None
-                }
-            },
-        };
+        (!labels.is_empty()).then_some(Selector {
+            match_labels: labels,
+        })
+    }
+
+    /// The starting deadline typed; a problem when it is not a number.
+    fn deadline(&self, problems: &mut Vec<FieldProblem>) -> Option<u64> {
+        let d = self.deadline.as_str();
+        match d.parse() {
+            _ if d.is_empty() => None,
+            Ok(n) => Some(n),
+            Err(_) => {
+                problems.push((
+                    "startingDeadlineSeconds".into(),
+                    format!("{d:?} is not a whole number of seconds"),
+                ));
+                None
+            }
+        }
+    }
+
+    /// The spec these fields describe, or the fields that are not numbers or pairs.
+    fn spec(&self) -> Result<PolicySpec, Vec<FieldProblem>> {
+        let mut problems = Vec::new();
+        let retention = self.counts(&mut problems);
+        let selector = self.selector(&mut problems);
+        let starting_deadline_seconds = self.deadline(&mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
         let some = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
-        let [keep_last, daily, weekly, monthly, yearly] = counts;
         Ok(PolicySpec {
             name: self.name.clone(),
             schedule: self.schedule.clone(),
@@ -292,21 +325,9 @@ impl Fields {
                 .filter(|n| !n.is_empty())
                 .map(str::to_string)
                 .collect(),
-            selector: (!labels.is_empty()).then_some(Selector {
-                match_labels: labels,
-            }),
+            selector,
             store: some(&self.store),
-            retention: self
-                .retention
-                .iter()
-                .any(|r| !r.is_empty())
-                .then_some(Retention {
-                    keep_last,
-                    daily,
-                    weekly,
-                    monthly,
-                    yearly,
-                }),
+            retention,
             notify: some(&self.webhook).map(|webhook| Notify {
                 webhook,
                 on: if self.notify_on == "always" {
@@ -315,9 +336,52 @@ impl Fields {
                     NotifyOn::Failure
                 },
             }),
-            starting_deadline_seconds: deadline,
+            starting_deadline_seconds,
             cluster: some(&self.cluster),
         })
+    }
+}
+
+/// The store and cluster drop-downs.
+fn placement_fields(state: &WebState, f: &Fields, problems: &[FieldProblem]) -> Markup {
+    let book = state.policy_book();
+    let stores = state.session.workspace().stores().names();
+    let contexts = book.remote_contexts();
+    html! {
+        label for="store" { "Store" }
+        div {
+            select #store name="store" {
+                @for s in &stores { option value=(s) selected[*s == f.store || (f.store.is_empty() && s == "local")] { (s) } }
+            }
+            (field_errors(problems, &["store"]))
+        }
+        label for="cluster" { "Cluster" }
+        div {
+            select #cluster name="cluster" {
+                option value="" selected[f.cluster.is_empty()] { "the cluster nkvm serve was started against" }
+                @for c in &contexts { option value=(c.name) selected[c.name == f.cluster] { (c.name) " — " (c.server) } }
+                @if !f.cluster.is_empty() && !contexts.iter().any(|c| c.name == f.cluster) {
+                    option value=(f.cluster) selected { (f.cluster) " (not found)" }
+                }
+            }
+            p.hint { "contexts of the kubeconfigs mounted below " span.mono { (book.remote_dir().display()) } "; a kubeconfig pasted in the browser cannot back a policy" }
+            (field_errors(problems, &["cluster"]))
+        }
+    }
+}
+
+/// The five retention counts.
+fn retention_field(f: &Fields, problems: &[FieldProblem]) -> Markup {
+    html! {
+        label { "Retention" }
+        div.retention {
+            @for (i, (key, label)) in RETENTION_FIELDS.iter().enumerate() {
+                label for=(key) { (label) }
+                input id=(key) type="number" min="0" name=(key) value=(f.retention[i]);
+            }
+            p.hint { "empty: keep every backup; the newest backup is always kept" }
+            (field_errors(problems, &["retention", "retention.keepLast", "retention.daily", "retention.weekly", "retention.monthly", "retention.yearly"]))
+        }
     }
 }
 
@@ -355,14 +419,16 @@ fn form_page(
     f: &Fields,
     problems: &[FieldProblem],
 ) -> Markup {
-    let book = state.policy_book();
-    let stores = state.session.workspace().stores().names();
-    let contexts = book.remote_contexts();
     html! {
         @if problems.iter().any(|(f, _)| f == "form") {
             @for (_, m) in problems.iter().filter(|(f, _)| f == "form") { (error_box("policy-error", m)) }
         }
-        @if !problems.is_empty() { p.error #policy-problems role="alert" { (problems.len()) " problem(s): see the fields below." } }
+        @if !problems.is_empty() {
+            p.error #policy-problems role="alert" {
+                (if problems.len() == 1 { "1 problem".to_string() } else { format!("{} problems", problems.len()) })
+                ": see the fields below. Nothing was saved."
+            }
+        }
         form #policy-form .grid-form method="post" action="/policies" {
             input type="hidden" name="csrf" value=(user.csrf);
             @if f.editing {
@@ -376,34 +442,8 @@ fn form_page(
             (text_field("timezone", "Time zone", &f.timezone, "IANA name, e.g. Europe/Berlin (default UTC)", problems, &["schedule/timezone"]))
             (text_field("namespaces", "Namespaces", &f.namespaces, "comma-separated, within nkvm's allowlist", problems, &["namespaces"]))
             (text_field("selector", "Claim labels", &f.selector, "optional: key=value,key2=value2 on the claims' labels", problems, &["selector.matchLabels"]))
-            label for="store" { "Store" }
-            div {
-                select #store name="store" {
-                    @for s in &stores { option value=(s) selected[*s == f.store || (f.store.is_empty() && s == "local")] { (s) } }
-                }
-                (field_errors(problems, &["store"]))
-            }
-            label for="cluster" { "Cluster" }
-            div {
-                select #cluster name="cluster" {
-                    option value="" selected[f.cluster.is_empty()] { "the cluster nkvm serve was started against" }
-                    @for c in &contexts { option value=(c.name) selected[c.name == f.cluster] { (c.name) " — " (c.server) } }
-                    @if !f.cluster.is_empty() && !contexts.iter().any(|c| c.name == f.cluster) {
-                        option value=(f.cluster) selected { (f.cluster) " (not found)" }
-                    }
-                }
-                p.hint { "contexts of the kubeconfigs mounted below " span.mono { (book.remote_dir().display()) } "; a kubeconfig pasted in the browser cannot back a policy" }
-                (field_errors(problems, &["cluster"]))
-            }
-            label { "Retention" }
-            div.retention {
-                @for (i, (key, label)) in RETENTION_FIELDS.iter().enumerate() {
-                    label for=(key) { (label) }
-                    input id=(key) type="number" min="0" name=(key) value=(f.retention[i]);
-                }
-                p.hint { "empty: keep every backup; the newest backup is always kept" }
-                (field_errors(problems, &["retention", "retention.keepLast", "retention.daily", "retention.weekly", "retention.monthly", "retention.yearly"]))
-            }
+            (placement_fields(state, f, problems))
+            (retention_field(f, problems))
             (text_field("webhook", "Webhook", &f.webhook, "optional http:// or https:// URL receiving a JSON POST per claim result", problems, &["notify.webhook"]))
             label for="notify_on" { "Notify" }
             select #notify_on name="notify_on" {

@@ -225,8 +225,8 @@ async fn a_claims_page_charts_its_backups_across_stores_and_deletes_one_after_co
     assert!(again.body.contains("already deleted"), "{}", again.body);
 }
 
-#[tokio::test]
-async fn policies_are_listed_file_ones_read_only_and_ui_ones_edited_with_errors_by_field() {
+/// A UI with a policy file holding policy `from-file`.
+async fn with_file_policy() -> Ui {
     let ui = Ui::new().await;
     let file = ui.dir.path().join("policies.yaml");
     std::fs::write(
@@ -235,6 +235,12 @@ async fn policies_are_listed_file_ones_read_only_and_ui_ones_edited_with_errors_
     )
     .unwrap();
     ui.state.policy_book().load_file(Some(&file)).unwrap();
+    ui
+}
+
+#[tokio::test]
+async fn a_policy_form_with_mistakes_shows_each_next_to_its_field_and_saves_nothing() {
+    let ui = with_file_policy().await;
     let client = ui.login().await;
     let bad = client
         .post(
@@ -283,6 +289,13 @@ async fn policies_are_listed_file_ones_read_only_and_ui_ones_edited_with_errors_
         "what was typed stays"
     );
 
+    assert_eq!(ui.state.policy_book().policies().len(), 1, "nothing saved");
+}
+
+#[tokio::test]
+async fn ui_policies_are_created_edited_and_deleted_and_file_ones_stay_read_only() {
+    let ui = with_file_policy().await;
+    let client = ui.login().await;
     let made = client
         .post(
             "/policies",
