@@ -139,6 +139,10 @@ fn series(id: &str, title: &str, max_label: &str, values: &[(String, f64, String
                 line.axis x1=(PAD) y1=(H - PAD / 2.0) x2=(W - PAD) y2=(H - PAD / 2.0) {}
                 text.axis-label x="2" y="14" { (max_label) }
                 text.axis-label x="2" y=(H - PAD / 2.0) { "0" }
+                @if let (Some(first), Some(last)) = (values.first(), values.last()) {
+                    text.axis-label x=(PAD) y=(H - 4.0) { (first.0) }
+                    @if values.len() > 1 { text.axis-label x=(W - PAD) y=(H - 4.0) text-anchor="end" { (last.0) } }
+                }
                 polyline.series points=(line.join(" ")) {}
                 @for (x, y, t) in &pts {
                     circle.point cx=(format!("{x:.1}")) cy=(format!("{y:.1}")) r="4" { title { (t) } }
