@@ -53,6 +53,10 @@ pub struct PolicyRunReport {
     pub claims: Vec<ClaimOutcome>,
     /// What retention deleted afterwards.
     pub pruned: PruneReport,
+    /// When the run began (RFC 3339).
+    pub started_at: String,
+    /// When it ended, retention included (RFC 3339).
+    pub finished_at: String,
 }
 
 impl PolicyRunReport {
@@ -126,6 +130,7 @@ impl App {
         policy: &Policy,
         slot: &str,
     ) -> Result<PolicyRunReport, EngineError> {
+        let started_at = now_rfc3339();
         let mut records = Vec::new();
         for ns in &policy.namespaces {
             let name = ResourceName::namespace(ns)
@@ -141,6 +146,7 @@ impl App {
             policy: policy.name.clone(),
             slot: slot.into(),
             claims: skips,
+            started_at,
             ..Default::default()
         };
         if !to_run.is_empty() {
@@ -160,6 +166,7 @@ impl App {
             let plan = ws.plan_prune(std::slice::from_ref(policy))?;
             report.pruned = ws.prune(&plan, &actor).await;
         }
+        report.finished_at = now_rfc3339();
         Ok(report)
     }
 

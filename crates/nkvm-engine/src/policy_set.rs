@@ -101,6 +101,9 @@ pub struct PolicyView {
     pub selector: String,
     /// Store name.
     pub store: String,
+    /// The context of the cluster it runs against (`null`: the one `nkvm serve` was started
+    /// against).
+    pub cluster: Option<String>,
     /// Retention, as written (`null`: keep everything).
     pub retention: Option<nkvm_policy::Retention>,
     /// The next slots (RFC 3339 UTC).
@@ -133,6 +136,7 @@ pub fn view(p: &Policy, now: DateTime<Utc>, n: usize) -> PolicyView {
             .collect::<Vec<_>>()
             .join(","),
         store: p.store.clone(),
+        cluster: p.cluster.clone(),
         retention: p.retention,
         next_runs,
         spec: p.spec.clone(),

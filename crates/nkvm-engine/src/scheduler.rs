@@ -167,6 +167,8 @@ pub struct Scheduler {
     /// When this scheduler started watching: the start of never-handled policies' slots.
     started: DateTime<Utc>,
     running: Arc<Mutex<HashSet<String>>>,
+    /// The cluster whose policies this scheduler runs (`None`: the default cluster's).
+    cluster: Option<String>,
 }
 
 impl Scheduler {
@@ -189,7 +191,15 @@ impl Scheduler {
             observer,
             started,
             running: Arc::default(),
+            cluster: None,
         }
+    }
+
+    /// The same scheduler, running only the policies that name `cluster` (`None`: those that
+    /// name none, which run against the cluster `nkvm serve` was started against).
+    pub fn for_cluster(mut self, cluster: Option<String>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Handles every policy's due slots at the clock's now; returns what it decided. Runs
@@ -200,7 +210,10 @@ impl Scheduler {
             .policies
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
+            .iter()
+            .filter(|p| p.cluster == self.cluster)
+            .cloned()
+            .collect();
         let mut decided = Vec::new();
         for policy in policies {
             let since = match self.ledger.last(&policy.name).await {

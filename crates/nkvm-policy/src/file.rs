@@ -151,6 +151,11 @@ pub struct PolicySpec {
     /// How late a missed run may still start, in seconds (default 3600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starting_deadline_seconds: Option<u64>,
+    /// The cluster it runs against: a context of a kubeconfig mounted below the remote
+    /// kubeconfig directory (`/etc/nkvm/remote`); absent, the cluster `nkvm serve` was started
+    /// against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// Where a policy comes from.
@@ -182,6 +187,8 @@ pub struct Policy {
     pub notify: Option<Notify>,
     /// How late a missed run may still start.
     pub starting_deadline: Duration,
+    /// The context it runs against (`None`: the cluster `nkvm serve` was started against).
+    pub cluster: Option<String>,
     /// Where it comes from.
     pub source: PolicySource,
     /// The spec it was validated from.
@@ -310,6 +317,19 @@ pub fn validate(
     if spec.starting_deadline_seconds == Some(0) {
         problems.push("startingDeadlineSeconds: must be at least 1".into());
     }
+    let cluster = spec
+        .cluster
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    if let Some(c) = cluster
+        && (c.len() > 253 || c.chars().any(|ch| ch.is_whitespace() || ch.is_control()))
+    {
+        problems.push(format!(
+            "cluster: {c:?} is not a kubeconfig context name (no spaces, at most 253 characters)"
+        ));
+    }
+    let cluster = cluster.map(str::to_string);
     match schedule {
         Some(schedule) if problems.is_empty() => Ok(Policy {
             name: spec.name.clone(),
@@ -322,6 +342,7 @@ pub fn validate(
             starting_deadline: spec
                 .starting_deadline_seconds
                 .map_or(DEFAULT_STARTING_DEADLINE, Duration::from_secs),
+            cluster,
             source,
             spec,
         }),

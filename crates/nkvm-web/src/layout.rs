@@ -10,6 +10,8 @@ use maud::{DOCTYPE, Markup, html};
 /// Which navigation entry is current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
+    /// The protection dashboard.
+    Dashboard,
     /// The connection page.
     Connection,
     /// The inventory.
@@ -20,6 +22,8 @@ pub enum Nav {
     History,
     /// The archive stores.
     Stores,
+    /// Backup policies.
+    Policies,
     /// No entry (login, errors).
     None,
 }
@@ -62,11 +66,13 @@ pub fn page(title: &str, user: &CurrentUser, nav: Nav, body: Markup) -> Html<Str
                     header.top {
                         a.brand href="/" { "nkvm" }
                         nav {
+                            (entry("nav-dashboard", "/", "Dashboard", Nav::Dashboard))
                             (entry("nav-connection", "/connection", "Connection", Nav::Connection))
                             (entry("nav-volumes", "/volumes", "Volumes", Nav::Volumes))
                             (entry("nav-jobs", "/jobs", "Jobs", Nav::Jobs))
                             (entry("nav-history", "/history", "History", Nav::History))
                             (entry("nav-stores", "/stores", "Stores", Nav::Stores))
+                            (entry("nav-policies", "/policies", "Policies", Nav::Policies))
                         }
                         form #logout-form method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(user.csrf);

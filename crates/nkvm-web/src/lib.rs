@@ -123,6 +123,10 @@ pub struct WebState {
     readiness: health::Readiness,
     /// The last probe of each store (the Stores page).
     store_health: pages::stores::StoreHealthCache,
+    /// The policies in force and the scheduler's cluster connections.
+    policies: Arc<nkvm_engine::policy_book::PolicyBook>,
+    /// The claims of the scheduler's clusters, for the dashboard.
+    protection: pages::dashboard::ClusterClaims,
 }
 
 /// The jobs observer: metrics, and the inventory's last-backup column.
@@ -147,10 +151,12 @@ impl JobObserver for Observer {
     }
 }
 
-/// Counts policy runs and the bytes each policy's backups hold.
+/// Counts policy runs and the bytes each policy's backups hold, and sends the policies'
+/// webhook notifications.
 struct PolicyMetrics {
     metrics: Arc<metrics::Metrics>,
     workspace: Arc<nkvm_engine::workspace::Workspace>,
+    notifier: Option<nkvm_engine::notify::Notifier>,
 }
 
 impl nkvm_engine::scheduler::RunObserver for PolicyMetrics {
@@ -174,6 +180,9 @@ impl nkvm_engine::scheduler::RunObserver for PolicyMetrics {
             .map(|r| r.bytes_stored)
             .sum();
         self.metrics.policy_run(&policy.name, result, stored);
+        if let Some(n) = &self.notifier {
+            n.notify(policy, report, self.workspace.history());
+        }
     }
 }
 
@@ -186,8 +195,14 @@ impl WebState {
             metrics: metrics.clone(),
             inventory: inventory.clone(),
         });
+        let policies = Arc::new(nkvm_engine::policy_book::PolicyBook::new(
+            session.workspace().clone(),
+            config.kubeconfig_dir.clone(),
+        ));
         let state = Arc::new(WebState {
             session,
+            policies,
+            protection: Default::default(),
             jobs: Jobs::new(Some(observer as Arc<dyn JobObserver>)),
             auth: auth::Auth::new(&config),
             inventory,
@@ -212,6 +227,11 @@ impl WebState {
         &self.session
     }
 
+    /// The policies in force (the scheduler reads them; the Policies page edits the UI's).
+    pub fn policy_book(&self) -> &Arc<nkvm_engine::policy_book::PolicyBook> {
+        &self.policies
+    }
+
     /// The inventory cache (benchmarks fill it directly).
     pub fn inventory(&self) -> &InventoryCache {
         &self.inventory
@@ -219,9 +239,24 @@ impl WebState {
 
     /// What the scheduler tells about each policy run: the policy metrics.
     pub fn policy_observer(&self) -> Arc<dyn nkvm_engine::scheduler::RunObserver> {
+        self.policy_observer_with(nkvm_engine::notify::Limits::default())
+    }
+
+    /// [`policy_observer`](Self::policy_observer) with webhook delivery limits of its own.
+    pub fn policy_observer_with(
+        &self,
+        limits: nkvm_engine::notify::Limits,
+    ) -> Arc<dyn nkvm_engine::scheduler::RunObserver> {
+        let metrics = self.metrics.clone();
+        let delivered: nkvm_engine::notify::DeliveryCallback =
+            Arc::new(move |policy, ok| metrics.webhook_delivery(policy, ok));
+        let notifier = nkvm_engine::notify::Notifier::new(limits, delivered)
+            .inspect_err(|e| tracing::error!("webhook notifications are off: {e}"))
+            .ok();
         Arc::new(PolicyMetrics {
             metrics: self.metrics.clone(),
             workspace: self.session.workspace().clone(),
+            notifier,
         })
     }
 

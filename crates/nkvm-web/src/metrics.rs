@@ -35,6 +35,7 @@ pub struct Metrics {
     pvc_last_success: Family<Labels, Gauge<f64, AtomicU64>>,
     policy_runs: Family<Labels, Counter>,
     policy_bytes: Family<Labels, Gauge>,
+    webhooks: Family<Labels, Counter>,
     connected: Gauge,
 }
 
@@ -114,6 +115,12 @@ impl Metrics {
             "Bytes the backups each policy made (and retention kept) hold in the store",
             Family::<Labels, Gauge>::default(),
         );
+        let webhooks = registered(
+            r,
+            "nkvm_webhook_deliveries",
+            "Webhook notifications of policy runs, by policy and result (delivered, failed)",
+            Family::<Labels, Counter>::default(),
+        );
         let connected = registered(
             r,
             "nkvm_cluster_connected",
@@ -133,6 +140,7 @@ impl Metrics {
             pvc_last_success,
             policy_runs,
             policy_bytes,
+            webhooks,
             connected,
         }
     }
@@ -147,6 +155,18 @@ impl Metrics {
         self.policy_bytes
             .get_or_create(&vec![("policy".into(), policy.into())])
             .set(i64::try_from(bytes_stored).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a webhook notification of `policy`, delivered or not.
+    pub fn webhook_delivery(&self, policy: &str, delivered: bool) {
+        let labels: Labels = vec![
+            ("policy".into(), policy.into()),
+            (
+                "result".into(),
+                if delivered { "delivered" } else { "failed" }.into(),
+            ),
+        ];
+        self.webhooks.get_or_create(&labels).inc();
     }
 
     /// Counts an ended item.

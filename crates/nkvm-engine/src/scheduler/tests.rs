@@ -140,3 +140,63 @@ async fn ticks_run_each_slot_once_record_misses_and_survive_a_restart() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_policy_added_while_running_is_scheduled_and_each_scheduler_runs_its_clusters_only() {
+    let history = Arc::new(History::in_memory().unwrap());
+    let clock = Arc::new(TestClock(Mutex::new(utc("2026-01-01T00:00:30Z"))));
+    let policies: SharedPolicies = Arc::default();
+    let (ran_tx, mut ran) = tokio::sync::mpsc::unbounded_channel();
+    let runner: Runner = Arc::new(move |p: Policy, slot: String| {
+        let tx = ran_tx.clone();
+        Box::pin(async move {
+            tx.send(p.name.clone()).unwrap();
+            Ok(PolicyRunReport {
+                policy: p.name,
+                slot,
+                ..Default::default()
+            })
+        })
+    });
+    let scheduler = |cluster: Option<&str>| {
+        Scheduler::new(
+            policies.clone(),
+            history.clone(),
+            Arc::new(HistoryLedger(history.clone())),
+            clock.clone(),
+            runner.clone(),
+            None,
+        )
+        .for_cluster(cluster.map(str::to_string))
+    };
+    let (home, far) = (scheduler(None), scheduler(Some("far")));
+    assert!(home.tick().await.is_empty());
+    // Added after the schedulers started, as the Policies page does.
+    let mut remote = policy("* * * * *", 90);
+    remote.name = "remote".into();
+    remote.cluster = Some("far".into());
+    policies
+        .write()
+        .unwrap()
+        .extend([policy("* * * * *", 90), remote]);
+    set(&clock, "2026-01-01T00:01:05Z");
+    let home_ran = home.tick().await;
+    let far_ran = far.tick().await;
+    assert_eq!(
+        home_ran.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        ["p"]
+    );
+    assert_eq!(
+        far_ran.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        ["remote"]
+    );
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let name = tokio::time::timeout(Duration::from_secs(5), ran.recv())
+            .await
+            .unwrap();
+        names.push(name.unwrap());
+    }
+    names.sort();
+    assert_eq!(names, ["p", "remote"]);
+}

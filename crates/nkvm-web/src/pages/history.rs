@@ -157,7 +157,7 @@ fn table<'a>(rows: impl Iterator<Item = &'a BackupRow>) -> Markup {
                         td { a.backup-link.mono href=(format!("/history/{}", r.id)) { (r.id) } }
                         td { span class=(format!("badge {}", r.status)) { (r.status) } }
                         td { (r.namespace) }
-                        td { (r.pvc) }
+                        td { a.claim-link href=(crate::pages::claims::claim_href(&r.namespace, &r.pvc)) { (r.pvc) } }
                         td { (layout::time(Some(&r.started_at))) }
                         td.num { (layout::bytes(r.bytes_read)) }
                         td.num { (layout::bytes(r.bytes_stored)) }

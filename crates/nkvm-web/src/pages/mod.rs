@@ -1,18 +1,19 @@
 //! The pages behind the login, one module each. Handlers extract, call one engine method and
 //! render; anything longer belongs in the engine.
 
+pub mod claims;
 pub mod connection;
+pub mod dashboard;
 pub mod history;
 pub mod jobs;
+pub mod policies;
 pub mod stores;
 pub mod volumes;
 
 use crate::WebState;
 use crate::auth::is_htmx;
 use axum::Router;
-use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use nkvm_domain::FailureKind;
 use std::sync::Arc;
@@ -20,21 +21,14 @@ use std::sync::Arc;
 /// Every page route.
 pub fn routes() -> Router<Arc<WebState>> {
     Router::new()
-        .route("/", get(home))
+        .merge(dashboard::routes())
+        .merge(claims::routes())
+        .merge(policies::routes())
         .merge(connection::routes())
         .merge(volumes::routes())
         .merge(jobs::routes())
         .merge(history::routes())
         .merge(stores::routes())
-}
-
-/// The Volumes page when connected, else the connection page.
-async fn home(State(state): State<Arc<WebState>>) -> Redirect {
-    if state.session.app().is_some() {
-        Redirect::to("/volumes")
-    } else {
-        Redirect::to("/connection")
-    }
 }
 
 /// The HTTP status for a failure kind.

@@ -65,7 +65,7 @@ async fn refresh_now(State(state): State<Arc<WebState>>, headers: HeaderMap) -> 
 }
 
 /// The cached inventory of the live connection, loading it on first use.
-async fn snapshot(state: &WebState) -> Option<Snapshot> {
+pub(crate) async fn snapshot(state: &WebState) -> Option<Snapshot> {
     let status = state.session.status();
     status.connected.as_ref()?;
     let generation = status.generation;
@@ -251,7 +251,7 @@ fn row(r: &PvcRecord) -> Markup {
         tr.pvc-row data-pvc=(key) class=[(!r.backupable).then_some("blocked")] {
             td { input.pvc-select type="checkbox" name="pvc" value=(key) disabled[!r.backupable] aria-label=(format!("Select {key}")); }
             td { (r.namespace) }
-            td.name { (r.name) }
+            td.name { a.claim-link href=(crate::pages::claims::claim_href(&r.namespace, &r.name)) { (r.name) } }
             td { (r.owner.display()) }
             td { (r.phase) }
             td.num { (r.capacity) }

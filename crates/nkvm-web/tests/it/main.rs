@@ -7,5 +7,7 @@ mod cluster;
 mod escaping;
 mod hardening;
 mod harness;
+mod notify;
+mod protection;
 mod serving;
 mod stores;

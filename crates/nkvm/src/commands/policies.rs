@@ -168,6 +168,39 @@ pub async fn delete(g: &GlobalArgs, args: DeleteArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// The directory of the kubeconfigs policies' clusters come from (`NKVM_KUBECONFIG_DIR`, as
+/// for `nkvm serve`).
+fn remote_dir() -> std::path::PathBuf {
+    std::env::var_os("NKVM_KUBECONFIG_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| nkvm_web::DEFAULT_KUBECONFIG_DIR.into(), Into::into)
+}
+
+/// An engine on the cluster a policy names: a context of a kubeconfig below the remote
+/// directory, as the scheduler connects to it.
+async fn policy_cluster(ws: &Workspace, cluster: &str) -> anyhow::Result<Arc<nkvm_engine::App>> {
+    let dir = remote_dir();
+    let found = nkvm_engine::policy_book::remote_contexts(&dir)
+        .into_iter()
+        .find(|c| c.name == cluster)
+        .ok_or_else(|| {
+            Failed::new(
+                FailureKind::NotFound,
+                anyhow::anyhow!(
+                    "the policy's cluster {cluster:?} is not a context of a kubeconfig below {} (set NKVM_KUBECONFIG_DIR)",
+                    dir.display()
+                ),
+            )
+        })?;
+    let mut opts =
+        nkvm_engine::session::ConnectOptions::new(nkvm_engine::session::AuthMode::Kubeconfig);
+    opts.kubeconfig = Some(found.kubeconfig);
+    opts.context = Some(found.name);
+    ws.connect(opts)
+        .await
+        .map_err(|e| Failed::new(e.kind(), e).into())
+}
+
 /// `nkvm policy run NAME`: runs the policy now (its claims, skips and retention, as the
 /// scheduler would), waits and prints each claim's result; exits 1 if any backup failed.
 pub async fn run_now(g: &GlobalArgs, args: PolicyRunArgs) -> anyhow::Result<ExitCode> {
@@ -181,7 +214,10 @@ pub async fn run_now(g: &GlobalArgs, args: PolicyRunArgs) -> anyhow::Result<Exit
                 anyhow::anyhow!("no policy {:?}; list them with `nkvm policies`", args.name),
             )
         })?;
-    let app = Arc::new(crate::settings::app(g).await?);
+    let app = match &policy.cluster {
+        None => Arc::new(crate::settings::app(g).await?),
+        Some(cluster) => policy_cluster(&ws, cluster).await?,
+    };
     let jobs = nkvm_engine::jobs::Jobs::default();
     let slot = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let report = app

@@ -194,7 +194,8 @@ pub async fn serve(
     }
     let state = WebState::new(session, opts.web);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let (_policies, election) = super::scheduling::start(
+    let election = super::scheduling::start(
+        state.policy_book().clone(),
         opts.policies_file.as_deref(),
         opts.connect.as_ref(),
         &workspace,

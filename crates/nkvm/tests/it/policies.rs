@@ -248,6 +248,11 @@ async fn lease_election_holds(env: Env) {
 
 /// A `nkvm serve` process with its own database and store, sharing the cluster.
 fn serve(env: &Env, file: &Path, name: &str) -> tokio::process::Child {
+    serve_with(env, file, name, &[])
+}
+
+/// [`serve`] with more environment variables.
+fn serve_with(env: &Env, file: &Path, name: &str, vars: &[(&str, &Path)]) -> tokio::process::Child {
     let dir = env.dir.path().join(name);
     std::fs::create_dir_all(&dir).expect("dir");
     tokio::process::Command::new(env!("CARGO_BIN_EXE_nkvm"))
@@ -266,6 +271,7 @@ fn serve(env: &Env, file: &Path, name: &str) -> tokio::process::Child {
         .env_remove("KUBECONFIG")
         .env_remove("NKVM_NAMESPACES")
         .env_remove("KUBERNETES_SERVICE_HOST")
+        .envs(vars.iter().map(|(k, v)| (*k, *v)))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -349,4 +355,88 @@ async fn each_slot_runs_once_under_two_serve_processes(env: Env) {
     let _ = one.kill().await;
     let _ = two.kill().await;
     env.stop().await;
+}
+
+/// The clusters (history `cluster` column) of the succeeded backups of a serve process.
+fn backed_up_clusters(env: &Env, name: &str) -> Vec<String> {
+    let path = env.dir.path().join(name).join("backups.db");
+    let Ok(db) = rusqlite::Connection::open(path) else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = db.prepare("SELECT cluster FROM backups WHERE status = 'succeeded'") else {
+        return Vec::new();
+    };
+    stmt.query_map([], |r| r.get(0))
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_policy_naming_a_remote_context_backs_up_that_cluster_under_a_lease_there() {
+    let home = Env::start().await;
+    let far = Env::start().await;
+    far.apply(None, CLAIMS).await;
+    let remote = home.dir.path().join("remote");
+    std::fs::create_dir_all(&remote).expect("remote dir");
+    let far_config = far.kubeconfig_text().to_string();
+    std::fs::write(remote.join("far.yaml"), &far_config).expect("copy");
+    let context = far_config
+        .lines()
+        .find_map(|l| l.strip_prefix("current-context:"))
+        .expect("a current context")
+        .trim()
+        .trim_matches('"')
+        .to_string();
+    let file = home.dir.path().join("far-policy.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "policies:\n- name: far\n  schedule: \"* * * * *\"\n  namespaces: [shop]\n  selector: {{matchLabels: {{backup: nightly}}}}\n  cluster: \"{context}\"\n  startingDeadlineSeconds: 50\n"
+        ),
+    )
+    .expect("policy file");
+    let mut one = serve_with(&home, &file, "one", &[("NKVM_KUBECONFIG_DIR", &remote)]);
+    let deadline = Instant::now() + Duration::from_secs(200);
+    let clusters = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the far cluster's claim was never backed up"
+        );
+        let c = backed_up_clusters(&home, "one");
+        if !c.is_empty() {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    async fn kube_system_uid(env: &Env) -> String {
+        let ran = env
+            .kubectl(
+                &["get", "ns", "kube-system", "-o", "jsonpath={.metadata.uid}"],
+                None,
+            )
+            .await;
+        ran.stdout.trim().to_string()
+    }
+    let far_id = kube_system_uid(&far).await;
+    assert!(
+        clusters.iter().all(|c| *c == far_id),
+        "backed up {clusters:?}, far is {far_id}"
+    );
+    assert_ne!(far_id, kube_system_uid(&home).await);
+    let leases: Api<Lease> = Api::namespaced(client(&far).await, "default");
+    let names: Vec<String> = leases
+        .list(&Default::default())
+        .await
+        .expect("leases")
+        .items
+        .into_iter()
+        .filter_map(|l| l.metadata.name)
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("nkvm-scheduler-")),
+        "the far cluster's own Lease: {names:?}"
+    );
+    let _ = one.kill().await;
+    far.stop().await;
+    home.stop().await;
 }
