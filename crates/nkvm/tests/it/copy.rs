@@ -3,7 +3,7 @@
 //! gone, listed among the backup's copies; and the refusals that store nothing: a source that
 //! no longer matches its manifest, an encrypted archive into a plain store, a second copy.
 
-use crate::backup::{json_results, no_helper_pods, setup};
+use crate::backup::{no_helper_pods, setup};
 use crate::encryption::{age_cli, age_keygen, nkvm, pod_listing};
 use crate::harness::Env;
 use crate::restore::reader;
@@ -26,13 +26,7 @@ fn both_stores(env: &Env, server: &S3Server, recipient: &str) -> PathBuf {
 }
 
 async fn backed_up(env: &Env, stores: &Path, store: &str) -> serde_json::Value {
-    let out = nkvm(
-        env,
-        stores,
-        &["backup", "shop/data", "--store", store, "-o", "json"],
-    )
-    .await;
-    let r = json_results(&out).await.remove(0);
+    let r = crate::stores::backup_to(env, stores, store).await;
     assert_eq!(r["status"], "succeeded", "{r}");
     r
 }

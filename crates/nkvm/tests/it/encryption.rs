@@ -108,13 +108,7 @@ async fn an_encrypted_backup_opens_with_the_age_cli_and_restores_only_with_its_i
     let source = pod_listing(&env, "shop", "app").await;
     assert!(source.contains("r.bin"), "{source}");
 
-    let out = nkvm(
-        &env,
-        &stores,
-        &["backup", "shop/data", "--store", "vault", "-o", "json"],
-    )
-    .await;
-    let r = &json_results(&out).await[0];
+    let r = &crate::stores::backup_to(&env, &stores, "vault").await;
     assert_eq!(r["status"], "succeeded", "{r}");
     let id = r["id"].as_str().unwrap().to_string();
     let artifact = r["artifact"].as_str().unwrap();

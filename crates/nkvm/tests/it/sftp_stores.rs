@@ -26,13 +26,7 @@ fn stores_file(env: &Env, server: &SshServer, known_hosts: &Path) -> PathBuf {
 
 /// A backup's result must be a failure at stage `store` made before any helper pod existed.
 async fn refused_at_stage_store(env: &Env, stores: &Path) -> String {
-    let out = nkvm(
-        env,
-        stores,
-        &["backup", "shop/data", "--store", "nas", "-o", "json"],
-    )
-    .await;
-    let r = &json_results(&out).await[0];
+    let r = &crate::stores::backup_to(env, stores, "nas").await;
     assert_eq!(
         (&r["status"], &r["stage"]),
         (&"failed".into(), &"store".into()),
@@ -71,13 +65,7 @@ async fn a_backup_to_sftp_verifies_restores_and_comes_back_from_the_server_alone
         server.files()
     );
 
-    let out = nkvm(
-        &env,
-        &stores,
-        &["backup", "shop/data", "--store", "nas", "-o", "json"],
-    )
-    .await;
-    let r = &json_results(&out).await[0];
+    let r = &crate::stores::backup_to(&env, &stores, "nas").await;
     assert_eq!(
         (&r["status"], &r["store"]),
         (&"succeeded".into(), &"nas".into()),

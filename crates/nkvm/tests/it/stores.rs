@@ -37,6 +37,17 @@ pub(crate) async fn nkvm(env: &Env, stores: &Path, args: &[&str]) -> crate::harn
 }
 
 /// Every file of the claim mounted by `pod` with its sha256, sorted.
+/// `nkvm backup shop/data --store STORE -o json` with `stores`: the claim's result.
+pub(crate) async fn backup_to(env: &Env, stores: &Path, store: &str) -> serde_json::Value {
+    let out = nkvm(
+        env,
+        stores,
+        &["backup", "shop/data", "--store", store, "-o", "json"],
+    )
+    .await;
+    json_results(&out).await.remove(0)
+}
+
 pub(crate) async fn volume_listing(env: &Env, ns: &str, pod: &str) -> String {
     let script = "cd /data && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum";
     let out = env
@@ -64,13 +75,7 @@ async fn a_backup_to_s3_verifies_restores_and_comes_back_from_the_bucket_alone()
     assert_eq!(checked[1]["health"], "ok", "{checked}");
     assert_eq!(checked[0]["health"], "ok", "{checked}");
 
-    let out = nkvm(
-        &env,
-        &stores,
-        &["backup", "shop/data", "--store", "offsite", "-o", "json"],
-    )
-    .await;
-    let r = &json_results(&out).await[0];
+    let r = &backup_to(&env, &stores, "offsite").await;
     assert_eq!(
         (&r["status"], &r["store"]),
         (&"succeeded".into(), &"offsite".into()),
@@ -150,13 +155,7 @@ async fn a_store_refusing_or_gone_fails_at_stage_store_before_any_helper_pod() {
     let checked = nkvm(&env, &wrong, &["stores", "--check", "-o", "json"]).await;
     assert_eq!(checked.code, 1, "{checked:?}");
     assert!(!checked.stdout.contains("not-the-secret"), "{checked:?}");
-    let out = nkvm(
-        &env,
-        &wrong,
-        &["backup", "shop/data", "--store", "offsite", "-o", "json"],
-    )
-    .await;
-    let r = &json_results(&out).await[0];
+    let r = &backup_to(&env, &wrong, "offsite").await;
     assert_eq!(
         (&r["status"], &r["stage"]),
         (&"failed".into(), &"store".into()),
@@ -166,13 +165,7 @@ async fn a_store_refusing_or_gone_fails_at_stage_store_before_any_helper_pod() {
 
     let right = stores_file(&env, &server, SECRET_KEY);
     server.kill();
-    let out = nkvm(
-        &env,
-        &right,
-        &["backup", "shop/data", "--store", "offsite", "-o", "json"],
-    )
-    .await;
-    let r = &json_results(&out).await[0];
+    let r = &backup_to(&env, &right, "offsite").await;
     assert_eq!(
         (&r["status"], &r["stage"]),
         (&"failed".into(), &"store".into()),
