@@ -3,7 +3,10 @@
 //! archive pipeline, and keep the archive only when everything proved complete: exit status
 //! 0 with a status frame, the tar end-of-archive seen, and the store's commit done. The job
 //! lifecycle ([`crate::lifecycle`]) deletes the helper pod whatever happens and writes the
-//! history row and audit entries.
+//! history row and audit entries. With an S3 store that allows it, the agent uploads the
+//! archive itself ([`direct`]).
+
+mod direct;
 
 use crate::agent::{self, DataPath, receive};
 use crate::archive::{self, Archived, CompressionOptions};
@@ -19,7 +22,9 @@ use nkvm_domain::{BackupId, FailureKind, JobStatus, PvcRecord, PvcRef, Stage, Tr
 use nkvm_history::{BackupRow, HistoryError};
 use nkvm_kube::helper::{self, HelperMode, HelperPodOptions};
 use nkvm_kube::tar_command::ArchiveExit;
-use nkvm_store::{ArchiveKey, ArchiveStore, ArchiveWriter, Manifest, PvcIdentity, StoredArchive};
+use nkvm_store::{
+    ArchiveKey, ArchiveStore, ArchiveWriter, DirectUpload, Manifest, PvcIdentity, StoredArchive,
+};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -69,7 +74,8 @@ pub struct BackupResult {
     pub sha256: String,
     /// Compression.
     pub compression: String,
-    /// How the bytes moved: `agent` (compressed in the helper pod) or `tar` (generic image).
+    /// How the bytes moved: `agent` (compressed in the helper pod), `direct` (compressed
+    /// and uploaded to the store by the helper pod) or `tar` (generic image).
     pub data_path: DataPath,
     /// Archive path in the store ("" when nothing was kept).
     pub artifact: String,
@@ -98,6 +104,35 @@ struct BackupFacts {
     trigger: Trigger,
     actor: String,
     store: String,
+}
+
+/// An archive every byte of which is in the store, not yet visible: committing writes the
+/// manifest and makes it so.
+enum Pending {
+    /// Written by nkvm through the store's writer.
+    Writer(Box<dyn ArchiveWriter>),
+    /// Uploaded by the agent into an open upload, with what its trailer reported.
+    Direct {
+        upload: DirectUpload,
+        parts: Vec<String>,
+        bytes: u64,
+        sha256: String,
+    },
+}
+
+impl Pending {
+    /// Makes the archive visible with `manifest` (blocking: call from a blocking thread).
+    fn commit(self, manifest: &Manifest) -> Result<StoredArchive, nkvm_store::StoreError> {
+        match self {
+            Pending::Writer(writer) => writer.commit(manifest),
+            Pending::Direct {
+                upload,
+                parts,
+                bytes,
+                sha256,
+            } => upload.commit(manifest, parts, bytes, sha256),
+        }
+    }
 }
 
 /// What a backup's steps return on success.
@@ -266,20 +301,27 @@ impl App {
         progress: Option<&mpsc::UnboundedSender<Progress>>,
         cancel: watch::Receiver<bool>,
     ) -> BackupResult {
+        let store = if opts.store.is_empty() {
+            nkvm_store::config::LOCAL.to_string()
+        } else {
+            opts.store.clone()
+        };
+        let data_path = match self.settings.data_path() {
+            DataPath::Agent if self.stores.store(&store).is_ok_and(|s| s.direct_uploads()) => {
+                DataPath::Direct
+            }
+            path => path,
+        };
         let facts = BackupFacts {
             id: new_id(),
             cluster: self.conn.info.id.clone(),
             claim: claim.clone(),
             pvc_uid: record.as_ref().map(|r| r.uid.clone()).unwrap_or_default(),
             compression: opts.compression.compression.as_str(),
-            data_path: self.settings.data_path(),
+            data_path,
             trigger: opts.trigger,
             actor: opts.actor.clone(),
-            store: if opts.store.is_empty() {
-                nkvm_store::config::LOCAL.into()
-            } else {
-                opts.store.clone()
-            },
+            store,
         };
         let tracker = Tracker::new(
             facts.id.to_string(),
@@ -317,12 +359,31 @@ impl App {
         // Before any helper pod: a store that is unreachable, refuses the credentials or
         // already holds this name fails the job with nothing to clean up.
         let store = crate::sink::checked_store(&self.stores, &facts.store, &key).await?;
+        let upload = match facts.data_path {
+            DataPath::Direct => direct::begin(store.clone(), &key).await?,
+            _ => None,
+        };
         let helper_opts = self.backup_helper_options(&facts.id, claim, &record).await;
-        let helper = self.start_helper(tracker, &helper_opts).await?;
+        let helper = match self.start_helper(tracker, &helper_opts).await {
+            Ok(helper) => helper,
+            Err(e) => {
+                if let Some(upload) = upload {
+                    direct::abort(upload).await;
+                }
+                return Err(e);
+            }
+        };
         tracker.enter(Stage::Stream);
-        let archived = self
-            .stream_backup(store, &key, &helper, &opts.compression, tracker)
-            .await?;
+        let archived = match upload {
+            Some(upload) => {
+                self.stream_direct(&helper, upload, &opts.compression, tracker)
+                    .await?
+            }
+            None => {
+                self.stream_backup(store, &key, &helper, &opts.compression, tracker)
+                    .await?
+            }
+        };
         tracker.enter(Stage::Commit);
         let bytes_read = archived.bytes_read;
         let warnings = device_warning(claim, archived.devices)
@@ -395,7 +456,7 @@ impl App {
         helper: &RunningHelper,
         compression: &CompressionOptions,
         tracker: &Tracker,
-    ) -> Result<Archived<Box<dyn ArchiveWriter>>, JobFailure> {
+    ) -> Result<Archived<Pending>, JobFailure> {
         let (partial, store_failed) = {
             let key = key.clone();
             tokio::task::spawn_blocking(move || Sink::begin(store.as_ref(), &key))
@@ -408,8 +469,8 @@ impl App {
                     )
                 })??
         };
-        match helper.path {
-            DataPath::Agent => {
+        let archived = match helper.path {
+            DataPath::Agent | DataPath::Direct => {
                 self.stream_from_agent(helper, partial, &store_failed, compression, tracker)
                     .await
             }
@@ -417,7 +478,8 @@ impl App {
                 self.stream_from_tar(helper, partial, &store_failed, compression, tracker)
                     .await
             }
-        }
+        };
+        archived.map(|a| a.map_writer(Pending::Writer))
     }
 
     /// Runs `argv` in the helper with its stdout sent to `tx`, the job's progress ticking
@@ -673,11 +735,8 @@ fn tar_exit_ok(helper: &RunningHelper, exit_code: i32, stderr: &str) -> Result<(
 }
 
 /// Makes the archive and its manifest visible in the store (on a blocking thread: it fsyncs).
-async fn commit(
-    writer: Box<dyn ArchiveWriter>,
-    manifest: Manifest,
-) -> Result<StoredArchive, JobFailure> {
-    tokio::task::spawn_blocking(move || writer.commit(&manifest))
+async fn commit(pending: Pending, manifest: Manifest) -> Result<StoredArchive, JobFailure> {
+    tokio::task::spawn_blocking(move || pending.commit(&manifest))
         .await
         .map_err(|e| {
             fail(

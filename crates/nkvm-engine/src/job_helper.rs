@@ -90,7 +90,7 @@ impl App {
         let target = ExecTarget::new(ns, &name, helper::CONTAINER);
         let path = DataPath::for_image(&opts.image, &self.settings.own_image);
         let flavor = match path {
-            DataPath::Agent => self.probe_agent(&target).await?,
+            DataPath::Agent | DataPath::Direct => self.probe_agent(&target).await?,
             DataPath::Tar => self.probe_tar(&target).await?,
         };
         Ok(RunningHelper {

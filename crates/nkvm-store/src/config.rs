@@ -120,6 +120,9 @@ pub struct S3Config {
     pub sse_kms_key_id: Option<String>,
     /// Part size in MiB (5 to 512; 8 by default).
     pub part_size_mib: Option<usize>,
+    /// Whether the nkvm agent in a helper pod uploads archives itself (true by default; only
+    /// with static credentials).
+    pub direct_upload: Option<bool>,
 }
 
 /// Reads and checks the stores file.

@@ -32,7 +32,7 @@ pub use local::LocalStore;
 pub use manifest::{Encryption, FORMAT_VERSION, Manifest, PvcIdentity};
 pub use partial::PartialArchive;
 pub use registry::{NamedStore, StoreKind, Stores};
-pub use s3::{S3Settings, S3Store};
+pub use s3::{DirectTarget, DirectUpload, Parts as S3Parts, S3Settings, S3Store};
 pub use sftp::{SftpSettings, SftpStore, load_key as load_sftp_key};
 
 use std::io::{Read, Write};
@@ -99,6 +99,20 @@ pub trait ArchiveStore: Send + Sync {
     /// stored plain (every store but an [`EncryptedStore`]).
     fn age_recipients(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// Whether the nkvm agent in a helper pod can upload archives to this store itself
+    /// ([`DirectUpload`]): an S3 store with static credentials and `directUpload` on.
+    fn direct_uploads(&self) -> bool {
+        false
+    }
+
+    /// Opens an upload for the agent to fill (after refusing an existing archive, as
+    /// [`ArchiveStore::check_writable`]); `None` when this store takes archives only through
+    /// nkvm.
+    fn begin_direct(&self, key: &ArchiveKey) -> Result<Option<DirectUpload>, StoreError> {
+        let _ = key;
+        Ok(None)
     }
 }
 

@@ -206,6 +206,7 @@ fn build(
                 sse_kms_key_id: c.sse_kms_key_id.clone(),
                 part_size: c.part_size_mib.map_or(DEFAULT_PART_SIZE, |m| m << 20),
                 parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
+                direct_upload: c.direct_upload.unwrap_or(true),
             };
             let store = S3Store::new(&settings, rt.clone())?;
             Ok(NamedStore {

@@ -111,6 +111,7 @@ impl S3Server {
             sse_kms_key_id: None,
             part_size: crate::s3::DEFAULT_PART_SIZE,
             parts_in_flight: crate::s3::DEFAULT_PARTS_IN_FLIGHT,
+            direct_upload: true,
         }
     }
 

@@ -553,6 +553,10 @@ pub struct AgentBackupArgs {
     /// zstd worker threads [default: one per core].
     #[arg(long)]
     pub workers: Option<u32>,
+    /// Upload the archive straight to the bucket upload described by one JSON line on stdin
+    /// (where, and the credentials for this job); nkvm then receives only the trailer.
+    #[arg(long)]
+    pub direct_upload: bool,
     /// A fault to inject (tests only).
     #[arg(long, hide = true)]
     pub fault: Option<String>,

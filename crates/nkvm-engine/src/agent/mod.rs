@@ -28,6 +28,9 @@ const PROBE_WORD: &str = "nkvm-agent";
 pub enum DataPath {
     /// `nkvm agent` in the helper pod: compressed, hashed and checked at the source.
     Agent,
+    /// The agent as above, uploading the archive straight to an S3 store; nkvm receives only
+    /// the trailer and completes the upload.
+    Direct,
     /// tar over exec from any image; nkvm checks, compresses and hashes.
     Tar,
 }
@@ -42,10 +45,11 @@ impl DataPath {
         }
     }
 
-    /// `agent` or `tar`.
+    /// `agent`, `direct` or `tar`.
     pub fn as_str(self) -> &'static str {
         match self {
             DataPath::Agent => "agent",
+            DataPath::Direct => "direct",
             DataPath::Tar => "tar",
         }
     }

@@ -118,13 +118,8 @@ pub fn accept<W>(arrived: Arrived<W>) -> Result<(Archived<W>, Trailer), Refused<
             sent_bytes: t.bytes,
             sent_sha256: t.sha256.clone(),
         })
-    } else if let Some(e) = &t.tar_check
-        && t.tar_exit == Some(0)
-    {
-        // A failed tar explains a broken stream better; the caller reports it.
-        Some(ReceiveError::TarCheck(e.clone()))
     } else {
-        None
+        tar_check_failed(&t)
     };
     if let Some(error) = error {
         return Err(Refused {
@@ -132,13 +127,60 @@ pub fn accept<W>(arrived: Arrived<W>) -> Result<(Archived<W>, Trailer), Refused<
             writer: arrived.writer,
         });
     }
-    let archived = Archived {
+    Ok((archived(&t, arrived.writer), t))
+}
+
+/// Accepts a direct upload's trailer: the agent uploaded the data itself, so nothing but
+/// progress may have arrived besides the trailer (a data frame fails [`receive`] through
+/// [`NoData`]); no agent error, the tar check passed, and the parts are listed. The length
+/// and sha256 are the agent's; the store checks the length against the bucket's object.
+pub fn accept_direct(arrived: Arrived<NoData>) -> Result<(Archived<()>, Trailer), ReceiveError> {
+    let t = arrived.trailer;
+    if let Some(e) = &t.error {
+        return Err(ReceiveError::Agent(e.clone()));
+    }
+    if t.parts.is_empty() {
+        return Err(ReceiveError::Agent(
+            "its trailer lists no uploaded parts; the agent in the helper image is not the one this nkvm expects".into(),
+        ));
+    }
+    if let Some(e) = tar_check_failed(&t) {
+        return Err(e);
+    }
+    Ok((archived(&t, ()), t))
+}
+
+/// The tar check's failure, when tar itself exited cleanly (a failed tar explains a broken
+/// stream better; the caller reports it).
+fn tar_check_failed(t: &Trailer) -> Option<ReceiveError> {
+    match &t.tar_check {
+        Some(e) if t.tar_exit == Some(0) => Some(ReceiveError::TarCheck(e.clone())),
+        _ => None,
+    }
+}
+
+fn archived<W>(t: &Trailer, writer: W) -> Archived<W> {
+    Archived {
         bytes_read: t.tar_bytes,
         entries: t.entries,
         devices: t.devices,
-        writer: arrived.writer,
-    };
-    Ok((archived, t))
+        writer,
+    }
+}
+
+/// The writer of a direct upload's receiving side: archive data must not arrive at all.
+pub struct NoData;
+
+impl Write for NoData {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::other(
+            "the agent sent archive data to nkvm during a direct upload",
+        ))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -168,6 +168,7 @@ pub fn restore(args: &SinkArgs, input: impl Read, out: impl Write) -> std::io::R
         devices: 0,
         tar_check: None,
         error,
+        parts: Vec::new(),
     };
     let ok = trailer.error.is_none() && trailer.tar_exit == Some(0);
     FrameWriter::new(out)?.trailer(&trailer)?;

@@ -1,17 +1,21 @@
 //! The agent's backup, run inside the helper pod (`nkvm agent backup`): GNU tar of the mount
 //! with the same flags as the generic path, the tar structure check, sha256 of the tar and
 //! of the compressed bytes, and multithreaded zstd, all next to the volume. Only compressed
-//! bytes leave the pod, framed by [`super::wire`] and followed by the trailer.
+//! bytes leave the pod, framed by [`super::wire`] and followed by the trailer. With a direct
+//! upload ([`DirectTarget`]) the compressed bytes go to the bucket as the upload's parts
+//! instead, and nkvm receives only progress and the trailer, which lists the parts.
 
 use super::wire::{FrameWriter, PROTOCOL, Trailer};
 use super::{DEPTH, Fault, Outbox, READ, Tail, probe_local_tar, write_out};
 use crate::archive::{CompressionOptions, Encoder};
 use crate::tar_check::TarStructureCheck;
 use bytes::Bytes;
+use nkvm_store::{DirectTarget, S3Parts};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What `nkvm agent backup` was asked to do.
@@ -23,6 +27,67 @@ pub struct SourceArgs {
     pub compression: CompressionOptions,
     /// A test-only fault (see [`Fault`]).
     pub fault: Option<Fault>,
+    /// Upload the archive to this bucket upload instead of sending it to nkvm.
+    pub direct: Option<DirectTarget>,
+}
+
+/// How the agent's backup ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceEnd {
+    /// The trailer went out; `true` when it says everything proved whole.
+    Trailer(bool),
+    /// A direct upload failed (the store's error); no trailer went out.
+    Store(String),
+}
+
+/// Where the compressed bytes go: nkvm (as data frames) or the bucket (as upload parts);
+/// progress and the trailer always go to nkvm.
+struct Output {
+    frames: FrameWriter<Outbox>,
+    upload: Option<S3Parts>,
+    /// The upload's failure, kept for the exit: the compressor only passes on an I/O error.
+    upload_failed: Arc<OnceLock<String>>,
+}
+
+impl Write for Output {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match &mut self.upload {
+            None => self.frames.write(data),
+            Some(parts) => parts.write(data).inspect_err(|e| {
+                let _ = self.upload_failed.set(e.to_string());
+            }),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.upload {
+            None => self.frames.flush(),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// The compressed bytes' count and sha256, and the upload's parts (ETags) for a direct upload.
+type Sent = (u64, String, Vec<String>);
+
+impl Output {
+    /// Ends the data: the frames' count and hash, or the finished upload's.
+    fn sent(&mut self) -> std::io::Result<Sent> {
+        match self.upload.take() {
+            None => {
+                let (bytes, sha256) = self.frames.sent()?;
+                Ok((bytes, sha256, Vec::new()))
+            }
+            Some(parts) => {
+                let (parts, bytes, sha256) = parts.finish().map_err(|e| {
+                    let _ = self.upload_failed.set(e.to_string());
+                    std::io::Error::other(e)
+                })?;
+                let etags = parts.into_iter().map(|p| p.content_id).collect();
+                Ok((bytes, sha256, etags))
+            }
+        }
+    }
 }
 
 /// How often a progress frame goes out while data flows.
@@ -55,7 +120,40 @@ impl Follow {
 /// Four threads overlap the work: one reads tar's output, one hashes and checks it, one
 /// feeds the compressor (whose workers compress), and one writes the framed output, so a
 /// full pipe towards nkvm never stops tar or the compressor.
-pub fn backup(args: &SourceArgs, out: impl Write + Send) -> std::io::Result<bool> {
+pub fn backup(args: &SourceArgs, out: impl Write + Send) -> std::io::Result<SourceEnd> {
+    // The upload's requests run on their own threads; the compressor's thread blocks on them.
+    let runtime = match &args.direct {
+        Some(_) => Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?,
+        ),
+        None => None,
+    };
+    let upload = match (&args.direct, &runtime) {
+        (Some(target), Some(rt)) => Some(
+            target
+                .parts(rt.handle().clone())
+                .map_err(std::io::Error::other)?,
+        ),
+        _ => None,
+    };
+    let upload_failed = Arc::new(OnceLock::new());
+    let ended = run_tar(args, out, upload, &upload_failed);
+    match (ended, upload_failed.get()) {
+        (Err(_), Some(e)) => Ok(SourceEnd::Store(e.clone())),
+        (ended, _) => ended.map(SourceEnd::Trailer),
+    }
+}
+
+/// Runs tar through the pipeline into `out` (and `upload`, for a direct upload).
+fn run_tar(
+    args: &SourceArgs,
+    out: impl Write + Send,
+    upload: Option<S3Parts>,
+    upload_failed: &Arc<OnceLock<String>>,
+) -> std::io::Result<bool> {
     let flavor = probe_local_tar()?;
     let argv = flavor.archive_command(&args.dir);
     let mut child = Command::new(&argv[0])
@@ -70,14 +168,19 @@ pub fn backup(args: &SourceArgs, out: impl Write + Send) -> std::io::Result<bool
     std::thread::scope(|scope| {
         let (tx, rx) = sync_channel::<Vec<u8>>(DEPTH);
         let writer = scope.spawn(move || write_out(rx, out));
-        let streamed = stream(args, tar_out, Outbox::new(tx), scope);
+        let output = Output {
+            frames: FrameWriter::new(Outbox::new(tx))?,
+            upload,
+            upload_failed: upload_failed.clone(),
+        };
+        let streamed = stream(args, tar_out, output, scope);
         if streamed.is_err() {
             // nkvm went away (or our output failed): tar must not run on unobserved.
             let _ = child.kill();
         }
         let status = child.wait()?;
-        let (follow, frames) = streamed?;
-        let ok = finish(args, follow, frames, status.code(), tail.finish())?;
+        let (follow, frames, sent) = streamed?;
+        let ok = finish(args, follow, frames, sent, status.code(), tail.finish())?;
         writer
             .join()
             .map_err(|_| std::io::Error::other("the output thread panicked"))??;
@@ -85,7 +188,7 @@ pub fn backup(args: &SourceArgs, out: impl Write + Send) -> std::io::Result<bool
     })
 }
 
-type Streamed = (Follow, FrameWriter<Outbox>);
+type Streamed = (Follow, FrameWriter<Outbox>, Sent);
 
 /// Reads tar's output on its own thread into `Bytes` chunks handed to both `to_hash` and
 /// `to_compress`; stops when either side is gone.
@@ -123,34 +226,36 @@ fn hash_tar(chunks: Receiver<Bytes>) -> Follow {
 fn stream<'s, 'e>(
     args: &SourceArgs,
     tar_out: impl Read + Send + 's,
-    out: Outbox,
+    out: Output,
     scope: &'s std::thread::Scope<'s, 'e>,
 ) -> std::io::Result<Streamed> {
     let (hash_tx, hash_rx) = sync_channel::<Bytes>(DEPTH);
     let (zip_tx, zip_rx) = sync_channel::<Bytes>(DEPTH);
     scope.spawn(move || read_tar(tar_out, hash_tx, zip_tx));
     let hasher = scope.spawn(move || hash_tar(hash_rx));
-    let mut encoder = Encoder::new(FrameWriter::new(out)?, &args.compression)?;
+    let mut encoder = Encoder::new(out, &args.compression)?;
     let (mut bytes, mut last_progress) = (0u64, Instant::now());
     for chunk in &zip_rx {
         bytes += chunk.len() as u64;
         encoder.write_all(&chunk)?;
         if last_progress.elapsed() >= PROGRESS_EVERY {
-            encoder.get_mut().progress(bytes)?;
+            encoder.get_mut().frames.progress(bytes)?;
             last_progress = Instant::now();
         }
         if let Some(Fault::StallAfter(limit)) = args.fault
             && bytes >= limit
         {
-            encoder.get_mut().flush()?;
+            encoder.get_mut().frames.flush()?;
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
-    let frames = encoder.finish()?;
+    let mut output = encoder.finish()?;
+    // A direct upload's last part goes out here.
+    let sent = output.sent()?;
     let follow = hasher
         .join()
         .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
-    Ok((follow, frames))
+    Ok((follow, output.frames, sent))
 }
 
 /// Writes the trailer (as the fault says, in tests).
@@ -158,6 +263,7 @@ fn finish(
     args: &SourceArgs,
     mut follow: Follow,
     mut frames: FrameWriter<Outbox>,
+    (bytes, mut sha256, parts): Sent,
     tar_exit: Option<i32>,
     tar_stderr: String,
 ) -> std::io::Result<bool> {
@@ -166,7 +272,6 @@ fn finish(
     {
         follow.broken = Some(e.to_string());
     }
-    let (bytes, mut sha256) = frames.sent()?;
     if args.fault == Some(Fault::OmitTrailer) {
         frames.flush()?;
         return Ok(false);
@@ -187,6 +292,7 @@ fn finish(
         devices: follow.check.devices(),
         tar_check: follow.broken,
         error: None,
+        parts,
     };
     frames.trailer(&trailer)?;
     Ok(ok)

@@ -52,6 +52,9 @@ pub struct Trailer {
     pub tar_check: Option<String>,
     /// Why the agent itself failed; `None` when it did its part.
     pub error: Option<String>,
+    /// A direct upload's parts (their ETags, in order); empty when the data went to nkvm.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<String>,
 }
 
 /// Lower-case hex of a finished sha256.

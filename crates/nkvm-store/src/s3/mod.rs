@@ -8,9 +8,13 @@
 //! The store's methods block (the engine calls them from blocking threads) and drive the
 //! requests on the runtime handle the store was built with.
 
+mod direct;
 mod listing;
 pub(crate) mod profile;
 mod upload;
+
+pub use direct::{DirectTarget, DirectUpload};
+pub use upload::Parts;
 
 use crate::layout::{ArchiveKey, Location};
 use crate::local::{MAX_MANIFEST_BYTES, parse_manifest};
@@ -57,6 +61,9 @@ pub struct S3Settings {
     pub part_size: usize,
     /// Parts uploaded at once; memory held is about `part_size * (parts_in_flight + 1)`.
     pub parts_in_flight: usize,
+    /// Whether the nkvm agent in a helper pod may upload archives itself, with the store's
+    /// static credentials handed to it for the job (see [`DirectUpload`]).
+    pub direct_upload: bool,
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -68,6 +75,7 @@ impl std::fmt::Debug for S3Settings {
             .field("bucket", &self.bucket)
             .field("prefix", &self.prefix)
             .field("keys", &self.keys.as_ref().map(|_| "<from files>"))
+            .field("direct_upload", &self.direct_upload)
             .finish_non_exhaustive()
     }
 }
@@ -78,15 +86,48 @@ pub const DEFAULT_PART_SIZE: usize = 8 << 20;
 pub const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
 
 /// An S3-compatible bucket as an archive store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct S3Store {
     name: String,
     url: String,
+    endpoint: Option<String>,
+    region: Option<String>,
+    bucket: String,
     prefix: String,
     part_size: usize,
     parts_in_flight: usize,
+    /// The credentials a direct upload hands on; `None`: archives go through nkvm only.
+    direct: Option<direct::StaticKeys>,
     s3: Arc<AmazonS3>,
     rt: Handle,
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Store")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("direct_upload", &self.direct.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The static keys a direct upload may hand on: the entry's (files or profile), else keys in
+/// nkvm's environment; none for web identity or instance metadata, which stay with nkvm.
+fn static_keys(settings: &S3Settings) -> Option<direct::StaticKeys> {
+    if !settings.direct_upload {
+        return None;
+    }
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (id, secret, token) = match &settings.keys {
+        Some((id, secret)) => (id.clone(), secret.clone(), settings.session_token.clone()),
+        None => (
+            env("AWS_ACCESS_KEY_ID")?,
+            env("AWS_SECRET_ACCESS_KEY")?,
+            env("AWS_SESSION_TOKEN"),
+        ),
+    };
+    Some(direct::StaticKeys { id, secret, token })
 }
 
 impl S3Store {
@@ -129,7 +170,11 @@ impl S3Store {
         Ok(S3Store {
             name: settings.name.clone(),
             url: format!("s3://{}/{} at {endpoint}", settings.bucket, settings.prefix),
+            endpoint: settings.endpoint.clone(),
+            region: Some(region.to_string()),
+            bucket: settings.bucket.clone(),
             prefix: settings.prefix.clone(),
+            direct: static_keys(settings),
             part_size: settings.part_size.max(5 << 20),
             parts_in_flight: settings.parts_in_flight.max(1),
             s3: Arc::new(s3),
@@ -328,6 +373,14 @@ impl ArchiveStore for S3Store {
 
     fn check_writable(&self, key: &ArchiveKey) -> Result<(), StoreError> {
         self.refuse_existing(&key.location()?)
+    }
+
+    fn direct_uploads(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    fn begin_direct(&self, key: &ArchiveKey) -> Result<Option<DirectUpload>, StoreError> {
+        DirectUpload::begin(self, key)
     }
 
     fn probe(&self) -> Result<String, StoreError> {

@@ -1,6 +1,6 @@
 //! One module per subcommand; each turns flags into library calls and renders the result.
 
-mod agent;
+pub(crate) mod agent;
 mod backup;
 mod backups;
 mod check;
@@ -111,7 +111,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(PolicyCommand::Run(args)) => policies::run_now(g, args).await,
         Command::Prune(args) => policies::prune(g, args).await,
         Command::Delete(args) => policies::delete(g, args).await,
-        // Blocking on the runtime's thread is fine: the agent is a process of its own.
+        // `main` runs the agent outside the runtime (a direct upload drives its own).
         Command::Agent(cmd) => Ok(agent::run(cmd)),
     }
 }

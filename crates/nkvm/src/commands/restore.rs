@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 /// How a job moves bytes, for people.
 pub(crate) fn path_label(path: nkvm_engine::agent::DataPath) -> &'static str {
     match path {
-        nkvm_engine::agent::DataPath::Agent => {
+        // Restores never upload; the agent path is the one that applies.
+        nkvm_engine::agent::DataPath::Agent | nkvm_engine::agent::DataPath::Direct => {
             "agent (nkvm in the helper pod checks and decompresses)"
         }
         nkvm_engine::agent::DataPath::Tar => "tar (generic helper image; nkvm decompresses)",

@@ -29,6 +29,13 @@ pub(crate) fn stores_file(env: &Env, server: &S3Server, secret: &str) -> PathBuf
     file
 }
 
+/// Turns off direct uploads for the (last) entry of `stores`: archives then go through nkvm.
+pub(crate) fn through_nkvm(stores: &Path) {
+    let mut text = std::fs::read_to_string(stores).unwrap();
+    text.push_str("  directUpload: false\n");
+    std::fs::write(stores, text).unwrap();
+}
+
 /// Runs nkvm with `--stores STORES` before `args`.
 pub(crate) async fn nkvm(env: &Env, stores: &Path, args: &[&str]) -> crate::harness::Ran {
     let mut all = vec!["--stores", stores.to_str().unwrap()];
@@ -77,9 +84,9 @@ async fn a_backup_to_s3_verifies_restores_and_comes_back_from_the_bucket_alone()
 
     let r = &backup_to(&env, &stores, "offsite").await;
     assert_eq!(
-        (&r["status"], &r["store"]),
-        (&"succeeded".into(), &"offsite".into()),
-        "{r}"
+        (&r["status"], &r["store"], &r["dataPath"]),
+        (&"succeeded".into(), &"offsite".into(), &"direct".into()),
+        "the agent uploads to a store with static keys itself: {r}"
     );
     let id = r["id"].as_str().unwrap().to_string();
     let objects = server.objects();
@@ -238,9 +245,16 @@ async fn a_server_killed_mid_upload_fails_at_stage_store_and_leaves_nothing_afte
     );
     let r = &json_results(&out).await[0];
     assert_eq!(
-        (&r["status"], &r["stage"]),
-        (&"failed".into(), &"store".into()),
+        (&r["status"], &r["stage"], &r["dataPath"]),
+        (&"failed".into(), &"store".into(), &"direct".into()),
         "{r}"
+    );
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not upload to s3://prod/"),
+        "the agent's upload failure names the store's key: {r}"
     );
     no_helper_pods(&env).await;
     let visible: Vec<String> = server
@@ -277,6 +291,7 @@ async fn an_agent_archive_refused_after_arrival_is_aborted_in_the_bucket_at_once
     let env = Env::start().await;
     let server = S3Server::start(&env.dir.path().join("s3"));
     let stores = stores_file(&env, &server, SECRET_KEY);
+    through_nkvm(&stores);
     setup(&env, "shop", FILES).await;
     // Every byte reaches the store, then the trailer's hash does not match: the job must
     // abort the multipart upload itself (nkvm exits right after; nobody runs `recover`).
@@ -307,6 +322,88 @@ async fn an_agent_archive_refused_after_arrival_is_aborted_in_the_bucket_at_once
         server.open_uploads()
     );
     assert!(server.objects().is_empty(), "{:?}", server.objects());
+    no_helper_pods(&env).await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_upload_without_a_trailer_is_aborted_and_a_whole_one_restores() {
+    let env = Env::start().await;
+    let server = S3Server::start(&env.dir.path().join("s3"));
+    let stores = stores_file(&env, &server, SECRET_KEY);
+    setup(&env, "shop", FILES).await;
+    // Every part reaches the bucket, then the agent's trailer never comes: the upload must
+    // never be completed, and is aborted by the job itself.
+    let out = nkvm(
+        &env,
+        &stores,
+        &[
+            "--agent-fault",
+            "omit-trailer",
+            "backup",
+            "shop/data",
+            "--store",
+            "offsite",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let r = &json_results(&out).await[0];
+    assert_eq!(
+        (&r["status"], &r["stage"], &r["dataPath"]),
+        (&"failed".into(), &"stream".into(), &"direct".into()),
+        "{r}"
+    );
+    assert!(
+        r["error"].as_str().unwrap().contains("trailer"),
+        "the error says the trailer is missing: {r}"
+    );
+    assert!(
+        server.open_uploads().is_empty(),
+        "no upload left open: {:?}",
+        server.open_uploads()
+    );
+    assert!(server.objects().is_empty(), "{:?}", server.objects());
+    no_helper_pods(&env).await;
+
+    // The same claim without the fault: the agent's archive in the bucket restores byte
+    // for byte, and the bucket holds what the manifest says.
+    let r = &backup_to(&env, &stores, "offsite").await;
+    assert_eq!(
+        (&r["status"], &r["dataPath"]),
+        (&"succeeded".into(), &"direct".into()),
+        "{r}"
+    );
+    let id = r["id"].as_str().unwrap();
+    let verified = nkvm(&env, &stores, &["verify", id, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(verified["sha256"], r["sha256"], "{verified}");
+    namespace(&env, "restored").await;
+    let ran = nkvm(
+        &env,
+        &stores,
+        &[
+            "restore",
+            id,
+            "--to",
+            "restored/copy",
+            "--create",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(ran["status"], "succeeded", "{ran}");
+    reader(&env, "restored", "copy").await;
+    assert_eq!(
+        volume_listing(&env, "restored", "reader").await,
+        volume_listing(&env, "shop", "app").await
+    );
     no_helper_pods(&env).await;
     env.stop().await;
 }
