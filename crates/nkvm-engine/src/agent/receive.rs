@@ -263,4 +263,50 @@ mod tests {
         .unwrap_err();
         assert!(matches!(e, ReceiveError::TarCheck(_)), "{e}");
     }
+
+    fn run_direct(stream: &[u8]) -> Result<(Archived<()>, Trailer), ReceiveError> {
+        let (tx, rx) = mpsc::channel(4);
+        let chunks: Vec<Bytes> = stream.chunks(1000).map(Bytes::copy_from_slice).collect();
+        let feeder = std::thread::spawn(move || {
+            for c in chunks {
+                if tx.blocking_send(c).is_err() {
+                    return;
+                }
+            }
+        });
+        let arrived = receive(rx, NoData, &AtomicU64::new(0));
+        feeder.join().unwrap();
+        accept_direct(arrived?)
+    }
+
+    /// A direct upload's stream: only the trailer, with `parts`.
+    fn direct_stream(tamper: impl FnOnce(&mut Trailer)) -> Vec<u8> {
+        let w = FrameWriter::new(Vec::new()).unwrap();
+        let mut t = Trailer {
+            protocol: PROTOCOL,
+            tar_exit: Some(0),
+            tar_bytes: 10_240,
+            bytes: 777,
+            sha256: "a".repeat(64),
+            entries: 3,
+            parts: vec!["\"etag-1\"".into()],
+            ..Default::default()
+        };
+        tamper(&mut t);
+        w.trailer(&t).unwrap()
+    }
+
+    #[test]
+    fn a_direct_trailer_is_accepted_with_its_parts_and_nothing_else_is() {
+        let (archived, t) = run_direct(&direct_stream(|_| {})).unwrap();
+        assert_eq!((archived.bytes_read, t.bytes), (10_240, 777));
+        assert_eq!(t.parts.len(), 1);
+        let e = run_direct(&direct_stream(|t| t.parts.clear())).unwrap_err();
+        assert!(e.to_string().contains("no uploaded parts"), "{e}");
+        let e = run_direct(&direct_stream(|t| t.tar_check = Some("cut".into()))).unwrap_err();
+        assert!(matches!(e, ReceiveError::TarCheck(_)), "{e}");
+        // Archive data arriving during a direct upload is a broken agent, never stored.
+        let e = run_direct(&agent_stream(b"data", |t| t.parts = vec!["e".into()])).unwrap_err();
+        assert!(e.to_string().contains("during a direct upload"), "{e}");
+    }
 }

@@ -191,9 +191,13 @@ mod tests {
                 ..Default::default()
             },
             fault: None,
+            direct: None,
         };
         let mut stream = Vec::new();
-        assert!(source::backup(&args, &mut stream).unwrap());
+        assert_eq!(
+            source::backup(&args, &mut stream).unwrap(),
+            source::SourceEnd::Trailer(true)
+        );
         let (mut reader, mut data) = (FrameReader::new(), Vec::new());
         reader
             .feed(&stream, &mut |d: &[u8]| {

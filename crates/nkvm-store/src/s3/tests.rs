@@ -161,6 +161,83 @@ fn an_aborted_upload_is_closed_at_once() {
     assert!(server.objects().is_empty(), "{:?}", server.objects());
 }
 
+/// A direct upload's parts written as the agent writes them: from the target alone, on a
+/// runtime of their own.
+fn upload_parts(target: &DirectTarget, bytes: &[u8]) -> (Vec<String>, u64, String) {
+    let agent_rt = runtime();
+    let mut parts = target.parts(agent_rt.handle().clone()).expect("parts");
+    parts.write_all(bytes).unwrap();
+    let (parts, n, sha256) = parts.finish().expect("uploaded");
+    (parts.into_iter().map(|p| p.content_id).collect(), n, sha256)
+}
+
+#[test]
+fn a_direct_upload_becomes_visible_only_when_nkvm_commits_the_agents_parts() {
+    let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
+    let server = S3Server::start(dir.path());
+    let store = store(&server, &rt);
+    assert!(store.direct_uploads());
+    let upload = store.begin_direct(&key(ID)).unwrap().expect("static keys");
+    let target = upload.target();
+    assert!(
+        !format!("{target:?}").contains(crate::testing::SECRET_KEY),
+        "Debug leaves the secret out: {target:?}"
+    );
+    let bytes = data(11 << 20, 3);
+    let (etags, n, sha256) = upload_parts(&target, &bytes);
+    assert_eq!(etags.len(), 3, "5 MiB parts");
+    assert!(
+        store.list_manifests().unwrap().archives.is_empty(),
+        "nothing is visible before nkvm commits"
+    );
+    let stored = upload.commit(&sample(ID), etags, n, sha256).expect("committed");
+    assert_eq!(stored.sha256, crate::layout::hex(&Sha256::digest(&bytes)));
+    let mut back = Vec::new();
+    store.open(&stored.artifact).unwrap().read_to_end(&mut back).unwrap();
+    assert!(back == bytes, "the archive reads back byte for byte");
+    assert!(server.open_uploads().is_empty());
+}
+
+#[test]
+fn a_direct_upload_missing_a_part_or_aborted_leaves_nothing() {
+    let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
+    let server = S3Server::start(dir.path());
+    let store = store(&server, &rt);
+    let upload = store.begin_direct(&key(ID)).unwrap().unwrap();
+    let first = upload.target().upload_id;
+    let (mut etags, n, sha256) = upload_parts(&upload.target(), &data(11 << 20, 4));
+    // A trailer listing fewer parts than were written: the object the bucket would hold is
+    // shorter than the bytes counted, and is taken back.
+    etags.pop();
+    let e = upload.commit(&sample(ID), etags, n, sha256).expect_err("refused");
+    assert!(e.to_string().contains("were written"), "{e}");
+    assert!(server.objects().is_empty(), "{:?}", server.objects());
+
+    const OTHER: &str = "20261126T010203Z-0badf00d";
+    let upload = store.begin_direct(&key(OTHER)).unwrap().unwrap();
+    upload_parts(&upload.target(), &data(6 << 20, 5));
+    upload.abort().unwrap();
+    // s3s-fs keeps the file of the part the first completion left out; S3 drops it.
+    let open: Vec<String> = server
+        .open_uploads()
+        .into_iter()
+        .filter(|f| !f.contains(&first))
+        .collect();
+    assert!(open.is_empty(), "{open:?}");
+    assert!(server.objects().is_empty(), "{:?}", server.objects());
+}
+
+#[test]
+fn only_a_store_with_static_keys_and_direct_uploads_on_hands_them_out() {
+    let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
+    let server = S3Server::start(dir.path());
+    let mut settings = server.settings("offsite", "");
+    settings.direct_upload = false;
+    let off = S3Store::new(&settings, rt.handle().clone()).unwrap();
+    assert!(!off.direct_uploads());
+    assert!(off.begin_direct(&key(ID)).unwrap().is_none());
+}
+
 #[test]
 fn wrong_credentials_and_an_unreachable_server_are_refused_before_any_upload() {
     let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
