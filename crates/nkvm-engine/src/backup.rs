@@ -113,7 +113,7 @@ enum Pending {
     Writer(Box<dyn ArchiveWriter>),
     /// Uploaded by the agent into an open upload, with what its trailer reported.
     Direct {
-        upload: DirectUpload,
+        upload: Box<DirectUpload>,
         parts: Vec<String>,
         bytes: u64,
         sha256: String,

@@ -6,9 +6,15 @@
 //! wall seconds, CPU seconds of the client side (nkvm, or the shell pipeline), of the sandbox
 //! process itself (API server, TLS, exec framing) and of the pod's processes (tar, the
 //! agent), and the client's peak RSS. Goals (issue #16): >= 0.85x the local limit, >= 1.2x the
-//! shell pipeline, >= 3x `kubectl cp`, nkvm's peak RSS < 64 MiB. One more backup row sends
+//! shell pipeline, >= 3x `kubectl cp`, nkvm's peak RSS < 64 MiB. Two more backup rows send
 //! the agent's archive to a real S3 server (`s3s-fs` on loopback, over this machine's disk):
-//! goal (issue #14) >= 0.8x the local store's throughput with nkvm's peak RSS < 96 MiB.
+//! uploaded by the agent itself (`direct`) and through nkvm; goal (issue #14) >= 0.8x the local
+//! store's throughput with nkvm's peak RSS < 96 MiB.
+//!
+//! Then the scale-out run: the same corpus split over 8 claims whose pods run 4 on `node-a` and
+//! 4 on `node-b`, backed up at once (`--parallel 8`) to S3, direct and through nkvm, and one of
+//! those claims alone: nkvm's CPU and peak RSS show whether nkvm's pod stays flat while the
+//! helpers do the work. `NKVM_BENCH_SKIP_SCALE_OUT=1` leaves it out.
 //!
 //! Run: `cargo bench -p nkvm --bench backup` (needs GNU `time` at /usr/bin/time, kubectl and
 //! zstd). `NKVM_BENCH_SCALE` (default 1.0) scales the corpus; `NKVM_BENCH_SKIP_RESTORE=1`
@@ -24,8 +30,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 3;
-/// The backup row that goes to the S3 store (the agent, like row 3, which goes to `local`).
-const S3_ROW: usize = 5;
+/// The backup row whose archive the agent uploads to the S3 store itself (like row 3, which
+/// goes to `local`).
+const S3_DIRECT_ROW: usize = 5;
+/// The backup row whose archive goes to the S3 store through nkvm.
+const S3_VIA_ROW: usize = 6;
 const GENERIC: &str = "docker.io/library/debian:bookworm-slim";
 
 fn sh(script: &str) -> String {
@@ -249,7 +258,8 @@ struct Bench {
     stores_file: PathBuf,
 }
 
-/// The S3 server and a stores file naming it as `offsite`.
+/// The S3 server and a stores file naming it as `offsite` (direct uploads) and `offsite-via`
+/// (through nkvm, under another prefix).
 fn s3_store(dir: &Path) -> (nkvm_store::testing::S3Server, PathBuf) {
     use nkvm_store::testing::{ACCESS_KEY, S3Server, SECRET_KEY};
     let server = S3Server::start(&dir.join("s3"));
@@ -259,7 +269,7 @@ fn s3_store(dir: &Path) -> (nkvm_store::testing::S3Server, PathBuf) {
     std::fs::write(
         &file,
         format!(
-            "stores:\n- name: offsite\n  type: s3\n  endpoint: {}\n  region: us-east-1\n  bucket: nkvm\n  accessKeyIdFile: {}\n  secretAccessKeyFile: {}\n",
+            "stores:\n- name: offsite\n  type: s3\n  endpoint: {0}\n  region: us-east-1\n  bucket: nkvm\n  accessKeyIdFile: {1}\n  secretAccessKeyFile: {2}\n- name: offsite-via\n  type: s3\n  endpoint: {0}\n  region: us-east-1\n  bucket: nkvm\n  prefix: via/\n  directUpload: false\n  accessKeyIdFile: {1}\n  secretAccessKeyFile: {2}\n",
             server.endpoint(),
             dir.join("s3-key-id").display(),
             dir.join("s3-secret").display()
@@ -328,8 +338,14 @@ impl Bench {
 
     /// A claim and a pod mounting it at /data; returns the claim's host directory.
     fn claim_with_pod(&self, name: &str) -> PathBuf {
+        self.claim_with_pod_on(name, "node-a")
+    }
+
+    /// A claim and a pod on `node` mounting it at /data (a ReadWriteOnce claim's helper then
+    /// runs on that node too); returns the claim's host directory.
+    fn claim_with_pod_on(&self, name: &str, node: &str) -> PathBuf {
         let yaml = format!(
-            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 10Gi}}}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: busybox, command: [sleep, infinity], volumeMounts: [{{name: d, mountPath: /data}}]}}]\n  volumes: [{{name: d, persistentVolumeClaim: {{claimName: {name}}}}}]\n"
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 10Gi}}}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: c, image: busybox, command: [sleep, infinity], volumeMounts: [{{name: d, mountPath: /data}}]}}]\n  volumes: [{{name: d, persistentVolumeClaim: {{claimName: {name}}}}}]\n"
         );
         let file = self.dir.join(format!("{name}.yaml"));
         std::fs::write(&file, yaml).expect("write");
@@ -339,6 +355,13 @@ impl Bench {
             "{k} wait --for=condition=Ready pod/{name} --timeout=60s"
         ));
         self.volume_dir(name)
+    }
+
+    /// Deletes the bucket's objects (s3s-fs files); the bucket stays.
+    fn empty_bucket(&self) {
+        let bucket = self.s3.root.join(nkvm_store::testing::BUCKET);
+        let _ = std::fs::remove_dir_all(&bucket);
+        std::fs::create_dir_all(&bucket).expect("bucket dir");
     }
 
     fn volume_dir(&self, claim: &str) -> PathBuf {
@@ -396,9 +419,16 @@ fn backup_commands(b: &Bench, source: &Path) -> Vec<(&'static str, String)> {
             format!("{} backup default/app -o json", b.nkvm(Some(GENERIC))),
         ),
         (
-            "nkvm backup (agent) to S3",
+            "nkvm backup (direct) to S3",
             format!(
                 "{} backup default/app --store offsite -o json",
+                b.nkvm(None)
+            ),
+        ),
+        (
+            "nkvm backup (agent via nkvm) to S3",
+            format!(
+                "{} backup default/app --store offsite-via -o json",
                 b.nkvm(None)
             ),
         ),
@@ -505,7 +535,7 @@ fn backups(b: &Bench, source: &Path, mib: f64) -> (String, PathBuf) {
     let commands = backup_commands(b, source);
     let mut runs = Vec::new();
     let mut kept = None;
-    let mut s3_server_cpu = Vec::new();
+    let mut s3_server_cpu = [Vec::new(), Vec::new()];
     for round in 0..ROUNDS {
         let mut r = vec![Run::default(); commands.len()];
         // Interleaved: each round starts one command later.
@@ -514,16 +544,13 @@ fn backups(b: &Bench, source: &Path, mib: f64) -> (String, PathBuf) {
             let server_cpu = || b.s3.pid().map_or(0.0, cpu_seconds);
             let server_before = server_cpu();
             r[i] = measure(&commands[i].1, b.sandbox.id());
-            if i == S3_ROW {
-                s3_server_cpu.push(server_cpu() - server_before);
+            if i >= S3_DIRECT_ROW {
+                s3_server_cpu[i - S3_DIRECT_ROW].push(server_cpu() - server_before);
             }
             let _ = std::fs::remove_file(b.dir.join("out.tar.zst"));
             let _ = std::fs::remove_dir_all(b.dir.join("cp"));
-            if i == S3_ROW {
-                // The bucket's objects (s3s-fs files) go; the bucket stays.
-                let bucket = b.s3.root.join(nkvm_store::testing::BUCKET);
-                let _ = std::fs::remove_dir_all(&bucket);
-                std::fs::create_dir_all(&bucket).expect("bucket dir");
+            if i >= S3_DIRECT_ROW {
+                b.empty_bucket();
             } else if i >= 3 {
                 let (id, archive) = newest_backup(b);
                 if kept.is_none() && i == 3 {
@@ -538,12 +565,15 @@ fn backups(b: &Bench, source: &Path, mib: f64) -> (String, PathBuf) {
     let names: Vec<&str> = commands.iter().map(|c| c.0).collect();
     table("backup", &names, &runs, mib);
     let col = |n: usize, f: fn(&Run) -> f64| median(runs.iter().map(|r| f(&r[n])).collect());
-    println!(
-        "nkvm to S3: {:.2}x the local store's throughput (goal >= 0.8), peak RSS {:.1} MiB (goal < 96); the S3 server (s3s-fs, on the same cores) used {:.2} CPU s",
-        col(3, |r| r.wall) / col(S3_ROW, |r| r.wall),
-        col(S3_ROW, |r| r.peak_mib),
-        median(s3_server_cpu)
-    );
+    for (row, cpu) in [S3_DIRECT_ROW, S3_VIA_ROW].into_iter().zip(s3_server_cpu) {
+        println!(
+            "{}: {:.2}x the local store's throughput (goal >= 0.8), nkvm's peak RSS {:.1} MiB (goal < 96); the S3 server (s3s-fs, on the same cores) used {:.2} CPU s",
+            commands[row].0,
+            col(3, |r| r.wall) / col(row, |r| r.wall),
+            col(row, |r| r.peak_mib),
+            median(cpu)
+        );
+    }
     kept.expect("an agent backup was kept")
 }
 
@@ -581,6 +611,70 @@ fn restores(b: &Bench, id: &str, archive: &Path, mib: f64) {
     );
 }
 
+/// Claims of the scale-out run.
+const SPREAD: usize = 8;
+
+/// The scale-out run (see the module docs): one round each, since each backs up the whole
+/// corpus again.
+fn scale_out(b: &Bench, scale: f64) {
+    let mut mib = 0.0;
+    for i in 0..SPREAD {
+        let node = if i % 2 == 0 { "node-a" } else { "node-b" };
+        let dir = b.claim_with_pod_on(&format!("s{i}"), node);
+        mib += make_corpus(&dir, scale / SPREAD as f64);
+    }
+    sh("sync");
+    let all: Vec<String> = (0..SPREAD).map(|i| format!("default/s{i}")).collect();
+    let runs: Vec<(String, String, f64)> = [
+        ("direct, 8 claims at once", "offsite", all.join(" "), mib),
+        ("through nkvm, 8 claims", "offsite-via", all.join(" "), mib),
+        (
+            "direct, 1 claim (s0)",
+            "offsite",
+            all[0].clone(),
+            mib / SPREAD as f64,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, store, claims, mib)| {
+        (
+            name.to_string(),
+            format!(
+                "{} backup {claims} --parallel {SPREAD} --store {store} -o json",
+                b.nkvm(None)
+            ),
+            mib,
+        )
+    })
+    .collect();
+    println!(
+        "\nscale-out: {mib:.0} MiB over {SPREAD} claims, pods 4 on node-a and 4 on node-b, to S3 (one round each)"
+    );
+    println!(
+        "{:<28} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "run", "wall s", "MiB/s", "nkvm CPU", "nkvm MiB", "pod CPU", "sandbox", "S3 CPU"
+    );
+    for (name, script, mib) in runs {
+        let server_before = b.s3.pid().map_or(0.0, cpu_seconds);
+        let r = measure(&script, b.sandbox.id());
+        let server = b.s3.pid().map_or(0.0, cpu_seconds) - server_before;
+        b.empty_bucket();
+        println!(
+            "{name:<28} {:>8.2} {:>8.0} {:>9.2} {:>9.1} {:>9.2} {:>9.2} {:>9.2}",
+            r.wall,
+            mib / r.wall,
+            r.client_cpu,
+            r.peak_mib,
+            r.pod_cpu,
+            r.sandbox_cpu,
+            server
+        );
+    }
+    for i in 0..SPREAD {
+        b.drop_claim(&format!("s{i}"));
+    }
+}
+
 fn main() {
     let scale: f64 = std::env::var("NKVM_BENCH_SCALE")
         .ok()
@@ -602,6 +696,9 @@ fn main() {
     println!("nkvm's archive: {stored:.0} MiB");
     if std::env::var_os("NKVM_BENCH_SKIP_RESTORE").is_none() {
         restores(&b, &id, &archive, mib);
+    }
+    if std::env::var_os("NKVM_BENCH_SKIP_SCALE_OUT").is_none() {
+        scale_out(&b, scale);
     }
     let _ = Command::new("kill")
         .args(["-TERM", &b.sandbox.id().to_string()])

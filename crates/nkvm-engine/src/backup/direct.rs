@@ -61,7 +61,7 @@ impl App {
     ) -> Result<Archived<Pending>, JobFailure> {
         match self.run_direct(helper, &upload, compression, tracker).await {
             Ok(archived) => Ok(archived.map_writer(|trailer| Pending::Direct {
-                upload,
+                upload: Box::new(upload),
                 parts: trailer.parts,
                 bytes: trailer.bytes,
                 sha256: trailer.sha256,

@@ -190,10 +190,16 @@ fn a_direct_upload_becomes_visible_only_when_nkvm_commits_the_agents_parts() {
         store.list_manifests().unwrap().archives.is_empty(),
         "nothing is visible before nkvm commits"
     );
-    let stored = upload.commit(&sample(ID), etags, n, sha256).expect("committed");
+    let stored = upload
+        .commit(&sample(ID), etags, n, sha256)
+        .expect("committed");
     assert_eq!(stored.sha256, crate::layout::hex(&Sha256::digest(&bytes)));
     let mut back = Vec::new();
-    store.open(&stored.artifact).unwrap().read_to_end(&mut back).unwrap();
+    store
+        .open(&stored.artifact)
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
     assert!(back == bytes, "the archive reads back byte for byte");
     assert!(server.open_uploads().is_empty());
 }
@@ -209,7 +215,9 @@ fn a_direct_upload_missing_a_part_or_aborted_leaves_nothing() {
     // A trailer listing fewer parts than were written: the object the bucket would hold is
     // shorter than the bytes counted, and is taken back.
     etags.pop();
-    let e = upload.commit(&sample(ID), etags, n, sha256).expect_err("refused");
+    let e = upload
+        .commit(&sample(ID), etags, n, sha256)
+        .expect_err("refused");
     assert!(e.to_string().contains("were written"), "{e}");
     assert!(server.objects().is_empty(), "{:?}", server.objects());
 
