@@ -20,6 +20,8 @@ pub struct StoreHealth {
     pub location: String,
     /// Whether its archives are age-encrypted (to recipients the stores file names).
     pub encrypted: bool,
+    /// Whether helper pods of nkvm's own image upload archives to it themselves.
+    pub direct_uploads: bool,
     /// Whether the probe succeeded.
     pub ok: bool,
     /// What the probe did, or why it failed.
@@ -58,6 +60,7 @@ pub async fn check_all(stores: &Stores, timeout: Duration) -> Vec<StoreHealth> {
                 kind: named.kind.as_str(),
                 location: named.location.clone(),
                 encrypted: !named.store.age_recipients().is_empty(),
+                direct_uploads: named.store.direct_uploads(),
                 ok,
                 detail,
                 checked_at: jiff::Timestamp::now()

@@ -67,11 +67,26 @@ fn cpu_seconds(pid: u32) -> f64 {
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
+/// The command name of a process, from /proc.
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// CPU seconds of the pods' processes: their sum and, per program (`tar`, `nkvm`, `zstd`...),
+/// where it went.
+#[derive(Debug, Clone, Default)]
+struct PodCpu {
+    total: f64,
+    by_program: Vec<(String, f64)>,
+}
+
 /// Samples, every 50 ms until `stop`, the CPU of every process below `root` (the pods'
-/// processes: bwrap, tar, the agent); returns their sum.
-fn pods_cpu(root: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<f64> {
+/// processes: bwrap, tar, the agent).
+fn pods_cpu(root: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<PodCpu> {
     std::thread::spawn(move || {
-        let mut seen: HashMap<u32, f64> = HashMap::new();
+        let mut seen: HashMap<u32, (String, f64)> = HashMap::new();
         loop {
             let mut parent: HashMap<u32, (u32, f64)> = HashMap::new();
             for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -90,12 +105,20 @@ fn pods_cpu(root: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<f64> {
                     up = parent.get(&up).map_or(0, |p| p.0);
                 }
                 if up == root {
-                    let best = seen.entry(pid).or_default();
-                    *best = best.max(cpu);
+                    let best = seen.entry(pid).or_insert_with(|| (comm(pid), 0.0));
+                    best.1 = best.1.max(cpu);
                 }
             }
             if stop.load(Ordering::Relaxed) {
-                return seen.values().sum();
+                let mut by: HashMap<String, f64> = HashMap::new();
+                for (name, cpu) in seen.into_values() {
+                    *by.entry(name).or_default() += cpu;
+                }
+                let mut by_program: Vec<(String, f64)> =
+                    by.into_iter().filter(|(_, cpu)| *cpu >= 0.05).collect();
+                by_program.sort_by(|a, b| b.1.total_cmp(&a.1));
+                let total = by_program.iter().map(|p| p.1).sum();
+                return PodCpu { total, by_program };
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -103,12 +126,13 @@ fn pods_cpu(root: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<f64> {
 }
 
 /// One measured run.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Run {
     wall: f64,
     client_cpu: f64,
     sandbox_cpu: f64,
     pod_cpu: f64,
+    pod_programs: Vec<(String, f64)>,
     peak_mib: f64,
 }
 
@@ -129,7 +153,7 @@ fn measure(script: &str, sandbox: u32) -> Run {
     let wall = started.elapsed().as_secs_f64();
     assert!(status.success(), "`{script}` failed");
     stop.store(true, Ordering::Relaxed);
-    let pod_cpu = pods.join().expect("sampler");
+    let pods = pods.join().expect("sampler");
     let own1 = cpu_seconds(sandbox);
     let text = std::fs::read_to_string(report.path()).expect("time's report");
     let v: Vec<f64> = text
@@ -143,7 +167,8 @@ fn measure(script: &str, sandbox: u32) -> Run {
         wall,
         client_cpu: v[0] + v[1],
         sandbox_cpu: own1 - own0,
-        pod_cpu,
+        pod_cpu: pods.total,
+        pod_programs: pods.by_program,
         peak_mib: v[2] / 1024.0,
     }
 }
@@ -507,6 +532,19 @@ fn table(title: &str, names: &[&str], runs: &[Vec<Run>], mib: f64) {
             col(|r| r.pod_cpu),
             col(|r| r.peak_mib)
         );
+    }
+    println!("where the pods' CPU went (median round's CPU seconds per program):");
+    for (i, name) in names.iter().enumerate() {
+        let mut by_total: Vec<&Run> = runs.iter().map(|r| &r[i]).collect();
+        by_total.sort_by(|a, b| a.pod_cpu.total_cmp(&b.pod_cpu));
+        let programs: Vec<String> = by_total[by_total.len() / 2]
+            .pod_programs
+            .iter()
+            .map(|(p, cpu)| format!("{p} {cpu:.2}"))
+            .collect();
+        if !programs.is_empty() {
+            println!("  {name:<32} {}", programs.join(", "));
+        }
     }
     let wall = |n: usize| median(runs.iter().map(|r| r[n].wall).collect());
     for (n, label) in [(3, "agent"), (4, "generic")] {

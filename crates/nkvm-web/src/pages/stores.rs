@@ -112,7 +112,11 @@ fn table(health: &[StoreHealth], held: &HashMap<String, Held>) -> Markup {
                     @let count = held.get(&h.name).unwrap_or(&none);
                     tr.store-row data-store=(h.name) data-health=(if h.ok { "ok" } else { "failed" }) {
                         td.name { (h.name) }
-                        td { (h.kind) @if h.encrypted { " " span.badge title="Archives are age files; restores need the identity" { "encrypted" } } }
+                        td {
+                            (h.kind)
+                            @if h.encrypted { " " span.badge title="Archives are age files; restores need the identity" { "encrypted" } }
+                            @if h.direct_uploads { " " span.badge title="Helper pods of nkvm's own image upload archives here themselves; nkvm only completes the upload" { "direct" } }
+                        }
                         td.mono { (h.location) }
                         td.num { (count.backups) }
                         td.num { (layout::bytes(count.bytes)) }

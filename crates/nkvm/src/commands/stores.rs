@@ -25,6 +25,8 @@ struct StoreStatus {
     /// The age public keys archives are encrypted to (absent: stored in the clear).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     age_recipients: Vec<String>,
+    /// Whether helper pods of nkvm's own image upload archives to it themselves.
+    direct_uploads: bool,
 }
 
 /// Lists the stores, checking each with `--check`.
@@ -51,6 +53,7 @@ pub async fn run(g: &GlobalArgs, args: StoresArgs) -> anyhow::Result<ExitCode> {
             health,
             detail,
             age_recipients: named.store.age_recipients(),
+            direct_uploads: named.store.direct_uploads(),
         })
         .collect();
     match args.output {
@@ -62,10 +65,10 @@ pub async fn run(g: &GlobalArgs, args: StoresArgs) -> anyhow::Result<ExitCode> {
                     vec![
                         s.name.clone(),
                         s.kind.into(),
-                        if s.age_recipients.is_empty() {
-                            s.location.clone()
-                        } else {
-                            format!("{} (encrypted with age)", s.location)
+                        match (s.age_recipients.is_empty(), s.direct_uploads) {
+                            (false, _) => format!("{} (encrypted with age)", s.location),
+                            (true, true) => format!("{} (direct uploads)", s.location),
+                            (true, false) => s.location.clone(),
                         },
                         s.health.into(),
                         s.detail.clone(),

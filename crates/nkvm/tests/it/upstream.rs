@@ -2,12 +2,15 @@
 //! scheduler built from the official modules, pods run by nkvm's node agent): a backup and a
 //! restore into another namespace go through the real API server, claims come from the real
 //! hostPath provisioner, and the restored files equal the originals, less their setuid bit.
+//! A direct upload to a real S3 server (the agent reading its target on the exec's stdin) and
+//! its restore go the same way.
 //!
 //! Needs `NKVM_UPSTREAM_BIN`; skipped without it on a developer machine, failed under CI.
 
 use crate::backup::{namespace, no_helper_pods};
 use crate::harness::Env;
 use kube_sandbox::testing::eventually;
+use nkvm_store::testing::{S3Server, SECRET_KEY};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,19 +47,76 @@ fn tree(root: &Path) -> Vec<(String, u32, Vec<u8>)> {
     out
 }
 
+/// `shop/data` with the app's files written; returns its host directory.
+async fn source_claim(env: &Env) -> PathBuf {
+    namespace(env, "shop").await;
+    env.apply(Some("shop"), SOURCE).await;
+    env.wait_ready("shop", "app").await;
+    let source = volume_dir(env, "shop").await;
+    eventually("the app's files", Duration::from_secs(30), async || {
+        std::fs::metadata(source.join("suid")).ok()
+    })
+    .await;
+    source
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_upload_to_s3_and_its_restore_go_through_kube_apiserver() {
+    let Some(env) = Env::start_upstream().await else {
+        return;
+    };
+    let server = S3Server::start(&env.dir.path().join("s3"));
+    let stores = crate::stores::stores_file(&env, &server, SECRET_KEY);
+    let source = source_claim(&env).await;
+    // The upload's target and credentials reach the agent on the exec's stdin, through the
+    // real API server's exec.
+    let out = crate::stores::nkvm(
+        &env,
+        &stores,
+        &["backup", "shop/data", "--store", "offsite", "-o", "json"],
+    )
+    .await;
+    let backup = out.ok().json();
+    assert_eq!(
+        (&backup[0]["status"], &backup[0]["dataPath"]),
+        (&"succeeded".into(), &"direct".into()),
+        "{backup}"
+    );
+    let id = backup[0]["id"].as_str().expect("id").to_string();
+    namespace(&env, "restored").await;
+    let to = [
+        "restore",
+        &id,
+        "--to",
+        "restored/data",
+        "--create",
+        "-o",
+        "json",
+    ];
+    let restore = crate::stores::nkvm(&env, &stores, &to).await.ok().json();
+    assert_eq!(restore["status"], "succeeded", "{restore}");
+    let contents = |t: Vec<(String, u32, Vec<u8>)>| -> Vec<(String, Vec<u8>)> {
+        t.into_iter().map(|(p, _, d)| (p, d)).collect()
+    };
+    assert_eq!(
+        contents(tree(&source)),
+        contents(tree(&volume_dir(&env, "restored").await)),
+        "the same files and bytes from the bucket"
+    );
+    assert!(server.open_uploads().is_empty());
+    no_helper_pods(&env).await;
+    for ns in ["shop", "restored"] {
+        let _ = std::fs::remove_dir_all(volume_dir(&env, ns).await);
+    }
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_and_a_restore_into_another_namespace_go_through_kube_apiserver() {
     let Some(env) = Env::start_upstream().await else {
         return;
     };
-    namespace(&env, "shop").await;
-    env.apply(Some("shop"), SOURCE).await;
-    env.wait_ready("shop", "app").await;
-    let source = volume_dir(&env, "shop").await;
-    eventually("the app's files", Duration::from_secs(30), async || {
-        std::fs::metadata(source.join("suid")).ok()
-    })
-    .await;
+    let source = source_claim(&env).await;
 
     let backup = env
         .nkvm(&["backup", "shop/data", "-o", "json"])
