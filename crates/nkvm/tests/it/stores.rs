@@ -64,6 +64,54 @@ pub(crate) async fn volume_listing(env: &Env, ns: &str, pod: &str) -> String {
     out.stdout
 }
 
+/// Restores backup `id` (found through `stores`) into the new claim `restored/copy` and returns
+/// the listing of what arrived there.
+pub(crate) async fn restored_listing(env: &Env, stores: &Path, id: &str) -> String {
+    namespace(env, "restored").await;
+    let to = [
+        "restore",
+        id,
+        "--to",
+        "restored/copy",
+        "--create",
+        "-o",
+        "json",
+    ];
+    let ran = nkvm(env, stores, &to).await.ok().json();
+    assert_eq!(ran["status"], "succeeded", "{ran}");
+    no_helper_pods(env).await;
+    reader(env, "restored", "copy").await;
+    volume_listing(env, "restored", "reader").await
+}
+
+/// `nkvm --agent-fault FAULT backup shop/data --store offsite`: the claim's result.
+async fn backup_with_fault(env: &Env, stores: &Path, fault: &str) -> serde_json::Value {
+    let args = [
+        "--agent-fault",
+        fault,
+        "backup",
+        "shop/data",
+        "--store",
+        "offsite",
+        "-o",
+        "json",
+    ];
+    json_results(&nkvm(env, stores, &args).await)
+        .await
+        .remove(0)
+}
+
+/// Nothing of a refused upload is left: no open upload, no object, no helper pod.
+async fn nothing_left(env: &Env, server: &S3Server) {
+    assert!(
+        server.open_uploads().is_empty(),
+        "no upload left open: {:?}",
+        server.open_uploads()
+    );
+    assert!(server.objects().is_empty(), "{:?}", server.objects());
+    no_helper_pods(env).await;
+}
+
 /// A writer's script: a few files, one of 3 MB of random bytes.
 pub(crate) const FILES: &str = "set -e; mkdir -p /data/a/b; head -c 3000000 /dev/urandom > /data/a/b/r.bin; printf 'hello\\n' > /data/hello.txt; sleep 3600";
 
@@ -126,29 +174,9 @@ async fn a_backup_to_s3_verifies_restores_and_comes_back_from_the_bucket_alone()
     assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
     assert_eq!(listed[0]["store"], "offsite", "{listed}");
 
-    namespace(&env, "restored").await;
-    let ran = nkvm(
-        &env,
-        &stores,
-        &[
-            "restore",
-            &id,
-            "--to",
-            "restored/copy",
-            "--create",
-            "-o",
-            "json",
-        ],
-    )
-    .await
-    .ok()
-    .json();
-    assert_eq!(ran["status"], "succeeded", "{ran}");
-    no_helper_pods(&env).await;
-    reader(&env, "restored", "copy").await;
     let source = volume_listing(&env, "shop", "app").await;
     assert!(source.contains("r.bin"), "{source}");
-    assert_eq!(volume_listing(&env, "restored", "reader").await, source);
+    assert_eq!(restored_listing(&env, &stores, &id).await, source);
     env.stop().await;
 }
 
@@ -295,34 +323,13 @@ async fn an_agent_archive_refused_after_arrival_is_aborted_in_the_bucket_at_once
     setup(&env, "shop", FILES).await;
     // Every byte reaches the store, then the trailer's hash does not match: the job must
     // abort the multipart upload itself (nkvm exits right after; nobody runs `recover`).
-    let out = nkvm(
-        &env,
-        &stores,
-        &[
-            "--agent-fault",
-            "wrong-sha256",
-            "backup",
-            "shop/data",
-            "--store",
-            "offsite",
-            "-o",
-            "json",
-        ],
-    )
-    .await;
-    let r = &json_results(&out).await[0];
+    let r = &backup_with_fault(&env, &stores, "wrong-sha256").await;
     assert_eq!(
         (&r["status"], &r["stage"], &r["dataPath"]),
         (&"failed".into(), &"stream".into(), &"agent".into()),
         "{r}"
     );
-    assert!(
-        server.open_uploads().is_empty(),
-        "no upload left open: {:?}",
-        server.open_uploads()
-    );
-    assert!(server.objects().is_empty(), "{:?}", server.objects());
-    no_helper_pods(&env).await;
+    nothing_left(&env, &server).await;
     env.stop().await;
 }
 
@@ -334,22 +341,7 @@ async fn a_direct_upload_without_a_trailer_is_aborted_and_a_whole_one_restores()
     setup(&env, "shop", FILES).await;
     // Every part reaches the bucket, then the agent's trailer never comes: the upload must
     // never be completed, and is aborted by the job itself.
-    let out = nkvm(
-        &env,
-        &stores,
-        &[
-            "--agent-fault",
-            "omit-trailer",
-            "backup",
-            "shop/data",
-            "--store",
-            "offsite",
-            "-o",
-            "json",
-        ],
-    )
-    .await;
-    let r = &json_results(&out).await[0];
+    let r = &backup_with_fault(&env, &stores, "omit-trailer").await;
     assert_eq!(
         (&r["status"], &r["stage"], &r["dataPath"]),
         (&"failed".into(), &"stream".into(), &"direct".into()),
@@ -359,13 +351,7 @@ async fn a_direct_upload_without_a_trailer_is_aborted_and_a_whole_one_restores()
         r["error"].as_str().unwrap().contains("trailer"),
         "the error says the trailer is missing: {r}"
     );
-    assert!(
-        server.open_uploads().is_empty(),
-        "no upload left open: {:?}",
-        server.open_uploads()
-    );
-    assert!(server.objects().is_empty(), "{:?}", server.objects());
-    no_helper_pods(&env).await;
+    nothing_left(&env, &server).await;
 
     // The same claim without the fault: the agent's archive in the bucket restores byte
     // for byte, and the bucket holds what the manifest says.
@@ -381,29 +367,9 @@ async fn a_direct_upload_without_a_trailer_is_aborted_and_a_whole_one_restores()
         .ok()
         .json();
     assert_eq!(verified["sha256"], r["sha256"], "{verified}");
-    namespace(&env, "restored").await;
-    let ran = nkvm(
-        &env,
-        &stores,
-        &[
-            "restore",
-            id,
-            "--to",
-            "restored/copy",
-            "--create",
-            "-o",
-            "json",
-        ],
-    )
-    .await
-    .ok()
-    .json();
-    assert_eq!(ran["status"], "succeeded", "{ran}");
-    reader(&env, "restored", "copy").await;
     assert_eq!(
-        volume_listing(&env, "restored", "reader").await,
+        restored_listing(&env, &stores, id).await,
         volume_listing(&env, "shop", "app").await
     );
-    no_helper_pods(&env).await;
     env.stop().await;
 }

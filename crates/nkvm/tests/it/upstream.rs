@@ -60,6 +60,15 @@ async fn source_claim(env: &Env) -> PathBuf {
     source
 }
 
+/// No helper pod is left; the volumes' data goes (disk is limited), then the cluster.
+async fn finish(env: Env) {
+    no_helper_pods(&env).await;
+    for ns in ["shop", "restored"] {
+        let _ = std::fs::remove_dir_all(volume_dir(&env, ns).await);
+    }
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_upload_to_s3_and_its_restore_go_through_kube_apiserver() {
     let Some(env) = Env::start_upstream().await else {
@@ -104,11 +113,7 @@ async fn a_direct_upload_to_s3_and_its_restore_go_through_kube_apiserver() {
         "the same files and bytes from the bucket"
     );
     assert!(server.open_uploads().is_empty());
-    no_helper_pods(&env).await;
-    for ns in ["shop", "restored"] {
-        let _ = std::fs::remove_dir_all(volume_dir(&env, ns).await);
-    }
-    env.stop().await;
+    finish(env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,9 +163,5 @@ async fn a_backup_and_a_restore_into_another_namespace_go_through_kube_apiserver
         Some(0),
         "a restore into another namespace clears the setuid bit"
     );
-    no_helper_pods(&env).await;
-    for ns in ["shop", "restored"] {
-        let _ = std::fs::remove_dir_all(volume_dir(&env, ns).await);
-    }
-    env.stop().await;
+    finish(env).await;
 }
