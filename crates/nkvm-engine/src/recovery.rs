@@ -213,6 +213,8 @@ pub fn row_from_manifest(store: &str, artifact: &str, m: &Manifest) -> BackupRow
         helper_pod: String::new(),
         node: m.node.clone(),
         store: store.into(),
+        // Manifests do not record the data path.
+        data_path: String::new(),
     }
 }
 
