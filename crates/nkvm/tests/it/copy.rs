@@ -2,6 +2,7 @@
 //! to an encrypted directory store, found there by verify and restore once the original is
 //! gone, listed among the backup's copies; and the refusals that store nothing: a source that
 //! no longer matches its manifest, an encrypted archive into a plain store, a second copy.
+//! Copying needs no cluster.
 
 use crate::backup::{no_helper_pods, setup};
 use crate::encryption::{age_cli, age_keygen, nkvm, pod_listing};
@@ -215,5 +216,40 @@ async fn a_copy_that_would_not_be_the_backup_or_would_decrypt_it_stores_nothing(
             .all(|b| b["copies"] == serde_json::json!([])),
         "{listed}"
     );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_runs_without_any_cluster_connection() {
+    let env = Env::start().await;
+    let server = S3Server::start(&env.dir.path().join("s3"));
+    let stores = stores_file(&env, &server, SECRET_KEY);
+    setup(&env, "shop", FILES).await;
+    let backup = backed_up(&env, &stores, "local").await;
+    let id = backup["id"].as_str().unwrap();
+
+    // No kubeconfig at all: copying reads and writes stores and the history only.
+    let nowhere = env.dir.path().join("no-such-kubeconfig");
+    let mut args = vec!["--stores", stores.to_str().unwrap()];
+    args.extend(["copy", id, "--to", "offsite", "-o", "json"]);
+    let r = env.nkvm_with(&nowhere, &args).await.ok().json();
+    assert_eq!(
+        (&r["status"], &r["toStore"]),
+        (&"succeeded".into(), &"offsite".into()),
+        "{r}"
+    );
+    assert_eq!(r["sha256"], backup["sha256"], "{r}");
+    assert_eq!(server.objects().len(), 2, "{:?}", server.objects());
+    let listed = nkvm(&env, &stores, &["backups", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(listed[0]["copies"][0]["store"], "offsite", "{listed}");
+    assert_eq!(
+        listed[0]["dataPath"], "agent",
+        "nkvm's own image takes the agent path: {listed}"
+    );
+    let table = nkvm(&env, &stores, &["backups"]).await.ok().stdout;
+    assert!(table.contains("PATH") && table.contains(" agent "), "{table}");
     env.stop().await;
 }
