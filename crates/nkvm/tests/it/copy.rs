@@ -2,7 +2,8 @@
 //! to an encrypted directory store, found there by verify and restore once the original is
 //! gone, listed among the backup's copies; and the refusals that store nothing: a source that
 //! no longer matches its manifest, an encrypted archive into a plain store, a second copy.
-//! Copying needs no cluster.
+//! Copying needs no cluster; an empty history rebuilt from both stores knows the backup and
+//! its copy.
 
 use crate::backup::{no_helper_pods, setup};
 use crate::encryption::{age_cli, age_keygen, nkvm, pod_listing};
@@ -251,5 +252,110 @@ async fn a_copy_runs_without_any_cluster_connection() {
     );
     let table = nkvm(&env, &stores, &["backups"]).await.ok().stdout;
     assert!(table.contains("PATH") && table.contains(" agent "), "{table}");
+    env.stop().await;
+}
+
+/// `nkvm index rebuild --store STORE -o json` on the env's history.
+async fn rebuilt(env: &Env, stores: &Path, store: &str) -> serde_json::Value {
+    nkvm(
+        env,
+        stores,
+        &["index", "rebuild", "--store", store, "-o", "json"],
+    )
+    .await
+    .ok()
+    .json()
+}
+
+/// The one backup the history lists, with its copies.
+async fn the_backup(env: &Env, stores: &Path) -> serde_json::Value {
+    let listed = nkvm(env, stores, &["backups", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    listed[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_history_rebuilt_from_two_stores_knows_the_backup_and_its_copy() {
+    let env = Env::start().await;
+    let server = S3Server::start(&env.dir.path().join("s3"));
+    let stores = stores_file(&env, &server, SECRET_KEY);
+    setup(&env, "shop", FILES).await;
+    let backup = backed_up(&env, &stores, "local").await;
+    let id = backup["id"].as_str().unwrap();
+    let off = copied(&env, &stores, id, "offsite").await;
+
+    // A fresh nkvm: the backup's own store first, then the bucket holding its copy.
+    std::fs::remove_file(env.db()).unwrap();
+    let local = rebuilt(&env, &stores, "local").await;
+    assert_eq!(
+        (&local["added"], &local["copiesAdded"]),
+        (&1.into(), &0.into()),
+        "{local}"
+    );
+    let offsite = rebuilt(&env, &stores, "offsite").await;
+    assert_eq!(
+        (
+            &offsite["archives"],
+            &offsite["added"],
+            &offsite["copiesAdded"]
+        ),
+        (&1.into(), &0.into(), &1.into()),
+        "{offsite}"
+    );
+    assert_eq!(offsite["copyIds"][0], id, "{offsite}");
+    let row = the_backup(&env, &stores).await;
+    assert_eq!(
+        (&row["store"], &row["sha256"]),
+        (&"local".into(), &backup["sha256"]),
+        "{row}"
+    );
+    assert_eq!(row["dataPath"], "", "manifests do not record it: {row}");
+    let copies = row["copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 1, "{row}");
+    assert_eq!(
+        (
+            &copies[0]["store"],
+            &copies[0]["artifact"],
+            &copies[0]["sha256"]
+        ),
+        (&"offsite".into(), &off["artifact"], &off["sha256"]),
+        "{row}"
+    );
+    let again = rebuilt(&env, &stores, "offsite").await;
+    assert_eq!(
+        (&again["added"], &again["copiesAdded"]),
+        (&0.into(), &0.into()),
+        "{again}"
+    );
+    let verified = nkvm(
+        &env,
+        &stores,
+        &["verify", id, "--store", "offsite", "-o", "json"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(verified["sha256"], off["sha256"], "{verified}");
+
+    // The other order: the first store rebuilt holds the row, the later one the copy.
+    std::fs::remove_file(env.db()).unwrap();
+    assert_eq!(rebuilt(&env, &stores, "offsite").await["added"], 1);
+    assert_eq!(rebuilt(&env, &stores, "local").await["copiesAdded"], 1);
+    let row = the_backup(&env, &stores).await;
+    assert_eq!(
+        (&row["store"], &row["copies"][0]["store"]),
+        (&"offsite".into(), &"local".into()),
+        "{row}"
+    );
+    // The bucket alone is enough once the local store is gone: its copy is found.
+    std::fs::remove_dir_all(env.backups()).unwrap();
+    let verified = nkvm(&env, &stores, &["verify", id, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(verified["store"], "offsite", "{verified}");
     env.stop().await;
 }
