@@ -205,6 +205,7 @@ impl BackupFacts {
             helper_pod: end.helper_pod.clone(),
             node: end.node.clone(),
             store: self.store.clone(),
+            data_path: result.data_path.as_str().into(),
         };
         BackupJob { result, row }
     }

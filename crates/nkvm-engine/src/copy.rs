@@ -156,8 +156,8 @@ impl App {
                     ));
                 }
                 let dest = stores.store(&to).map_err(|e| resolve_failure(&e))?;
-                let source =
-                    locate(&stores, &history, &row, None).map_err(|e| resolve_failure(&e))?;
+                let source = locate(&stores, &history, &row, None, identity_file.as_deref())
+                    .map_err(|e| resolve_failure(&e))?;
                 let identity =
                     source_identity(&source, dest.as_ref(), identity_file.as_deref(), &to)?;
                 dest.check_writable(&key_of(&source.manifest))

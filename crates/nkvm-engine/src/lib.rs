@@ -189,6 +189,19 @@ impl App {
         }
     }
 
+    /// An engine with no cluster connection, over an opened history and named stores: for
+    /// the jobs that work on stores and history alone ([`App::copy_backup`]). Anything that
+    /// needs the cluster fails with `ClusterUnavailable`, naming why, without any request
+    /// leaving the process. Call it inside a Tokio runtime.
+    pub fn without_cluster(history: Arc<History>, stores: Arc<Stores>, settings: Settings) -> Self {
+        App {
+            conn: Connection::none(),
+            history,
+            stores,
+            settings,
+        }
+    }
+
     /// The same engine over these named stores (`local` among them).
     pub fn with_stores(mut self, stores: Arc<Stores>) -> Self {
         self.stores = stores;

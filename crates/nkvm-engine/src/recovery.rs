@@ -2,12 +2,13 @@
 //! that stopped mid-backup left behind: history rows still `running` become `interrupted`,
 //! hidden partial archives are deleted, and helper pods are deleted. [`rebuild_index`] puts
 //! every archive the store holds but the history does not list back into the history: the
-//! store is the source of truth and the history only indexes it.
+//! store is the source of truth and the history only indexes it. A backup found in a second
+//! store (same backup id) is recorded as a copy there, as `nkvm copy` would have.
 
 use crate::lifecycle::now_rfc3339;
 use crate::{App, EngineError};
 use nkvm_domain::{FailureKind, JobStatus, Stage, Trigger};
-use nkvm_history::{BackupRow, History, HistoryError};
+use nkvm_history::{BackupCopy, BackupRow, History, HistoryError};
 use nkvm_store::{ArchiveStore, Manifest, StoreError};
 use serde::Serialize;
 
@@ -40,6 +41,10 @@ pub struct IndexReport {
     pub added: usize,
     /// The backup ids of the rows added.
     pub added_ids: Vec<String>,
+    /// Copies recorded: archives of backups the history already lists in another store.
+    pub copies_added: usize,
+    /// The backup ids of the copies recorded.
+    pub copy_ids: Vec<String>,
     /// Store entries that were not listed (orphans, unreadable manifests), and why.
     pub warnings: Vec<String>,
 }
@@ -213,12 +218,60 @@ pub fn row_from_manifest(store: &str, artifact: &str, m: &Manifest) -> BackupRow
         helper_pod: String::new(),
         node: m.node.clone(),
         store: store.into(),
+        // Manifests do not record the data path.
+        data_path: String::new(),
     }
 }
 
+/// Records as copies in `store_name` the archives of backups the history already lists with
+/// a kept archive in another store (their primary), unless that copy is recorded already.
+/// Returns the ids recorded. `copied_at` is the rebuild's time: manifests do not say when a
+/// copy was made.
+fn record_found_copies(
+    store_name: &str,
+    archives: &[(String, Manifest)],
+    added: &[String],
+    history: &History,
+) -> Result<Vec<String>, HistoryError> {
+    let at = now_rfc3339();
+    let mut recorded = Vec::new();
+    for (artifact, m) in archives {
+        let id = m.backup_id.to_string();
+        if added.contains(&id) {
+            continue;
+        }
+        let Some(row) = history.backup(&id)? else {
+            continue;
+        };
+        let primary = if row.store.is_empty() {
+            nkvm_store::config::LOCAL
+        } else {
+            row.store.as_str()
+        };
+        let kept = row.status == JobStatus::Succeeded && !row.artifact.is_empty();
+        if !kept || primary == store_name {
+            continue;
+        }
+        if history.copies(&id)?.iter().any(|c| c.store == store_name) {
+            continue;
+        }
+        history.record_copy(&BackupCopy {
+            backup_id: id.clone(),
+            store: store_name.into(),
+            artifact: artifact.clone(),
+            sha256: m.sha256.clone(),
+            copied_at: at.clone(),
+        })?;
+        recorded.push(id);
+    }
+    Ok(recorded)
+}
+
 /// Adds a `succeeded` history row for every archive in the store whose backup id the history
-/// does not hold; rows already there are left alone. Needs no cluster. Blocking: call it from
-/// a blocking thread.
+/// does not hold; rows already there are left alone. An archive whose backup the history
+/// already lists in another store is recorded as a copy in this one: the first store rebuilt
+/// holds a backup's row, later ones its copies. Needs no cluster. Blocking: call it from a
+/// blocking thread.
 pub fn rebuild_index(
     store_name: &str,
     store: &dyn ArchiveStore,
@@ -231,10 +284,14 @@ pub fn rebuild_index(
         .map(|(artifact, manifest)| row_from_manifest(store_name, artifact, manifest))
         .collect();
     let added_ids = history.insert_missing(&rows).map_err(IndexError::History)?;
+    let copy_ids = record_found_copies(store_name, &listing.archives, &added_ids, history)
+        .map_err(IndexError::History)?;
     let report = IndexReport {
         archives: rows.len(),
         added: added_ids.len(),
         added_ids,
+        copies_added: copy_ids.len(),
+        copy_ids,
         warnings: listing.warnings.iter().map(ToString::to_string).collect(),
     };
     audit(
@@ -244,9 +301,10 @@ pub fn rebuild_index(
         "index.rebuild",
         store_name,
         &format!(
-            "added {} of {} archives, {} warnings",
+            "added {} of {} archives, {} copies, {} warnings",
             report.added,
             report.archives,
+            report.copies_added,
             report.warnings.len()
         ),
     );
@@ -345,6 +403,62 @@ mod tests {
 
         let again = rebuild_index("local", &store, &history).expect("rebuild again");
         assert_eq!(again.added, 0);
+    }
+
+    #[test]
+    fn a_backup_found_in_a_second_store_is_recorded_as_a_copy_there_once() {
+        let (a, b) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let (local, offsite) = (LocalStore::new(a.path()), LocalStore::new(b.path()));
+        let only_offsite = "20261126T010204Z-0000beef";
+        store_one(&local, ID);
+        store_one(&offsite, ID);
+        store_one(&offsite, only_offsite);
+        let history = History::in_memory().expect("history");
+
+        let first = rebuild_index("local", &local, &history).expect("rebuild local");
+        assert_eq!((first.added, first.copies_added), (1, 0));
+        let second = rebuild_index("offsite", &offsite, &history).expect("rebuild offsite");
+        assert_eq!((second.archives, second.added), (2, 1));
+        assert_eq!(second.added_ids, [only_offsite]);
+        assert_eq!(second.copy_ids, [ID]);
+        assert_eq!(
+            history.backup(ID).expect("query").expect("row").store,
+            "local"
+        );
+        let copies = history.copies(ID).expect("copies");
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        assert_eq!(copies[0].store, "offsite");
+        assert_eq!(copies[0].artifact, format!("c1/shop/data/{ID}.tar.zst"));
+        assert_eq!(copies[0].sha256.len(), 64, "the copy's committed sha256");
+        assert!(history.copies(only_offsite).expect("copies").is_empty());
+
+        let again = rebuild_index("offsite", &offsite, &history).expect("again");
+        assert_eq!((again.added, again.copies_added), (0, 0));
+        let local_again = rebuild_index("local", &local, &history).expect("local again");
+        assert_eq!(
+            local_again.copies_added, 0,
+            "the row's own store is no copy"
+        );
+    }
+
+    #[test]
+    fn an_archive_of_a_backup_the_history_lists_as_failed_is_no_copy() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = LocalStore::new(dir.path());
+        store_one(&store, ID);
+        let history = History::in_memory().expect("history");
+        let failed = BackupRow {
+            status: JobStatus::Failed,
+            artifact: String::new(),
+            ..row_from_manifest("local", "", &manifest(ID))
+        };
+        history.record_backup(&failed).expect("record");
+        let report = rebuild_index("offsite", &store, &history).expect("rebuild");
+        assert_eq!((report.added, report.copies_added), (0, 0));
+        assert!(history.copies(ID).expect("copies").is_empty());
     }
 
     #[test]

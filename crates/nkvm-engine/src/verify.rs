@@ -188,7 +188,10 @@ pub fn verify(
         id: id.to_string(),
         detail: e.to_string(),
     };
-    let located = locate(stores, history, &row, opts.store.as_deref()).map_err(|e| read_err(&e))?;
+    // A deep check needs an identity that opens the copy it reads: rank the places by it.
+    let opener = opts.identity_file.as_deref().filter(|_| opts.deep);
+    let located =
+        locate(stores, history, &row, opts.store.as_deref(), opener).map_err(|e| read_err(&e))?;
     let encryption = located.manifest.encryption.clone();
     let identity = match (&encryption, opts.deep) {
         (Some(e), true) => Some(identity_for(id, e, opts.identity_file.as_deref())?),

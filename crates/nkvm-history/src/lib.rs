@@ -141,6 +141,9 @@ fn migrations() -> Migrations<'static> {
         ),
         // 5: deletion marks, policy runs and skips, UI-made policies.
         M::up(policies::MIGRATION),
+        // 6: the data path a backup took (`agent`, `tar`); '' where it is not known (rows
+        // from before, and rows the index rebuilt from manifests, which do not record it).
+        M::up("ALTER TABLE backups ADD COLUMN data_path TEXT NOT NULL DEFAULT '';"),
     ])
 }
 
@@ -191,6 +194,9 @@ pub struct BackupRow {
     pub node: String,
     /// The store holding the archive (`local`, or a stores-file name; `""` reads as `local`).
     pub store: String,
+    /// How the volume's bytes moved (`agent`, `tar`); `""` when not known (older rows, rows
+    /// rebuilt from manifests).
+    pub data_path: String,
 }
 
 /// Which backups to list.
@@ -212,7 +218,7 @@ pub struct BackupFilter {
 }
 
 const COLUMNS: &str = "id, cluster, namespace, pvc, pvc_uid, trigger, actor, status, stage, failure_kind, error,
-    started_at, finished_at, bytes_read, bytes_stored, sha256, compression, artifact, helper_pod, node, store";
+    started_at, finished_at, bytes_read, bytes_stored, sha256, compression, artifact, helper_pod, node, store, data_path";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
     Ok(BackupRow {
@@ -237,6 +243,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
         helper_pod: r.get(18)?,
         node: r.get(19)?,
         store: r.get(20)?,
+        data_path: r.get(21)?,
     })
 }
 
@@ -374,12 +381,12 @@ impl History {
         let written = self.conn().execute(
             "INSERT OR REPLACE INTO backups (id, cluster, namespace, pvc, pvc_uid, trigger, actor, status, stage,
                 failure_kind, error, started_at, finished_at, bytes_read, bytes_stored, sha256, compression,
-                artifact, helper_pod, node, store)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+                artifact, helper_pod, node, store, data_path)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
             params![
                 r.id, r.cluster, r.namespace, r.pvc, r.pvc_uid, r.trigger.as_str(), r.actor,
                 r.status.as_str(), r.stage.as_str(), failure_label(r.failure_kind), r.error, r.started_at, r.finished_at, r.bytes_read as i64, r.bytes_stored as i64,
-                r.sha256, r.compression, r.artifact, r.helper_pod, r.node, store_name(&r.store)
+                r.sha256, r.compression, r.artifact, r.helper_pod, r.node, store_name(&r.store), r.data_path
             ],
         );
         self.counted(written).map(drop)
@@ -395,8 +402,8 @@ impl History {
             let mut stmt = tx.prepare(
                 "INSERT OR IGNORE INTO backups (id, cluster, namespace, pvc, pvc_uid, trigger, actor, status, stage,
                     failure_kind, error, started_at, finished_at, bytes_read, bytes_stored, sha256, compression,
-                    artifact, helper_pod, node, store)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+                    artifact, helper_pod, node, store, data_path)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
             )?;
             for r in rows {
                 let changed = stmt.execute(params![
@@ -420,7 +427,8 @@ impl History {
                     r.artifact,
                     r.helper_pod,
                     r.node,
-                    store_name(&r.store)
+                    store_name(&r.store),
+                    r.data_path
                 ])?;
                 if changed > 0 {
                     inserted.push(r.id.clone());
@@ -643,6 +651,30 @@ mod tests {
         assert_eq!(h.copies("old").unwrap(), [copy]);
         h.forget_copy("old", "offsite").unwrap();
         assert!(h.copies("old").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_data_path_is_kept_and_rows_from_before_it_was_recorded_read_empty() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations().to_version(&mut conn, 5).unwrap();
+        conn.execute(
+            "INSERT INTO backups (id, cluster, namespace, pvc, pvc_uid, trigger, actor, status, stage, started_at, compression)
+             VALUES ('old', 'c1', 'shop', 'data', 'u1', 'cli', 'test', 'succeeded', 'commit', 't0', 'zstd')",
+            [],
+        )
+        .unwrap();
+        let h = History::setup(conn, ":memory:").unwrap();
+        assert_eq!(h.backup("old").unwrap().unwrap().data_path, "");
+        let mut new = row("new", "u1", "succeeded", "t1");
+        new.data_path = "agent".into();
+        h.record_backup(&new).unwrap();
+        let mut indexed = row("indexed", "u1", "succeeded", "t2");
+        indexed.data_path = "tar".into();
+        h.insert_missing(&[indexed]).unwrap();
+        assert_eq!(h.backup("new").unwrap().unwrap().data_path, "agent");
+        assert_eq!(h.backup("indexed").unwrap().unwrap().data_path, "tar");
+        let json = serde_json::to_value(h.backup("new").unwrap().unwrap()).unwrap();
+        assert_eq!(json["dataPath"], "agent", "{json}");
     }
 
     #[test]

@@ -127,6 +127,36 @@ pub struct Connection {
     pub info: ClusterInfo,
 }
 
+/// What a request through [`Connection::none`]'s client fails with.
+pub const NO_CLUSTER: &str =
+    "this command runs without a cluster connection, so it cannot call the Kubernetes API";
+
+impl Connection {
+    /// No connection, for work on the stores and the history alone (`nkvm copy`): nothing
+    /// is read or contacted, `info` is empty (no id, server or version), and every request
+    /// through the client fails at once with [`NO_CLUSTER`] instead of reaching a server.
+    /// Must be called inside a Tokio runtime (the client's request buffer is a task).
+    pub fn none() -> Connection {
+        let refuse = tower::service_fn(|_: http::Request<kube::client::Body>| async {
+            Err::<http::Response<kube::client::Body>, _>(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                NO_CLUSTER,
+            ))
+        });
+        Connection {
+            client: Client::new(refuse, "default"),
+            info: ClusterInfo {
+                id: String::new(),
+                server: String::new(),
+                version: String::new(),
+                context: None,
+                // No mode was used; the command line's is the closest description.
+                mode: AuthMode::Kubeconfig,
+            },
+        }
+    }
+}
+
 /// Why connecting failed; each variant says what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -426,6 +456,22 @@ mod tests {
                 .parse::<AuthMode>()
                 .unwrap_err()
                 .contains("use in-cluster, kubeconfig or paste")
+        );
+    }
+
+    #[tokio::test]
+    async fn no_connection_refuses_every_request_at_once_saying_why() {
+        let none = Connection::none();
+        assert!(none.info.server.is_empty());
+        let namespaces: Api<Namespace> = Api::all(none.client);
+        let refused = tokio::time::timeout(Duration::from_secs(5), namespaces.get("kube-system"))
+            .await
+            .expect("refused at once, not after a network timeout")
+            .expect_err("no server answers");
+        assert!(format!("{refused:?}").contains(NO_CLUSTER), "{refused:?}");
+        assert_eq!(
+            crate::failure_kind(&refused),
+            FailureKind::ClusterUnavailable
         );
     }
 }

@@ -124,6 +124,15 @@ pub fn stores(g: &GlobalArgs) -> Result<Arc<Stores>, Failed> {
     .map_err(|e| Failed::new(e.kind(), e))
 }
 
+/// The engine without a cluster connection, over the history and the named stores, for
+/// commands that need no cluster (`nkvm copy`): it works with no kubeconfig at all.
+pub fn app_without_cluster(g: &GlobalArgs) -> anyhow::Result<App> {
+    let settings = engine_settings(g)?;
+    let stores = stores(g)?;
+    let history = Arc::new(open_history(g)?);
+    Ok(App::without_cluster(history, stores, settings))
+}
+
 /// Connects and opens the history: the engine every operational command uses.
 pub async fn app(g: &GlobalArgs) -> anyhow::Result<App> {
     let opts = connect_options(g)?;

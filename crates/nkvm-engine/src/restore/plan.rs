@@ -543,7 +543,8 @@ impl App {
             .parse()
             .map_err(|e: String| EngineError::Internal(format!("backup id {}: {e}", row.id)))?;
         tokio::task::spawn_blocking(move || {
-            let located = match crate::located::locate(&stores, &history, &row, None) {
+            let opener = identity_file.as_deref();
+            let located = match crate::located::locate(&stores, &history, &row, None, opener) {
                 Ok(located) => located,
                 Err(e) => {
                     let why = format!(

@@ -249,6 +249,9 @@ fn details_page(
             dt { "Artifact" } dd.mono #detail-artifact { (r.artifact) }
             dt { "By" } dd { (r.actor) " (" (r.trigger) ")" }
             dt { "Helper pod / node" } dd.mono { (r.helper_pod) " / " (r.node) }
+            dt { "Data path" } dd #detail-data-path {
+                @if r.data_path.is_empty() { span.muted { "not recorded" } } @else { (r.data_path) }
+            }
             @if !r.error.is_empty() {
                 dt { "Error" } dd.error { "at " (r.stage) " (" (r.failure_kind.map_or("", FailureKind::label)) "): " (r.error) }
             }

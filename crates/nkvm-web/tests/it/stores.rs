@@ -103,6 +103,18 @@ async fn stores_show_their_health_and_a_backup_goes_to_the_store_chosen_on_the_v
         "{}",
         details.body
     );
+    assert!(
+        ["agent", "tar"].contains(&row.data_path.as_str()),
+        "the row records the data path the backup took: {row:?}"
+    );
+    assert!(
+        details.body.contains(&format!(
+            r#"<dd id="detail-data-path">{}</dd>"#,
+            row.data_path
+        )),
+        "{}",
+        details.body
+    );
 
     // Copied back to local from the backup's page, as a job; the page then lists the copy.
     assert!(

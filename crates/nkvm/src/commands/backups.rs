@@ -1,5 +1,6 @@
 //! `nkvm backups`: the history, newest first (reads the database only). JSON rows carry the
-//! backup shape of the CLI contract plus trigger, actor, failureKind, helperPod and node;
+//! backup shape of the CLI contract plus trigger, actor, failureKind, helperPod, node and
+//! dataPath (the table's PATH: `agent` or `tar`, `-` when not known);
 //! the table shows sizes for people, JSON exact bytes, and each row's `copies` in other
 //! stores.
 
@@ -45,6 +46,7 @@ pub fn run(g: &GlobalArgs, args: BackupsArgs) -> anyhow::Result<ExitCode> {
                         r.pvc.clone(),
                         r.started_at.clone(),
                         human_bytes(r.bytes_stored),
+                        shown_data_path(&r.data_path).to_string(),
                         detail,
                     ]
                 })
@@ -59,6 +61,7 @@ pub fn run(g: &GlobalArgs, args: BackupsArgs) -> anyhow::Result<ExitCode> {
                         "PVC",
                         "STARTED",
                         "STORED",
+                        "PATH",
                         "ARTIFACT / ERROR"
                     ],
                     &table
@@ -67,6 +70,12 @@ pub fn run(g: &GlobalArgs, args: BackupsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The data path column: `agent`, `tar`, or `-` where the history does not know it (rows
+/// from before it was recorded, rows rebuilt from manifests).
+fn shown_data_path(path: &str) -> &str {
+    if path.is_empty() { "-" } else { path }
 }
 
 /// The rows as JSON, each with `copies`: the other stores holding the backup (`nkvm copy`).

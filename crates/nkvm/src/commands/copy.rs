@@ -1,6 +1,6 @@
 //! `nkvm copy ID --to STORE`: copies a backup's archive and manifest to another store as a job
 //! (audited, recorded among the backup's copies), checked by hash on arrival. Ctrl-C cancels;
-//! nothing is stored then.
+//! nothing is stored then. Needs no cluster: it reads and writes stores and the history only.
 
 use crate::cli::{CopyArgs, GlobalArgs, Output};
 use crate::commands::{Failed, cancel_on_ctrl_c, cli_actor};
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 /// Copies the backup; exits with the failure's code when the copy did not succeed.
 pub async fn run(g: &GlobalArgs, args: CopyArgs) -> anyhow::Result<ExitCode> {
-    let app = Arc::new(crate::settings::app(g).await?);
+    let app = Arc::new(crate::settings::app_without_cluster(g)?);
     let opts = CopyOptions {
         backup_id: args.id.clone(),
         to: args.to.clone(),

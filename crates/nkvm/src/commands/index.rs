@@ -1,5 +1,6 @@
 //! `nkvm index rebuild`: adds to the history every archive the store holds that the history
-//! does not list (from the manifests; no cluster needed).
+//! does not list, and records as copies the archives of backups it lists in another store
+//! (from the manifests; no cluster needed).
 
 use crate::cli::{GlobalArgs, IndexRebuildArgs, Output};
 use crate::commands::Failed;
@@ -30,6 +31,15 @@ pub async fn rebuild(g: &GlobalArgs, args: IndexRebuildArgs) -> anyhow::Result<E
             );
             for id in &report.added_ids {
                 println!("added: {id}");
+            }
+            if report.copies_added > 0 {
+                println!(
+                    "recorded {} copies of backups the history holds in another store",
+                    report.copies_added
+                );
+            }
+            for id in &report.copy_ids {
+                println!("copy: {id}");
             }
             for warning in &report.warnings {
                 println!("warning: {warning}");

@@ -2,9 +2,12 @@
 //! to an encrypted directory store, found there by verify and restore once the original is
 //! gone, listed among the backup's copies; and the refusals that store nothing: a source that
 //! no longer matches its manifest, an encrypted archive into a plain store, a second copy.
+//! Copying needs no cluster; an encrypted archive copied into another encrypted store is
+//! re-encrypted for that store's recipients; an empty history rebuilt from both stores knows
+//! the backup and its copy.
 
 use crate::backup::{no_helper_pods, setup};
-use crate::encryption::{age_cli, age_keygen, nkvm, pod_listing};
+use crate::encryption::{age_cli, age_keygen, nkvm, opened_by_hand, pod_listing};
 use crate::harness::Env;
 use crate::restore::reader;
 use crate::stores::stores_file;
@@ -215,5 +218,285 @@ async fn a_copy_that_would_not_be_the_backup_or_would_decrypt_it_stores_nothing(
             .all(|b| b["copies"] == serde_json::json!([])),
         "{listed}"
     );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_runs_without_any_cluster_connection() {
+    let env = Env::start().await;
+    let server = S3Server::start(&env.dir.path().join("s3"));
+    let stores = stores_file(&env, &server, SECRET_KEY);
+    setup(&env, "shop", FILES).await;
+    let backup = backed_up(&env, &stores, "local").await;
+    let id = backup["id"].as_str().unwrap();
+
+    // No kubeconfig at all: copying reads and writes stores and the history only.
+    let nowhere = env.dir.path().join("no-such-kubeconfig");
+    let mut args = vec!["--stores", stores.to_str().unwrap()];
+    args.extend(["copy", id, "--to", "offsite", "-o", "json"]);
+    let r = env.nkvm_with(&nowhere, &args).await.ok().json();
+    assert_eq!(
+        (&r["status"], &r["toStore"]),
+        (&"succeeded".into(), &"offsite".into()),
+        "{r}"
+    );
+    assert_eq!(r["sha256"], backup["sha256"], "{r}");
+    assert_eq!(server.objects().len(), 2, "{:?}", server.objects());
+    let listed = nkvm(&env, &stores, &["backups", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(listed[0]["copies"][0]["store"], "offsite", "{listed}");
+    assert_eq!(
+        listed[0]["dataPath"], "agent",
+        "nkvm's own image takes the agent path: {listed}"
+    );
+    let table = nkvm(&env, &stores, &["backups"]).await.ok().stdout;
+    assert!(
+        table.contains("PATH") && table.contains(" agent "),
+        "{table}"
+    );
+    env.stop().await;
+}
+
+/// `nkvm index rebuild --store STORE -o json` on the env's history.
+async fn rebuilt(env: &Env, stores: &Path, store: &str) -> serde_json::Value {
+    nkvm(
+        env,
+        stores,
+        &["index", "rebuild", "--store", store, "-o", "json"],
+    )
+    .await
+    .ok()
+    .json()
+}
+
+/// The one backup the history lists, with its copies.
+async fn the_backup(env: &Env, stores: &Path) -> serde_json::Value {
+    let listed = nkvm(env, stores, &["backups", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    listed[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_history_rebuilt_from_two_stores_knows_the_backup_and_its_copy() {
+    let env = Env::start().await;
+    let server = S3Server::start(&env.dir.path().join("s3"));
+    let stores = stores_file(&env, &server, SECRET_KEY);
+    setup(&env, "shop", FILES).await;
+    let backup = backed_up(&env, &stores, "local").await;
+    let id = backup["id"].as_str().unwrap();
+    let off = copied(&env, &stores, id, "offsite").await;
+
+    // A fresh nkvm: the backup's own store first, then the bucket holding its copy.
+    std::fs::remove_file(env.db()).unwrap();
+    let local = rebuilt(&env, &stores, "local").await;
+    assert_eq!(
+        (&local["added"], &local["copiesAdded"]),
+        (&1.into(), &0.into()),
+        "{local}"
+    );
+    let offsite = rebuilt(&env, &stores, "offsite").await;
+    assert_eq!(
+        (
+            &offsite["archives"],
+            &offsite["added"],
+            &offsite["copiesAdded"]
+        ),
+        (&1.into(), &0.into(), &1.into()),
+        "{offsite}"
+    );
+    assert_eq!(offsite["copyIds"][0], id, "{offsite}");
+    let row = the_backup(&env, &stores).await;
+    assert_eq!(
+        (&row["store"], &row["sha256"]),
+        (&"local".into(), &backup["sha256"]),
+        "{row}"
+    );
+    assert_eq!(row["dataPath"], "", "manifests do not record it: {row}");
+    let copies = row["copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 1, "{row}");
+    assert_eq!(
+        (
+            &copies[0]["store"],
+            &copies[0]["artifact"],
+            &copies[0]["sha256"]
+        ),
+        (&"offsite".into(), &off["artifact"], &off["sha256"]),
+        "{row}"
+    );
+    let again = rebuilt(&env, &stores, "offsite").await;
+    assert_eq!(
+        (&again["added"], &again["copiesAdded"]),
+        (&0.into(), &0.into()),
+        "{again}"
+    );
+    let verified = nkvm(
+        &env,
+        &stores,
+        &["verify", id, "--store", "offsite", "-o", "json"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(verified["sha256"], off["sha256"], "{verified}");
+
+    // The other order: the first store rebuilt holds the row, the later one the copy.
+    std::fs::remove_file(env.db()).unwrap();
+    assert_eq!(rebuilt(&env, &stores, "offsite").await["added"], 1);
+    assert_eq!(rebuilt(&env, &stores, "local").await["copiesAdded"], 1);
+    let row = the_backup(&env, &stores).await;
+    assert_eq!(
+        (&row["store"], &row["copies"][0]["store"]),
+        (&"offsite".into(), &"local".into()),
+        "{row}"
+    );
+    // The bucket alone is enough once the local store is gone: its copy is found.
+    std::fs::remove_dir_all(env.backups()).unwrap();
+    let verified = nkvm(&env, &stores, &["verify", id, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(verified["store"], "offsite", "{verified}");
+    env.stop().await;
+}
+
+/// `vault` (a directory encrypting for `vault_key`) and `offsite` (the S3 server, encrypting
+/// for `offsite_key`).
+fn sealed_stores(env: &Env, server: &S3Server, vault_key: &str, offsite_key: &str) -> PathBuf {
+    let file = stores_file(env, server, SECRET_KEY);
+    let mut yaml = std::fs::read_to_string(&file).unwrap();
+    yaml.push_str(&format!(
+        "  encryption: {{ageRecipients: [\"{offsite_key}\"]}}\n- name: vault\n  type: local\n  path: {}\n  encryption: {{ageRecipients: [\"{vault_key}\"]}}\n",
+        env.dir.path().join("vault").display()
+    ));
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_backup_copied_to_another_encrypted_store_opens_with_that_stores_key() {
+    if !age_cli() {
+        return;
+    }
+    let env = Env::start().await;
+    let server = S3Server::start(&env.dir.path().join("s3"));
+    let (vault_key, vault_public) = age_keygen(env.dir.path(), "vault.txt");
+    let (off_key, off_public) = age_keygen(env.dir.path(), "offsite.txt");
+    let stores = sealed_stores(&env, &server, &vault_public, &off_public);
+    setup(&env, "shop", FILES).await;
+    let source = pod_listing(&env, "shop", "app").await;
+    let sealed = backed_up(&env, &stores, "vault").await;
+    let id = sealed["id"].as_str().unwrap();
+
+    // Re-encrypting means decrypting first: without the source's identity nothing moves.
+    let refused = nkvm(&env, &stores, &["copy", id, "--to", "offsite"]).await;
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(refused.stderr.contains("--identity"), "{refused:?}");
+    assert!(server.objects().is_empty(), "{:?}", server.objects());
+
+    let (vault_key, off_key) = (vault_key.to_str().unwrap(), off_key.to_str().unwrap());
+    let off = nkvm(
+        &env,
+        &stores,
+        &[
+            "copy",
+            id,
+            "--to",
+            "offsite",
+            "--identity",
+            vault_key,
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(
+        (&off["status"], &off["encrypted"]),
+        (&"succeeded".into(), &true.into()),
+        "{off}"
+    );
+    assert_ne!(
+        off["sha256"], sealed["sha256"],
+        "a new age file, not the same bytes: {off}"
+    );
+    let artifact = off["artifact"].as_str().unwrap();
+    assert!(artifact.ends_with(&format!("{id}.tar.zst.age")), "{off}");
+
+    // The copy's manifest names the offsite recipient and the same compressed tar inside.
+    let bucket = env.dir.path().join("s3").join(nkvm_store::testing::BUCKET);
+    let object = bucket.join(format!("prod/{artifact}"));
+    let manifest = |path: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let copy_manifest = manifest(&object.with_file_name(format!("{id}.json")));
+    let vault_archive = env
+        .dir
+        .path()
+        .join("vault")
+        .join(sealed["artifact"].as_str().unwrap());
+    let vault_manifest = manifest(&vault_archive.with_file_name(format!("{id}.json")));
+    assert_eq!(
+        copy_manifest["encryption"]["recipients"],
+        serde_json::json!([off_public])
+    );
+    assert_eq!(copy_manifest["sha256"], off["sha256"], "{copy_manifest}");
+    assert_eq!(
+        copy_manifest["encryption"]["archiveSha256"], vault_manifest["encryption"]["archiveSha256"],
+        "{copy_manifest}"
+    );
+
+    // The offsite key opens the copy by hand; the vault's key does not.
+    let by_hand = opened_by_hand(Path::new(off_key), &object, &env.dir.path().join("by-hand"));
+    assert_eq!(by_hand, source);
+    let wrong = std::process::Command::new("age")
+        .args(["-d", "-i", vault_key, "-o", "/dev/null"])
+        .arg(&object)
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success(), "{wrong:?}");
+
+    // With only the offsite key, verify and restore find the copy it opens.
+    let deep = nkvm(
+        &env,
+        &stores,
+        &["verify", id, "--deep", "--identity", off_key, "-o", "json"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(
+        (&deep["store"], &deep["contentsChecked"]),
+        (&"offsite".into(), &true.into()),
+        "{deep}"
+    );
+    crate::backup::namespace(&env, "restored").await;
+    let ran = nkvm(
+        &env,
+        &stores,
+        &[
+            "restore",
+            id,
+            "--to",
+            "restored/copy",
+            "--create",
+            "--identity",
+            off_key,
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(ran["status"], "succeeded", "{ran}");
+    no_helper_pods(&env).await;
+    reader(&env, "restored", "copy").await;
+    assert_eq!(pod_listing(&env, "restored", "reader").await, source);
     env.stop().await;
 }

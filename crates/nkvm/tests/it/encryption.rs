@@ -78,7 +78,7 @@ pub(crate) async fn pod_listing(env: &Env, ns: &str, pod: &str) -> String {
 }
 
 /// Opens an encrypted archive by hand as the docs say, and lists what came out.
-fn opened_by_hand(key: &Path, archive: &Path, into: &Path) -> String {
+pub(crate) fn opened_by_hand(key: &Path, archive: &Path, into: &Path) -> String {
     std::fs::create_dir_all(into).unwrap();
     let script = format!(
         "set -euo pipefail; age -d -i '{}' '{}' | zstd -d | tar -x -C '{}'; cd '{}' && {LISTING}",
