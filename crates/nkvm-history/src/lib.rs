@@ -141,7 +141,7 @@ fn migrations() -> Migrations<'static> {
         ),
         // 5: deletion marks, policy runs and skips, UI-made policies.
         M::up(policies::MIGRATION),
-        // 6: the data path a backup took (`agent`, `tar`); '' where it is not known (rows
+        // 6: the data path a backup took (`agent`, `direct`, `tar`); '' where it is not known (rows
         // from before, and rows the index rebuilt from manifests, which do not record it).
         M::up("ALTER TABLE backups ADD COLUMN data_path TEXT NOT NULL DEFAULT '';"),
     ])
@@ -194,8 +194,8 @@ pub struct BackupRow {
     pub node: String,
     /// The store holding the archive (`local`, or a stores-file name; `""` reads as `local`).
     pub store: String,
-    /// How the volume's bytes moved (`agent`, `tar`); `""` when not known (older rows, rows
-    /// rebuilt from manifests).
+    /// How the volume's bytes moved (`agent`, `direct`, `tar`); `""` when not known (older
+    /// rows, rows rebuilt from manifests).
     pub data_path: String,
 }
 

@@ -1,6 +1,6 @@
 //! `nkvm backups`: the history, newest first (reads the database only). JSON rows carry the
 //! backup shape of the CLI contract plus trigger, actor, failureKind, helperPod, node and
-//! dataPath (the table's PATH: `agent` or `tar`, `-` when not known);
+//! dataPath (the table's PATH: `agent`, `direct` or `tar`, `-` when not known);
 //! the table shows sizes for people, JSON exact bytes, and each row's `copies` in other
 //! stores.
 
@@ -72,8 +72,8 @@ pub fn run(g: &GlobalArgs, args: BackupsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The data path column: `agent`, `tar`, or `-` where the history does not know it (rows
-/// from before it was recorded, rows rebuilt from manifests).
+/// The data path column: `agent`, `direct`, `tar`, or `-` where the history does not know it
+/// (rows from before it was recorded, rows rebuilt from manifests).
 fn shown_data_path(path: &str) -> &str {
     if path.is_empty() { "-" } else { path }
 }
