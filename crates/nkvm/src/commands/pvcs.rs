@@ -78,6 +78,19 @@ pub async fn run(g: &GlobalArgs, args: PvcsArgs) -> anyhow::Result<ExitCode> {
                 settings.helper_image,
                 super::restore::path_label(settings.data_path())
             );
+            let direct: Vec<&str> = app
+                .stores()
+                .all()
+                .iter()
+                .filter(|s| s.store.direct_uploads())
+                .map(|s| s.name.as_str())
+                .collect();
+            if settings.data_path() == nkvm_engine::agent::DataPath::Agent && !direct.is_empty() {
+                eprintln!(
+                    "backups to {} take the direct path: the agent uploads to the store itself",
+                    direct.join(", ")
+                );
+            }
             let rows: Vec<Vec<String>> = records.iter().map(row).collect();
             print!(
                 "{}",
