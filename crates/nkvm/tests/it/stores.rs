@@ -129,6 +129,15 @@ async fn a_backup_to_s3_verifies_restores_and_comes_back_from_the_bucket_alone()
     assert_eq!(checked[1]["name"], "offsite", "{checked}");
     assert_eq!(checked[1]["health"], "ok", "{checked}");
     assert_eq!(checked[0]["health"], "ok", "{checked}");
+    assert_eq!(checked[1]["directUploads"], true, "{checked}");
+    let inventory = nkvm(&env, &stores, &["pvcs", "-n", "shop"]).await.ok();
+    assert!(
+        inventory
+            .stderr
+            .contains("backups to offsite take the direct path"),
+        "the inventory says which path backups to the store take: {}",
+        inventory.stderr
+    );
 
     let r = &backup_to(&env, &stores, "offsite").await;
     assert_eq!(
