@@ -6,11 +6,10 @@
 //! re-encrypted for that store's recipients; an empty history rebuilt from both stores knows
 //! the backup and its copy.
 
-use crate::backup::{no_helper_pods, setup};
-use crate::encryption::{age_cli, age_keygen, nkvm, opened_by_hand, pod_listing};
+use crate::backup::setup;
+use crate::encryption::{age_cli, age_keygen, opened_by_hand, pod_listing};
 use crate::harness::Env;
-use crate::restore::reader;
-use crate::stores::stores_file;
+use crate::stores::{nkvm, restored_listing, stores_file};
 use nkvm_store::testing::{S3Server, SECRET_KEY};
 use std::path::{Path, PathBuf};
 
@@ -86,27 +85,7 @@ async fn a_local_backup_copied_off_site_is_found_there_by_verify_and_restore() {
         .ok()
         .json();
     assert_eq!(verified["store"], "offsite", "{verified}");
-    crate::backup::namespace(&env, "restored").await;
-    let ran = nkvm(
-        &env,
-        &stores,
-        &[
-            "restore",
-            id,
-            "--to",
-            "restored/copy",
-            "--create",
-            "-o",
-            "json",
-        ],
-    )
-    .await
-    .ok()
-    .json();
-    assert_eq!(ran["status"], "succeeded", "{ran}");
-    no_helper_pods(&env).await;
-    reader(&env, "restored", "copy").await;
-    assert_eq!(pod_listing(&env, "restored", "reader").await, source);
+    assert_eq!(restored_listing(&env, &stores, id, &[]).await, source);
 
     // Copied on into the encrypted store: an age file there, opened with the identity.
     let vault = copied(&env, &stores, id, "vault").await;
@@ -475,28 +454,7 @@ async fn an_encrypted_backup_copied_to_another_encrypted_store_opens_with_that_s
         (&"offsite".into(), &true.into()),
         "{deep}"
     );
-    crate::backup::namespace(&env, "restored").await;
-    let ran = nkvm(
-        &env,
-        &stores,
-        &[
-            "restore",
-            id,
-            "--to",
-            "restored/copy",
-            "--create",
-            "--identity",
-            off_key,
-            "-o",
-            "json",
-        ],
-    )
-    .await
-    .ok()
-    .json();
-    assert_eq!(ran["status"], "succeeded", "{ran}");
-    no_helper_pods(&env).await;
-    reader(&env, "restored", "copy").await;
-    assert_eq!(pod_listing(&env, "restored", "reader").await, source);
+    let restored = restored_listing(&env, &stores, id, &["--identity", off_key]).await;
+    assert_eq!(restored, source);
     env.stop().await;
 }

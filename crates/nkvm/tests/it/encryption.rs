@@ -4,8 +4,9 @@
 //! refused without it before any helper pod exists.
 
 use crate::backup::{json_results, namespace, no_helper_pods, setup};
-use crate::harness::{Env, Ran};
+use crate::harness::Env;
 use crate::restore::reader;
+use crate::stores::nkvm;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -59,13 +60,6 @@ pub(crate) fn vault_stores(env: &Env, recipient: &str) -> PathBuf {
     );
     std::fs::write(&file, yaml).unwrap();
     file
-}
-
-/// Runs nkvm with the stores file.
-pub(crate) async fn nkvm(env: &Env, stores: &Path, args: &[&str]) -> Ran {
-    let mut all = vec!["--stores", stores.to_str().unwrap()];
-    all.extend_from_slice(args);
-    env.nkvm(&all).await
 }
 
 /// The claim's files and their sha256, as seen in pod `pod`.

@@ -3,6 +3,7 @@
 //! bucket alone, and the failures (wrong credentials, unreachable, killed mid-upload).
 
 use crate::backup::{json_results, namespace, no_helper_pods, setup};
+use crate::encryption::pod_listing;
 use crate::harness::Env;
 use crate::restore::reader;
 use nkvm_store::testing::{ACCESS_KEY, S3Server, SECRET_KEY};
@@ -43,7 +44,6 @@ pub(crate) async fn nkvm(env: &Env, stores: &Path, args: &[&str]) -> crate::harn
     env.nkvm(&all).await
 }
 
-/// Every file of the claim mounted by `pod` with its sha256, sorted.
 /// `nkvm backup shop/data --store STORE -o json` with `stores`: the claim's result.
 pub(crate) async fn backup_to(env: &Env, stores: &Path, store: &str) -> serde_json::Value {
     let out = nkvm(
@@ -55,33 +55,39 @@ pub(crate) async fn backup_to(env: &Env, stores: &Path, store: &str) -> serde_js
     json_results(&out).await.remove(0)
 }
 
-pub(crate) async fn volume_listing(env: &Env, ns: &str, pod: &str) -> String {
-    let script = "cd /data && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum";
-    let out = env
-        .kubectl(&["-n", ns, "exec", pod, "--", "sh", "-c", script], None)
-        .await
-        .ok();
-    out.stdout
-}
-
-/// Restores backup `id` (found through `stores`) into the new claim `restored/copy` and returns
-/// the listing of what arrived there.
-pub(crate) async fn restored_listing(env: &Env, stores: &Path, id: &str) -> String {
+/// Restores backup `id` (found through `stores`, with `extra` arguments) into the new claim
+/// `restored/copy` and returns the listing of what arrived there.
+pub(crate) async fn restored_listing(env: &Env, stores: &Path, id: &str, extra: &[&str]) -> String {
     namespace(env, "restored").await;
-    let to = [
-        "restore",
-        id,
-        "--to",
-        "restored/copy",
-        "--create",
-        "-o",
-        "json",
-    ];
+    let mut to = vec!["restore", id, "--to", "restored/copy", "--create"];
+    to.extend_from_slice(extra);
+    to.extend(["-o", "json"]);
     let ran = nkvm(env, stores, &to).await.ok().json();
     assert_eq!(ran["status"], "succeeded", "{ran}");
     no_helper_pods(env).await;
     reader(env, "restored", "copy").await;
-    volume_listing(env, "restored", "reader").await
+    pod_listing(env, "restored", "reader").await
+}
+
+/// Backup `r` verifies in `store`, and a fresh nkvm with an empty database, pointed at the
+/// store alone, rebuilds its history and lists it there (disaster recovery).
+pub(crate) async fn recovered_from(env: &Env, stores: &Path, store: &str, r: &serde_json::Value) {
+    let id = r["id"].as_str().unwrap();
+    let verified = nkvm(env, stores, &["verify", id, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(verified["sha256"], r["sha256"], "{verified}");
+    std::fs::remove_file(env.db()).unwrap();
+    let rebuild = ["index", "rebuild", "--store", store, "-o", "json"];
+    let rebuilt = nkvm(env, stores, &rebuild).await.ok().json();
+    assert_eq!(rebuilt["added"], 1, "{rebuilt}");
+    let listed = nkvm(env, stores, &["backups", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(listed[0]["id"], id, "{listed}");
+    assert_eq!(listed[0]["store"], store, "{listed}");
 }
 
 /// `nkvm --agent-fault FAULT backup shop/data --store offsite`: the claim's result.
@@ -159,33 +165,11 @@ async fn a_backup_to_s3_verifies_restores_and_comes_back_from_the_bucket_alone()
     assert!(!env.backups().join("server_https___127.0.0.1").exists());
     assert!(server.open_uploads().is_empty());
 
-    let verified = nkvm(&env, &stores, &["verify", &id, "-o", "json"])
-        .await
-        .ok()
-        .json();
-    assert_eq!(verified["sha256"], r["sha256"], "{verified}");
-
     // Disaster recovery: a fresh nkvm with an empty database, pointed at the bucket.
-    std::fs::remove_file(env.db()).unwrap();
-    let rebuilt = nkvm(
-        &env,
-        &stores,
-        &["index", "rebuild", "--store", "offsite", "-o", "json"],
-    )
-    .await
-    .ok()
-    .json();
-    assert_eq!(rebuilt["added"], 1, "{rebuilt}");
-    let listed = nkvm(&env, &stores, &["backups", "-o", "json"])
-        .await
-        .ok()
-        .json();
-    assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
-    assert_eq!(listed[0]["store"], "offsite", "{listed}");
-
-    let source = volume_listing(&env, "shop", "app").await;
+    recovered_from(&env, &stores, "offsite", r).await;
+    let source = pod_listing(&env, "shop", "app").await;
     assert!(source.contains("r.bin"), "{source}");
-    assert_eq!(restored_listing(&env, &stores, &id).await, source);
+    assert_eq!(restored_listing(&env, &stores, &id, &[]).await, source);
     env.stop().await;
 }
 
@@ -377,8 +361,8 @@ async fn a_direct_upload_without_a_trailer_is_aborted_and_a_whole_one_restores()
         .json();
     assert_eq!(verified["sha256"], r["sha256"], "{verified}");
     assert_eq!(
-        restored_listing(&env, &stores, id).await,
-        volume_listing(&env, "shop", "app").await
+        restored_listing(&env, &stores, id, &[]).await,
+        pod_listing(&env, "shop", "app").await
     );
     env.stop().await;
 }
