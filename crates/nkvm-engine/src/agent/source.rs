@@ -122,22 +122,19 @@ impl Follow {
 /// full pipe towards nkvm never stops tar or the compressor.
 pub fn backup(args: &SourceArgs, out: impl Write + Send) -> std::io::Result<SourceEnd> {
     // The upload's requests run on their own threads; the compressor's thread blocks on them.
-    let runtime = match &args.direct {
-        Some(_) => Some(
-            tokio::runtime::Builder::new_multi_thread()
+    // The runtime lives until the upload is done.
+    let (_runtime, upload) = match &args.direct {
+        None => (None, None),
+        Some(target) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
-                .build()?,
-        ),
-        None => None,
-    };
-    let upload = match (&args.direct, &runtime) {
-        (Some(target), Some(rt)) => Some(
-            target
+                .build()?;
+            let parts = target
                 .parts(rt.handle().clone())
-                .map_err(std::io::Error::other)?,
-        ),
-        _ => None,
+                .map_err(std::io::Error::other)?;
+            (Some(rt), Some(parts))
+        }
     };
     let upload_failed = Arc::new(OnceLock::new());
     let ended = run_tar(args, out, upload, &upload_failed);
