@@ -20,6 +20,8 @@ mod partial;
 mod registry;
 mod s3;
 mod sftp;
+#[cfg(test)]
+mod store_contract;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]

@@ -2,40 +2,10 @@
 
 use super::*;
 use crate::manifest::tests::sample;
+use crate::store_contract::{a_second_writer_never_overwrites, data, key, runtime};
 use crate::testing::S3Server;
-use nkvm_domain::Compression;
 use sha2::{Digest, Sha256};
 use std::io::Write;
-
-fn runtime() -> tokio::runtime::Runtime {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tokio::runtime::Runtime::new().expect("a runtime")
-}
-
-fn key(id: &str) -> ArchiveKey {
-    let m = sample(id);
-    ArchiveKey {
-        cluster: m.cluster,
-        namespace: m.namespace,
-        pvc: m.pvc.name,
-        id: m.backup_id,
-        compression: Compression::Zstd,
-        encrypted: false,
-    }
-}
-
-/// `n` bytes that do not compress (so parts are full-size), the same for the same seed.
-fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn store(server: &S3Server, rt: &tokio::runtime::Runtime) -> S3Store {
     let mut settings = server.settings("offsite", "prod/");
@@ -91,24 +61,7 @@ fn an_existing_object_is_never_overwritten() {
     let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
     let server = S3Server::start(dir.path());
     let store = store(&server, &rt);
-    let mut first = store.begin(&key(ID)).unwrap();
-    first.write_all(b"first").unwrap();
-    // Another writer of the same key started before the first committed.
-    let mut second = store.begin(&key(ID)).unwrap();
-    second.write_all(b"second").unwrap();
-    let stored = first.commit(&sample(ID)).unwrap();
-    let e = second.commit(&sample(ID)).expect_err("refused");
-    assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
-    let e = store.check_writable(&key(ID)).expect_err("refused");
-    assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
-    assert!(store.begin(&key(ID)).is_err());
-    let mut back = Vec::new();
-    store
-        .open(&stored.artifact)
-        .unwrap()
-        .read_to_end(&mut back)
-        .unwrap();
-    assert_eq!(back, b"first");
+    a_second_writer_never_overwrites(&store, ID);
     assert!(
         server.open_uploads().is_empty(),
         "{:?}",
