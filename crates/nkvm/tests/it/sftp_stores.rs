@@ -2,7 +2,7 @@
 //! loopback port with its own host key: backup, verify, restore, disaster recovery from the
 //! server's directory alone, and the failures (wrong host key, unreachable, killed mid-upload).
 
-use crate::backup::{json_results, no_helper_pods, setup};
+use crate::backup::{no_helper_pods, setup};
 use crate::encryption::pod_listing;
 use crate::harness::Env;
 use crate::stores::{FILES, nkvm, recovered_from, restored_listing};
@@ -159,15 +159,7 @@ async fn an_sftp_server_killed_mid_upload_fails_at_stage_store_and_recover_sweep
         .await;
         server.kill();
     };
-    let (out, ()) = tokio::join!(
-        nkvm(
-            &env,
-            &stores,
-            &["backup", "shop/data", "--store", "nas", "-o", "json"]
-        ),
-        kill_mid_upload
-    );
-    let r = &json_results(&out).await[0];
+    let r = &crate::stores::backup_meanwhile(&env, &stores, "nas", kill_mid_upload).await;
     assert_eq!(
         (&r["status"], &r["stage"]),
         (&"failed".into(), &"store".into()),

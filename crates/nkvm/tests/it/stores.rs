@@ -46,12 +46,18 @@ pub(crate) async fn nkvm(env: &Env, stores: &Path, args: &[&str]) -> crate::harn
 
 /// `nkvm backup shop/data --store STORE -o json` with `stores`: the claim's result.
 pub(crate) async fn backup_to(env: &Env, stores: &Path, store: &str) -> serde_json::Value {
-    let out = nkvm(
-        env,
-        stores,
-        &["backup", "shop/data", "--store", store, "-o", "json"],
-    )
-    .await;
+    backup_meanwhile(env, stores, store, async {}).await
+}
+
+/// As [`backup_to`], with `meanwhile` running alongside (a server killed mid-upload).
+pub(crate) async fn backup_meanwhile(
+    env: &Env,
+    stores: &Path,
+    store: &str,
+    meanwhile: impl std::future::Future<Output = ()>,
+) -> serde_json::Value {
+    let args = ["backup", "shop/data", "--store", store, "-o", "json"];
+    let (out, ()) = tokio::join!(nkvm(env, stores, &args), meanwhile);
     json_results(&out).await.remove(0)
 }
 
@@ -256,15 +262,7 @@ async fn a_server_killed_mid_upload_fails_at_stage_store_and_leaves_nothing_afte
         .await;
         server.kill();
     };
-    let (out, ()) = tokio::join!(
-        nkvm(
-            &env,
-            &stores,
-            &["backup", "shop/data", "--store", "offsite", "-o", "json"]
-        ),
-        kill_mid_upload
-    );
-    let r = &json_results(&out).await[0];
+    let r = &backup_meanwhile(&env, &stores, "offsite", kill_mid_upload).await;
     assert_eq!(
         (&r["status"], &r["stage"], &r["dataPath"]),
         (&"failed".into(), &"store".into(), &"direct".into()),
