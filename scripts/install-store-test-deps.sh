@@ -4,9 +4,13 @@
 #   tests, which start their own sshd on a loopback port (found at /usr/sbin/sshd, or
 #   NKVM_SSHD_BIN); installed with apt-get when missing, which needs root.
 # - the S3 server s3s-fs 0.14.1 from crates.io (it checks SigV4 request signatures; 0.17 needs
-#   a newer rustc), built once per machine into ~/.cache/nkvm-tools. Prints the binary's path
-#   as its last line; tests find it through NKVM_S3S_FS_BIN or at that default path.
-# Idempotent.
+#   a newer rustc), built once per machine into ~/.cache/nkvm-tools/bin.
+# - Versity's S3 gateway versitygw v1.8.0 from the Go module proxy (a production S3 server over
+#   a POSIX directory; it also checks each part's sha256 checksum header and conditional
+#   writes), built once per machine into the same directory; the store contract tests and the
+#   benchmark run against both servers.
+# Its output is two `export NAME=PATH` lines (NKVM_S3S_FS_BIN, NKVM_VERSITYGW_BIN) for the
+# caller to eval; tests also find the binaries at those default paths. Idempotent.
 #
 # Also installs Debian's age CLI (age, age-keygen), with which the encryption tests prove
 # that an operator can open an encrypted archive by hand.
@@ -41,4 +45,16 @@ if [ ! -x "$bin" ] || ! "$bin" --version 2>/dev/null | grep -q '0\.14\.1'; then
   trap 'rm -rf "$build"' EXIT
   CARGO_TARGET_DIR="$build" cargo install --quiet --locked s3s-fs@0.14.1 --features binary --root "$tools"
 fi
-echo "$bin"
+
+vgw_version=v1.8.0
+vgw="${tools}/bin/versitygw"
+if [ ! -x "$vgw" ] || ! "$vgw" --version 2>/dev/null | grep -q "Version *: *${vgw_version}\$"; then
+  echo "installing versitygw ${vgw_version} into ${tools} (go install, Go module proxy)" >&2
+  # go.sum of the module pins every dependency; the version is stamped so the check above
+  # can tell an older build apart. GOCACHE and GOMODCACHE keep their defaults (shared).
+  GOBIN="${tools}/bin" CGO_ENABLED=0 go install -trimpath \
+    -ldflags "-X main.Version=${vgw_version}" \
+    "github.com/versity/versitygw/cmd/versitygw@${vgw_version}" >&2
+fi
+echo "export NKVM_S3S_FS_BIN=${bin}"
+echo "export NKVM_VERSITYGW_BIN=${vgw}"

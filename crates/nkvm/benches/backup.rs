@@ -6,10 +6,12 @@
 //! wall seconds, CPU seconds of the client side (nkvm, or the shell pipeline), of the sandbox
 //! process itself (API server, TLS, exec framing) and of the pod's processes (tar, the
 //! agent), and the client's peak RSS. Goals (issue #16): >= 0.85x the local limit, >= 1.2x the
-//! shell pipeline, >= 3x `kubectl cp`, nkvm's peak RSS < 64 MiB. Two more backup rows send
-//! the agent's archive to a real S3 server (`s3s-fs` on loopback, over this machine's disk):
-//! uploaded by the agent itself (`direct`) and through nkvm; goal (issue #14) >= 0.8x the local
-//! store's throughput with nkvm's peak RSS < 96 MiB.
+//! shell pipeline, >= 3x `kubectl cp`, nkvm's peak RSS < 64 MiB. Four more backup rows send
+//! the agent's archive to real S3 servers on loopback, over this machine's disk, uploaded by
+//! the agent itself (`direct`) and through nkvm: `s3s-fs` (the tests' small reference server)
+//! and Versity's gateway `versitygw` (a production S3 server); goal (issue #14) >= 0.8x the
+//! local store's throughput with nkvm's peak RSS < 96 MiB. Each S3 row also reports the
+//! server's own CPU seconds, since the server shares this machine's cores.
 //!
 //! Then the scale-out run: the same corpus split over 8 claims whose pods run 4 on `node-a` and
 //! 4 on `node-b`, backed up at once (`--parallel 8`) to S3, direct and through nkvm, and one of
@@ -30,11 +32,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 3;
-/// The backup row whose archive the agent uploads to the S3 store itself (like row 3, which
-/// goes to `local`).
-const S3_DIRECT_ROW: usize = 5;
-/// The backup row whose archive goes to the S3 store through nkvm.
-const S3_VIA_ROW: usize = 6;
+/// The backup rows that go to S3 (they follow the others): per row, the store it names and
+/// which server holds that store (an index into `Bench::s3`). The `direct` rows' archives are
+/// uploaded by the agent itself (like row 3's, which go to `local`), the others' through nkvm.
+const S3_ROWS: [(&str, &str, usize); 4] = [
+    ("nkvm (direct) to s3s-fs", "offsite", 0),
+    ("nkvm (via nkvm) to s3s-fs", "offsite-via", 0),
+    ("nkvm (direct) to versitygw", "gateway", 1),
+    ("nkvm (via nkvm) to versitygw", "gateway-via", 1),
+];
+/// The first of the `S3_ROWS`.
+const FIRST_S3_ROW: usize = 5;
 const GENERIC: &str = "docker.io/library/debian:bookworm-slim";
 
 fn sh(script: &str) -> String {
@@ -279,29 +287,38 @@ struct Bench {
     dir: PathBuf,
     kubeconfig: PathBuf,
     sandbox: std::process::Child,
-    s3: nkvm_store::testing::S3Server,
+    /// `s3s-fs` and `versitygw`.
+    s3: [nkvm_store::testing::S3Server; 2],
     stores_file: PathBuf,
 }
 
-/// The S3 server and a stores file naming it as `offsite` (direct uploads) and `offsite-via`
-/// (through nkvm, under another prefix).
-fn s3_store(dir: &Path) -> (nkvm_store::testing::S3Server, PathBuf) {
-    use nkvm_store::testing::{ACCESS_KEY, S3Server, SECRET_KEY};
-    let server = S3Server::start(&dir.join("s3"));
+/// The S3 servers and a stores file naming each twice: `offsite` and `gateway` (direct
+/// uploads), `offsite-via` and `gateway-via` (through nkvm, under another prefix).
+fn s3_stores(dir: &Path) -> ([nkvm_store::testing::S3Server; 2], PathBuf) {
+    use nkvm_store::testing::{ACCESS_KEY, S3Kind, S3Server, SECRET_KEY};
+    let servers = [
+        S3Server::start_kind(S3Kind::S3sFs, &dir.join("s3s-fs")),
+        S3Server::start_kind(S3Kind::Versitygw, &dir.join("versitygw")),
+    ];
     std::fs::write(dir.join("s3-key-id"), ACCESS_KEY).expect("write");
     std::fs::write(dir.join("s3-secret"), SECRET_KEY).expect("write");
+    let mut yaml = String::from("stores:\n");
+    for (name, server) in ["offsite", "gateway"].into_iter().zip(&servers) {
+        for (suffix, extra) in [
+            ("", ""),
+            ("-via", "  prefix: via/\n  directUpload: false\n"),
+        ] {
+            yaml += &format!(
+                "- name: {name}{suffix}\n  type: s3\n  endpoint: {}\n  region: us-east-1\n  bucket: nkvm\n{extra}  accessKeyIdFile: {}\n  secretAccessKeyFile: {}\n",
+                server.endpoint(),
+                dir.join("s3-key-id").display(),
+                dir.join("s3-secret").display()
+            );
+        }
+    }
     let file = dir.join("stores.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "stores:\n- name: offsite\n  type: s3\n  endpoint: {0}\n  region: us-east-1\n  bucket: nkvm\n  accessKeyIdFile: {1}\n  secretAccessKeyFile: {2}\n- name: offsite-via\n  type: s3\n  endpoint: {0}\n  region: us-east-1\n  bucket: nkvm\n  prefix: via/\n  directUpload: false\n  accessKeyIdFile: {1}\n  secretAccessKeyFile: {2}\n",
-            server.endpoint(),
-            dir.join("s3-key-id").display(),
-            dir.join("s3-secret").display()
-        ),
-    )
-    .expect("write");
-    (server, file)
+    std::fs::write(&file, yaml).expect("write");
+    (servers, file)
 }
 
 impl Bench {
@@ -330,7 +347,7 @@ impl Bench {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let (s3, stores_file) = s3_store(&dir);
+        let (s3, stores_file) = s3_stores(&dir);
         Bench {
             nkvm,
             dir,
@@ -380,13 +397,6 @@ impl Bench {
             "{k} wait --for=condition=Ready pod/{name} --timeout=60s"
         ));
         self.volume_dir(name)
-    }
-
-    /// Deletes the bucket's objects (s3s-fs files); the bucket stays.
-    fn empty_bucket(&self) {
-        let bucket = self.s3.root.join(nkvm_store::testing::BUCKET);
-        let _ = std::fs::remove_dir_all(&bucket);
-        std::fs::create_dir_all(&bucket).expect("bucket dir");
     }
 
     fn volume_dir(&self, claim: &str) -> PathBuf {
@@ -443,21 +453,18 @@ fn backup_commands(b: &Bench, source: &Path) -> Vec<(&'static str, String)> {
             "nkvm backup (generic image)",
             format!("{} backup default/app -o json", b.nkvm(Some(GENERIC))),
         ),
-        (
-            "nkvm backup (direct) to S3",
-            format!(
-                "{} backup default/app --store offsite -o json",
-                b.nkvm(None)
-            ),
-        ),
-        (
-            "nkvm backup (agent via nkvm) to S3",
-            format!(
-                "{} backup default/app --store offsite-via -o json",
-                b.nkvm(None)
-            ),
-        ),
     ]
+    .into_iter()
+    .chain(S3_ROWS.iter().map(|(name, store, _)| {
+        (
+            *name,
+            format!(
+                "{} backup default/app --store {store} -o json",
+                b.nkvm(None)
+            ),
+        )
+    }))
+    .collect()
 }
 
 /// Restore commands into fresh targets, by name.
@@ -573,22 +580,23 @@ fn backups(b: &Bench, source: &Path, mib: f64) -> (String, PathBuf) {
     let commands = backup_commands(b, source);
     let mut runs = Vec::new();
     let mut kept = None;
-    let mut s3_server_cpu = [Vec::new(), Vec::new()];
+    let mut s3_server_cpu = vec![Vec::new(); S3_ROWS.len()];
     for round in 0..ROUNDS {
         let mut r = vec![Run::default(); commands.len()];
         // Interleaved: each round starts one command later.
         for k in 0..commands.len() {
             let i = (k + round) % commands.len();
-            let server_cpu = || b.s3.pid().map_or(0.0, cpu_seconds);
-            let server_before = server_cpu();
+            let server = i
+                .checked_sub(FIRST_S3_ROW)
+                .map(|row| (row, &b.s3[S3_ROWS[row].2]));
+            let server_cpu = |s: &nkvm_store::testing::S3Server| s.pid().map_or(0.0, cpu_seconds);
+            let server_before = server.map_or(0.0, |(_, s)| server_cpu(s));
             r[i] = measure(&commands[i].1, b.sandbox.id());
-            if i >= S3_DIRECT_ROW {
-                s3_server_cpu[i - S3_DIRECT_ROW].push(server_cpu() - server_before);
-            }
             let _ = std::fs::remove_file(b.dir.join("out.tar.zst"));
             let _ = std::fs::remove_dir_all(b.dir.join("cp"));
-            if i >= S3_DIRECT_ROW {
-                b.empty_bucket();
+            if let Some((row, s)) = server {
+                s3_server_cpu[row].push(server_cpu(s) - server_before);
+                s.empty_bucket();
             } else if i >= 3 {
                 let (id, archive) = newest_backup(b);
                 if kept.is_none() && i == 3 {
@@ -603,9 +611,10 @@ fn backups(b: &Bench, source: &Path, mib: f64) -> (String, PathBuf) {
     let names: Vec<&str> = commands.iter().map(|c| c.0).collect();
     table("backup", &names, &runs, mib);
     let col = |n: usize, f: fn(&Run) -> f64| median(runs.iter().map(|r| f(&r[n])).collect());
-    for (row, cpu) in [S3_DIRECT_ROW, S3_VIA_ROW].into_iter().zip(s3_server_cpu) {
+    for (n, cpu) in s3_server_cpu.into_iter().enumerate() {
+        let row = FIRST_S3_ROW + n;
         println!(
-            "{}: {:.2}x the local store's throughput (goal >= 0.8), nkvm's peak RSS {:.1} MiB (goal < 96); the S3 server (s3s-fs, on the same cores) used {:.2} CPU s",
+            "{}: {:.2}x the local store's throughput (goal >= 0.8), nkvm's peak RSS {:.1} MiB (goal < 96); the S3 server, on the same cores, used {:.2} CPU s",
             commands[row].0,
             col(3, |r| r.wall) / col(row, |r| r.wall),
             col(row, |r| r.peak_mib),
@@ -686,17 +695,18 @@ fn scale_out(b: &Bench, scale: f64) {
     })
     .collect();
     println!(
-        "\nscale-out: {mib:.0} MiB over {SPREAD} claims, pods 4 on node-a and 4 on node-b, to S3 (one round each)"
+        "\nscale-out: {mib:.0} MiB over {SPREAD} claims, pods 4 on node-a and 4 on node-b, to S3 (s3s-fs; one round each)"
     );
     println!(
         "{:<28} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "run", "wall s", "MiB/s", "nkvm CPU", "nkvm MiB", "pod CPU", "sandbox", "S3 CPU"
     );
     for (name, script, mib) in runs {
-        let server_before = b.s3.pid().map_or(0.0, cpu_seconds);
+        let s3 = &b.s3[0];
+        let server_before = s3.pid().map_or(0.0, cpu_seconds);
         let r = measure(&script, b.sandbox.id());
-        let server = b.s3.pid().map_or(0.0, cpu_seconds) - server_before;
-        b.empty_bucket();
+        let server = s3.pid().map_or(0.0, cpu_seconds) - server_before;
+        s3.empty_bucket();
         println!(
             "{name:<28} {:>8.2} {:>8.0} {:>9.2} {:>9.1} {:>9.2} {:>9.2} {:>9.2}",
             r.wall,

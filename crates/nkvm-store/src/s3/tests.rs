@@ -1,9 +1,10 @@
-//! The S3 store against a real S3 server (`s3s-fs`, checking signatures).
+//! The S3 store against real S3 servers (both check signatures): the store's contract runs
+//! once against `s3s-fs` and once against `versitygw` (modules `s3s_fs` and `versitygw`).
 
 use super::*;
 use crate::manifest::tests::sample;
 use crate::store_contract::{a_second_writer_never_overwrites, data, key, runtime};
-use crate::testing::S3Server;
+use crate::testing::{S3Kind, S3Server};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 
@@ -15,10 +16,9 @@ fn store(server: &S3Server, rt: &tokio::runtime::Runtime) -> S3Store {
 
 const ID: &str = "20261126T010203Z-deadbeef";
 
-#[test]
-fn an_archive_round_trips_through_a_multipart_upload_and_is_listed() {
+fn an_archive_round_trips_through_a_multipart_upload_and_is_listed(kind: S3Kind) {
     let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
-    let server = S3Server::start(dir.path());
+    let server = S3Server::start_kind(kind, dir.path());
     let store = store(&server, &rt);
     let bytes = data(12 << 20, 7);
     let mut writer = store.begin(&key(ID)).expect("begun");
@@ -56,10 +56,9 @@ fn an_archive_round_trips_through_a_multipart_upload_and_is_listed() {
     assert!(server.objects().is_empty(), "{:?}", server.objects());
 }
 
-#[test]
-fn an_existing_object_is_never_overwritten() {
+fn an_existing_object_is_never_overwritten(kind: S3Kind) {
     let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
-    let server = S3Server::start(dir.path());
+    let server = S3Server::start_kind(kind, dir.path());
     let store = store(&server, &rt);
     a_second_writer_never_overwrites(&store, ID);
     assert!(
@@ -69,10 +68,9 @@ fn an_existing_object_is_never_overwritten() {
     );
 }
 
-#[test]
-fn a_server_killed_mid_upload_leaves_nothing_visible_and_the_sweep_closes_the_upload() {
+fn a_server_killed_mid_upload_leaves_nothing_visible_and_the_sweep_closes_the_upload(kind: S3Kind) {
     let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
-    let mut server = S3Server::start(dir.path());
+    let mut server = S3Server::start_kind(kind, dir.path());
     let store = store(&server, &rt);
     let mut writer = store.begin(&key(ID)).unwrap();
     writer.write_all(&data(11 << 20, 3)).unwrap();
@@ -98,10 +96,9 @@ fn a_server_killed_mid_upload_leaves_nothing_visible_and_the_sweep_closes_the_up
     assert!(store.list_manifests().unwrap().archives.is_empty());
 }
 
-#[test]
-fn an_aborted_upload_is_closed_at_once() {
+fn an_aborted_upload_is_closed_at_once(kind: S3Kind) {
     let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
-    let server = S3Server::start(dir.path());
+    let server = S3Server::start_kind(kind, dir.path());
     let store = store(&server, &rt);
     let mut writer = store.begin(&key(ID)).unwrap();
     writer.write_all(&data(6 << 20, 9)).unwrap();
@@ -124,10 +121,9 @@ fn upload_parts(target: &DirectTarget, bytes: &[u8]) -> (Vec<String>, u64, Strin
     (parts.into_iter().map(|p| p.content_id).collect(), n, sha256)
 }
 
-#[test]
-fn a_direct_upload_becomes_visible_only_when_nkvm_commits_the_agents_parts() {
+fn a_direct_upload_becomes_visible_only_when_nkvm_commits_the_agents_parts(kind: S3Kind) {
     let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
-    let server = S3Server::start(dir.path());
+    let server = S3Server::start_kind(kind, dir.path());
     let store = store(&server, &rt);
     assert!(store.direct_uploads());
     let upload = store.begin_direct(&key(ID)).unwrap().expect("static keys");
@@ -157,10 +153,9 @@ fn a_direct_upload_becomes_visible_only_when_nkvm_commits_the_agents_parts() {
     assert!(server.open_uploads().is_empty());
 }
 
-#[test]
-fn a_direct_upload_missing_a_part_or_aborted_leaves_nothing() {
+fn a_direct_upload_missing_a_part_or_aborted_leaves_nothing(kind: S3Kind) {
     let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
-    let server = S3Server::start(dir.path());
+    let server = S3Server::start_kind(kind, dir.path());
     let store = store(&server, &rt);
     let upload = store.begin_direct(&key(ID)).unwrap().unwrap();
     let first = upload.target().upload_id;
@@ -199,10 +194,9 @@ fn only_a_store_with_static_keys_and_direct_uploads_on_hands_them_out() {
     assert!(off.begin_direct(&key(ID)).unwrap().is_none());
 }
 
-#[test]
-fn wrong_credentials_and_an_unreachable_server_are_refused_before_any_upload() {
+fn wrong_credentials_and_an_unreachable_server_are_refused_before_any_upload(kind: S3Kind) {
     let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
-    let mut server = S3Server::start(dir.path());
+    let mut server = S3Server::start_kind(kind, dir.path());
     let mut settings = server.settings("offsite", "");
     settings.keys = Some((crate::testing::ACCESS_KEY.into(), "wrong-secret".into()));
     let wrong = S3Store::new(&settings, rt.handle().clone()).unwrap();
@@ -222,10 +216,9 @@ fn wrong_credentials_and_an_unreachable_server_are_refused_before_any_upload() {
     assert!(e.to_string().contains("reachable"), "{e}");
 }
 
-#[test]
-fn orphans_and_stray_keys_in_the_bucket_are_reported_or_passed_over() {
+fn orphans_and_stray_keys_in_the_bucket_are_reported_or_passed_over(kind: S3Kind) {
     let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
-    let server = S3Server::start(dir.path());
+    let server = S3Server::start_kind(kind, dir.path());
     let store = store(&server, &rt);
     let mut w = store.begin(&key(ID)).unwrap();
     w.write_all(b"x").unwrap();
@@ -321,3 +314,32 @@ fn an_entry_without_key_files_takes_the_keys_of_the_aws_profile() {
     let missing = open("absent").unwrap_err().to_string();
     assert!(missing.contains("AWS_PROFILE=\"absent\""), "{missing}");
 }
+
+/// The contract tests above, once per server.
+macro_rules! on_each_server {
+    ($($test:ident),* $(,)?) => {
+        mod s3s_fs {
+            $(#[test]
+            fn $test() {
+                super::$test(crate::testing::S3Kind::S3sFs)
+            })*
+        }
+        mod versitygw {
+            $(#[test]
+            fn $test() {
+                super::$test(crate::testing::S3Kind::Versitygw)
+            })*
+        }
+    };
+}
+
+on_each_server!(
+    an_archive_round_trips_through_a_multipart_upload_and_is_listed,
+    an_existing_object_is_never_overwritten,
+    a_server_killed_mid_upload_leaves_nothing_visible_and_the_sweep_closes_the_upload,
+    an_aborted_upload_is_closed_at_once,
+    a_direct_upload_becomes_visible_only_when_nkvm_commits_the_agents_parts,
+    a_direct_upload_missing_a_part_or_aborted_leaves_nothing,
+    wrong_credentials_and_an_unreachable_server_are_refused_before_any_upload,
+    orphans_and_stray_keys_in_the_bucket_are_reported_or_passed_over,
+);
