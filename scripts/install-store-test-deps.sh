@@ -6,8 +6,7 @@
 # - the S3 server s3s-fs 0.14.1 from crates.io (it checks SigV4 request signatures; 0.17 needs
 #   a newer rustc), built once per machine into ~/.cache/nkvm-tools/bin.
 # - Versity's S3 gateway versitygw v1.8.0 from the Go module proxy (a production S3 server over
-#   a POSIX directory; it also checks each part's sha256 checksum header and conditional
-#   writes), built once per machine into the same directory; the store contract tests and the
+#   a POSIX directory; it also checks each part's sha256 checksum header), built once per machine into the same directory; the store contract tests and the
 #   benchmark run against both servers.
 # Its output is two `export NAME=PATH` lines (NKVM_S3S_FS_BIN, NKVM_VERSITYGW_BIN) for the
 # caller to eval; tests also find the binaries at those default paths. Idempotent.

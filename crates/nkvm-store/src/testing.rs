@@ -1,7 +1,7 @@
 //! Real S3 servers for tests, run as child processes on a loopback port over a directory, both
 //! checking SigV4 signatures: `s3s-fs` (the default, a small reference server) and Versity's
 //! S3 gateway `versitygw` with its POSIX backend (a production gateway that also checks each
-//! part's `x-amz-checksum-sha256` and conditional writes). `scripts/install-store-test-deps.sh`
+//! part's `x-amz-checksum-sha256`). `scripts/install-store-test-deps.sh`
 //! installs both; the binaries are found through `NKVM_S3S_FS_BIN` / `NKVM_VERSITYGW_BIN` or in
 //! `~/.cache/nkvm-tools/bin`. The SFTP test server, OpenSSH's `sshd`, is [`SshServer`].
 
