@@ -23,7 +23,8 @@ use nkvm_history::{BackupRow, HistoryError};
 use nkvm_kube::helper::{self, HelperMode, HelperPodOptions};
 use nkvm_kube::tar_command::ArchiveExit;
 use nkvm_store::{
-    ArchiveKey, ArchiveStore, ArchiveWriter, DirectUpload, Manifest, PvcIdentity, StoredArchive,
+    ArchiveKey, ArchiveStore, ArchiveWriter, DirectSent, DirectUpload, Manifest, PvcIdentity,
+    StoredArchive,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -114,9 +115,7 @@ enum Pending {
     /// Uploaded by the agent into an open upload, with what its trailer reported.
     Direct {
         upload: Box<DirectUpload>,
-        parts: Vec<String>,
-        bytes: u64,
-        sha256: String,
+        sent: DirectSent,
     },
 }
 
@@ -125,12 +124,7 @@ impl Pending {
     fn commit(self, manifest: &Manifest) -> Result<StoredArchive, nkvm_store::StoreError> {
         match self {
             Pending::Writer(writer) => writer.commit(manifest),
-            Pending::Direct {
-                upload,
-                parts,
-                bytes,
-                sha256,
-            } => upload.commit(manifest, parts, bytes, sha256),
+            Pending::Direct { upload, sent } => upload.commit(manifest, sent),
         }
     }
 }

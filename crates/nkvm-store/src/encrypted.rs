@@ -9,7 +9,7 @@
 
 use crate::layout::{ArchiveKey, hex};
 use crate::manifest::{Encryption, Manifest};
-use crate::{ArchiveStore, ArchiveWriter, Listing, StoreError, StoredArchive};
+use crate::{ArchiveStore, ArchiveWriter, DirectUpload, Listing, StoreError, StoredArchive};
 use age::stream::StreamWriter;
 use age::x25519;
 use sha2::{Digest, Sha256};
@@ -181,24 +181,9 @@ fn encrypted_key(key: &ArchiveKey) -> ArchiveKey {
 impl ArchiveStore for EncryptedStore {
     fn begin(&self, key: &ArchiveKey) -> Result<Box<dyn ArchiveWriter>, StoreError> {
         let inner = self.inner.begin(&encrypted_key(key))?;
-        let keys = self
-            .recipients
-            .keys
-            .iter()
-            .map(|k| k as &dyn age::Recipient);
-        let encryptor = age::Encryptor::with_recipients(keys).map_err(|e| StoreError::Encrypt {
-            detail: e.to_string(),
-        })?;
-        let stream = encryptor
-            .wrap_output(inner)
-            .map_err(|e| StoreError::Encrypt {
-                detail: format!("writing the age header: {e}"),
-            })?;
         Ok(Box::new(EncryptingWriter {
-            stream,
+            sealing: Sealing::new(&self.recipients, inner)?,
             recipients: self.recipients.shown(),
-            hasher: Sha256::new(),
-            bytes: 0,
         }))
     }
 
@@ -240,18 +225,58 @@ impl ArchiveStore for EncryptedStore {
     fn age_recipients(&self) -> Vec<String> {
         self.recipients.shown()
     }
+
+    fn direct_uploads(&self) -> bool {
+        self.inner.direct_uploads()
+    }
+
+    fn begin_direct(&self, key: &ArchiveKey) -> Result<Option<DirectUpload>, StoreError> {
+        Ok(self
+            .inner
+            .begin_direct(&encrypted_key(key))?
+            .map(|upload| upload.sealed_for(self.recipients.clone())))
+    }
 }
 
-/// Encrypts what is written into the inner store's writer, hashing the plaintext (the
-/// compressed tar) on the way; the inner writer hashes the age file it stores.
-struct EncryptingWriter {
-    stream: StreamWriter<Box<dyn ArchiveWriter>>,
-    recipients: Vec<String>,
+/// An age file for some recipients written into `inner`, with the plaintext (the compressed
+/// tar) counted and hashed on the way: the figures an encrypted archive's manifest records
+/// beside the age file's own.
+pub(crate) struct Sealing<W: Write> {
+    stream: StreamWriter<W>,
     hasher: Sha256,
     bytes: u64,
 }
 
-impl Write for EncryptingWriter {
+impl<W: Write> Sealing<W> {
+    /// Starts the age file (its header) in `inner`.
+    pub(crate) fn new(recipients: &AgeRecipients, inner: W) -> Result<Self, StoreError> {
+        let keys = recipients.keys.iter().map(|k| k as &dyn age::Recipient);
+        let encryptor = age::Encryptor::with_recipients(keys).map_err(|e| StoreError::Encrypt {
+            detail: e.to_string(),
+        })?;
+        let stream = encryptor
+            .wrap_output(inner)
+            .map_err(|e| StoreError::Encrypt {
+                detail: format!("writing the age header: {e}"),
+            })?;
+        Ok(Sealing {
+            stream,
+            hasher: Sha256::new(),
+            bytes: 0,
+        })
+    }
+
+    /// Ends the age file (the last chunk and its tag; without them it would not decrypt) and
+    /// hands `inner` back, with the plaintext's size and sha256.
+    pub(crate) fn finish(self) -> Result<(W, u64, String), StoreError> {
+        let inner = self.stream.finish().map_err(|e| StoreError::Encrypt {
+            detail: format!("finishing the age file: {e}"),
+        })?;
+        Ok((inner, self.bytes, hex(&self.hasher.finalize())))
+    }
+}
+
+impl<W: Write> Write for Sealing<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.stream.write(buf)?;
         self.hasher.update(&buf[..n]);
@@ -264,47 +289,69 @@ impl Write for EncryptingWriter {
     }
 }
 
+/// The manifest of an age file for `recipients` over a compressed tar of `bytes` bytes with
+/// `sha256`.
+pub(crate) fn sealed_manifest(
+    manifest: &Manifest,
+    recipients: Vec<String>,
+    bytes: u64,
+    sha256: String,
+) -> Manifest {
+    Manifest {
+        encryption: Some(Encryption {
+            scheme: SCHEME.into(),
+            recipients,
+            archive_bytes: bytes,
+            archive_sha256: sha256,
+        }),
+        ..manifest.clone()
+    }
+}
+
+/// Encrypts what is written into the inner store's writer; the inner writer hashes the age
+/// file it stores.
+struct EncryptingWriter {
+    sealing: Sealing<Box<dyn ArchiveWriter>>,
+    recipients: Vec<String>,
+}
+
+impl Write for EncryptingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sealing.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sealing.flush()
+    }
+}
+
 impl ArchiveWriter for EncryptingWriter {
     fn bytes_written(&self) -> u64 {
-        self.bytes
+        self.sealing.bytes
     }
 
     fn commit(self: Box<Self>, manifest: &Manifest) -> Result<StoredArchive, StoreError> {
         let EncryptingWriter {
-            stream,
+            sealing,
             recipients,
-            hasher,
-            bytes,
         } = *self;
-        // The last chunk and its tag; without them the age file would not decrypt. A failure
-        // drops the inner writer, which discards the archive.
-        let inner = stream.finish().map_err(|e| StoreError::Encrypt {
-            detail: format!("finishing the age file: {e}"),
-        })?;
-        let manifest = Manifest {
-            encryption: Some(Encryption {
-                scheme: SCHEME.into(),
-                recipients,
-                archive_bytes: bytes,
-                archive_sha256: hex(&hasher.finalize()),
-            }),
-            ..manifest.clone()
-        };
-        inner.commit(&manifest)
+        // A failure drops the inner writer, which discards the archive.
+        let (inner, bytes, sha256) = sealing.finish()?;
+        inner.commit(&sealed_manifest(manifest, recipients, bytes, sha256))
     }
 
     fn abort(self: Box<Self>) -> Result<(), StoreError> {
         // The stream hands its writer back only when finished; if even that fails, dropping
         // the inner writer discards the archive all the same.
-        match self.stream.finish() {
-            Ok(inner) => inner.abort(),
+        match self.sealing.finish() {
+            Ok((inner, _, _)) => inner.abort(),
             Err(_) => Ok(()),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::LocalStore;
     use crate::manifest::tests::sample;
@@ -325,7 +372,7 @@ mod tests {
     }
 
     /// A fresh identity written to `dir` as age-keygen would, and its public key.
-    fn identity_file(dir: &Path, name: &str) -> (PathBuf, String) {
+    pub(crate) fn identity_file(dir: &Path, name: &str) -> (PathBuf, String) {
         let identity = x25519::Identity::generate();
         let public = identity.to_public().to_string();
         let path = dir.join(name);

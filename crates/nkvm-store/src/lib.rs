@@ -34,7 +34,10 @@ pub use local::LocalStore;
 pub use manifest::{Encryption, FORMAT_VERSION, Manifest, PvcIdentity};
 pub use partial::PartialArchive;
 pub use registry::{NamedStore, StoreKind, Stores};
-pub use s3::{DirectTarget, DirectUpload, Parts as S3Parts, S3Settings, S3Store};
+pub use s3::{
+    DirectSent, DirectTarget, DirectUpload, DirectWriter, Parts as S3Parts, S3Settings, S3Store,
+    SealedBytes,
+};
 pub use sftp::{SftpSettings, SftpStore, load_key as load_sftp_key};
 
 use std::io::{Read, Write};

@@ -6,9 +6,10 @@
 //! wall seconds, CPU seconds of the client side (nkvm, or the shell pipeline), of the sandbox
 //! process itself (API server, TLS, exec framing) and of the pod's processes (tar, the
 //! agent), and the client's peak RSS. Goals (issue #16): >= 0.85x the local limit, >= 1.2x the
-//! shell pipeline, >= 3x `kubectl cp`, nkvm's peak RSS < 64 MiB. Four more backup rows send
+//! shell pipeline, >= 3x `kubectl cp`, nkvm's peak RSS < 64 MiB. Five more backup rows send
 //! the agent's archive to real S3 servers on loopback, over this machine's disk, uploaded by
-//! the agent itself (`direct`) and through nkvm: `s3s-fs` (the tests' small reference server)
+//! the agent itself (`direct`; once also sealed with age for an encrypted store) and through
+//! nkvm: `s3s-fs` (the tests' small reference server)
 //! and Versity's gateway `versitygw` (a production S3 server); goal (issue #14) >= 0.8x the
 //! local store's throughput with nkvm's peak RSS < 96 MiB. Each S3 row also reports the
 //! server's own CPU seconds, since the server shares this machine's cores.
@@ -35,12 +36,16 @@ const ROUNDS: usize = 3;
 /// The backup rows that go to S3 (they follow the others): per row, the store it names and
 /// which server holds that store (an index into `Bench::s3`). The `direct` rows' archives are
 /// uploaded by the agent itself (like row 3's, which go to `local`), the others' through nkvm.
-const S3_ROWS: [(&str, &str, usize); 4] = [
+const S3_ROWS: [(&str, &str, usize); 5] = [
     ("nkvm (direct) to s3s-fs", "offsite", 0),
     ("nkvm (via nkvm) to s3s-fs", "offsite-via", 0),
     ("nkvm (direct) to versitygw", "gateway", 1),
     ("nkvm (via nkvm) to versitygw", "gateway-via", 1),
+    ("nkvm (direct, age) to versitygw", "gateway-age", 1),
 ];
+/// The public key `gateway-age` encrypts to (its identity is not kept: the bench never
+/// decrypts).
+const AGE_RECIPIENT: &str = "age1lkrlaxlpp035l9uj2x7dnwdjg2pduvztal9xhl6009aa7ljw098quazyjl";
 /// The first of the `S3_ROWS`.
 const FIRST_S3_ROW: usize = 5;
 const GENERIC: &str = "docker.io/library/debian:bookworm-slim";
@@ -293,7 +298,8 @@ struct Bench {
 }
 
 /// The S3 servers and a stores file naming each twice: `offsite` and `gateway` (direct
-/// uploads), `offsite-via` and `gateway-via` (through nkvm, under another prefix).
+/// uploads), `offsite-via` and `gateway-via` (through nkvm, under another prefix); and
+/// `gateway-age`, encrypted (the agent seals the archive with age on a direct upload).
 fn s3_stores(dir: &Path) -> ([nkvm_store::testing::S3Server; 2], PathBuf) {
     use nkvm_store::testing::{ACCESS_KEY, S3Kind, S3Server, SECRET_KEY};
     let servers = [
@@ -303,11 +309,16 @@ fn s3_stores(dir: &Path) -> ([nkvm_store::testing::S3Server; 2], PathBuf) {
     std::fs::write(dir.join("s3-key-id"), ACCESS_KEY).expect("write");
     std::fs::write(dir.join("s3-secret"), SECRET_KEY).expect("write");
     let mut yaml = String::from("stores:\n");
+    let sealed = format!("  prefix: age/\n  encryption: {{ageRecipients: [{AGE_RECIPIENT}]}}\n");
     for (name, server) in ["offsite", "gateway"].into_iter().zip(&servers) {
-        for (suffix, extra) in [
-            ("", ""),
-            ("-via", "  prefix: via/\n  directUpload: false\n"),
-        ] {
+        let mut entries = vec![
+            ("", String::new()),
+            ("-via", "  prefix: via/\n  directUpload: false\n".into()),
+        ];
+        if name == "gateway" {
+            entries.push(("-age", sealed.clone()));
+        }
+        for (suffix, extra) in entries {
             yaml += &format!(
                 "- name: {name}{suffix}\n  type: s3\n  endpoint: {}\n  region: us-east-1\n  bucket: nkvm\n{extra}  accessKeyIdFile: {}\n  secretAccessKeyFile: {}\n",
                 server.endpoint(),

@@ -557,6 +557,11 @@ pub struct AgentBackupArgs {
     /// (where, and the credentials for this job); nkvm then receives only the trailer.
     #[arg(long)]
     pub direct_upload: bool,
+    /// With --direct-upload: seal the archive into an age file for the target's recipients
+    /// (an encrypted store). An agent without this flag refuses such a target, and an older
+    /// agent refuses the flag, so no archive reaches an encrypted store in the clear.
+    #[arg(long, requires = "direct_upload")]
+    pub encrypt: bool,
     /// A fault to inject (tests only).
     #[arg(long, hide = true)]
     pub fault: Option<String>,

@@ -169,6 +169,7 @@ pub fn restore(args: &SinkArgs, input: impl Read, out: impl Write) -> std::io::R
         tar_check: None,
         error,
         parts: Vec::new(),
+        sealed: None,
     };
     let ok = trailer.error.is_none() && trailer.tar_exit == Some(0);
     FrameWriter::new(out)?.trailer(&trailer)?;

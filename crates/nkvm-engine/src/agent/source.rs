@@ -10,7 +10,7 @@ use super::{DEPTH, Fault, Outbox, READ, Tail, probe_local_tar, write_out};
 use crate::archive::{CompressionOptions, Encoder};
 use crate::tar_check::TarStructureCheck;
 use bytes::Bytes;
-use nkvm_store::{DirectTarget, S3Parts};
+use nkvm_store::{DirectSent, DirectTarget, DirectWriter};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -40,11 +40,11 @@ pub enum SourceEnd {
     Store(String),
 }
 
-/// Where the compressed bytes go: nkvm (as data frames) or the bucket (as upload parts);
-/// progress and the trailer always go to nkvm.
+/// Where the compressed bytes go: nkvm (as data frames) or the bucket (as upload parts, sealed
+/// into an age file for an encrypted store); progress and the trailer always go to nkvm.
 struct Output {
     frames: FrameWriter<Outbox>,
-    upload: Option<S3Parts>,
+    upload: Option<DirectWriter>,
     /// The upload's failure, kept for the exit: the compressor only passes on an I/O error.
     upload_failed: Arc<OnceLock<String>>,
 }
@@ -53,7 +53,7 @@ impl Write for Output {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         match &mut self.upload {
             None => self.frames.write(data),
-            Some(parts) => parts.write(data).inspect_err(|e| {
+            Some(upload) => upload.write(data).inspect_err(|e| {
                 let _ = self.upload_failed.set(e.to_string());
             }),
         }
@@ -67,8 +67,9 @@ impl Write for Output {
     }
 }
 
-/// The compressed bytes' count and sha256, and the upload's parts (ETags) for a direct upload.
-type Sent = (u64, String, Vec<String>);
+/// The compressed bytes' count and sha256, with a direct upload's parts (ETags) and sealed
+/// age file (no parts, no age file: the data went to nkvm).
+type Sent = DirectSent;
 
 impl Output {
     /// Ends the data: the frames' count and hash, or the finished upload's.
@@ -76,16 +77,17 @@ impl Output {
         match self.upload.take() {
             None => {
                 let (bytes, sha256) = self.frames.sent()?;
-                Ok((bytes, sha256, Vec::new()))
+                Ok(DirectSent {
+                    parts: Vec::new(),
+                    bytes,
+                    sha256,
+                    sealed: None,
+                })
             }
-            Some(parts) => {
-                let (parts, bytes, sha256) = parts.finish().map_err(|e| {
-                    let _ = self.upload_failed.set(e.to_string());
-                    std::io::Error::other(e)
-                })?;
-                let etags = parts.into_iter().map(|p| p.content_id).collect();
-                Ok((bytes, sha256, etags))
-            }
+            Some(upload) => upload.finish().map_err(|e| {
+                let _ = self.upload_failed.set(e.to_string());
+                std::io::Error::other(e)
+            }),
         }
     }
 }
@@ -130,10 +132,10 @@ pub fn backup(args: &SourceArgs, out: impl Write + Send) -> std::io::Result<Sour
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            let parts = target
-                .parts(rt.handle().clone())
+            let writer = target
+                .writer(rt.handle().clone())
                 .map_err(std::io::Error::other)?;
-            (Some(rt), Some(parts))
+            (Some(rt), Some(writer))
         }
     };
     let upload_failed = Arc::new(OnceLock::new());
@@ -148,7 +150,7 @@ pub fn backup(args: &SourceArgs, out: impl Write + Send) -> std::io::Result<Sour
 fn run_tar(
     args: &SourceArgs,
     out: impl Write + Send,
-    upload: Option<S3Parts>,
+    upload: Option<DirectWriter>,
     upload_failed: &Arc<OnceLock<String>>,
 ) -> std::io::Result<bool> {
     let flavor = probe_local_tar()?;
@@ -260,7 +262,12 @@ fn finish(
     args: &SourceArgs,
     mut follow: Follow,
     mut frames: FrameWriter<Outbox>,
-    (bytes, mut sha256, parts): Sent,
+    DirectSent {
+        parts,
+        bytes,
+        mut sha256,
+        sealed,
+    }: Sent,
     tar_exit: Option<i32>,
     tar_stderr: String,
 ) -> std::io::Result<bool> {
@@ -290,6 +297,7 @@ fn finish(
         tar_check: follow.broken,
         error: None,
         parts,
+        sealed,
     };
     frames.trailer(&trailer)?;
     Ok(ok)

@@ -55,6 +55,10 @@ pub struct Trailer {
     /// A direct upload's parts (their ETags, in order); empty when the data went to nkvm.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<String>,
+    /// The age file a direct upload to an encrypted store sealed: what the bucket holds
+    /// (`bytes` and `sha256` above are the compressed tar inside).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<nkvm_store::SealedBytes>,
 }
 
 /// Lower-case hex of a finished sha256.

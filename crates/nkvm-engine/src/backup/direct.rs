@@ -4,7 +4,8 @@
 //! upload (and so makes the archive visible) only when the trailer proves the archive whole
 //! and tar exited cleanly; every other ending aborts the upload. The upload's target and
 //! credentials reach the agent on the exec's stdin: never on a command line, never in a
-//! Kubernetes object.
+//! Kubernetes object. For an encrypted store the agent seals the archive into an age file
+//! for the store's recipients (`--encrypt`) before any byte leaves the pod.
 
 use super::{Pending, agent_backup_command, agent_exit_ok, agent_failed, in_stream};
 use crate::App;
@@ -14,7 +15,7 @@ use crate::job_helper::RunningHelper;
 use crate::lifecycle::{JobFailure, Tracker, fail, joined};
 use bytes::Bytes;
 use nkvm_domain::{FailureKind, Stage, UserError};
-use nkvm_store::{ArchiveKey, ArchiveStore, DirectUpload};
+use nkvm_store::{ArchiveKey, ArchiveStore, DirectSent, DirectUpload};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -62,9 +63,12 @@ impl App {
         match self.run_direct(helper, &upload, compression, tracker).await {
             Ok(archived) => Ok(archived.map_writer(|trailer| Pending::Direct {
                 upload: Box::new(upload),
-                parts: trailer.parts,
-                bytes: trailer.bytes,
-                sha256: trailer.sha256,
+                sent: DirectSent {
+                    parts: trailer.parts,
+                    bytes: trailer.bytes,
+                    sha256: trailer.sha256,
+                    sealed: trailer.sealed,
+                },
             })),
             Err(e) => {
                 abort(upload).await;
@@ -93,6 +97,9 @@ impl App {
         let receiving = tokio::task::spawn_blocking(move || receive::receive(rx, NoData, &counter));
         let mut argv = agent_backup_command(compression, self.settings.agent_fault);
         argv.push("--direct-upload".into());
+        if upload.sealed() {
+            argv.push("--encrypt".into());
+        }
         let options = nkvm_kube::exec::ExecOptions {
             // The agent reads one line and never waits for the end of stdin.
             allow_stdin_without_eof: true,

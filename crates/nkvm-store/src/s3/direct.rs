@@ -8,13 +8,20 @@
 //!
 //! Only stores with static credentials (key files, an AWS profile's keys, or keys in nkvm's
 //! environment) can hand them on; web identity and instance metadata stay with nkvm's pod.
+//!
+//! For an encrypted store the target also names the age recipients (public keys only), and
+//! the agent uploads an age file it sealed itself ([`DirectWriter`]): the compressed tar never
+//! leaves the pod in the clear. Its trailer then reports both the compressed tar's and the age
+//! file's size and sha256 ([`DirectSent`]), as an encrypted archive's manifest records them.
 
 use super::upload::{OpenUpload, Parts};
 use super::{S3Settings, S3Store};
+use crate::encrypted::{Sealing, sealed_manifest};
 use crate::layout::ArchiveKey;
-use crate::{Manifest, StoreError, StoredArchive};
+use crate::{AgeRecipients, Manifest, StoreError, StoredArchive};
 use object_store::multipart::PartId;
 use serde::{Deserialize, Serialize};
+use std::io::{self, Write};
 use tokio::runtime::Handle;
 
 /// The static credentials a store may hand to a helper pod's agent.
@@ -52,6 +59,10 @@ pub struct DirectTarget {
     /// Session token, with temporary keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_token: Option<String>,
+    /// The age recipients (public keys) of an encrypted store: the agent uploads an age file
+    /// for them. Empty: the compressed tar as it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub age_recipients: Vec<String>,
 }
 
 impl std::fmt::Debug for DirectTarget {
@@ -61,13 +72,28 @@ impl std::fmt::Debug for DirectTarget {
             .field("bucket", &self.bucket)
             .field("key", &self.key)
             .field("part_size", &self.part_size)
+            .field("age_recipients", &self.age_recipients)
             .finish_non_exhaustive()
     }
 }
 
 impl DirectTarget {
-    /// A part writer to the target's upload, driving its requests on `rt` (the agent's side).
-    pub fn parts(&self, rt: Handle) -> Result<Parts, StoreError> {
+    /// A writer of the archive into the target's upload, driving its requests on `rt` (the
+    /// agent's side): it seals the bytes into an age file first when the target names
+    /// recipients.
+    pub fn writer(&self, rt: Handle) -> Result<DirectWriter, StoreError> {
+        let parts = self.parts(rt)?;
+        if self.age_recipients.is_empty() {
+            return Ok(DirectWriter(Destination::Plain(parts)));
+        }
+        let recipients = AgeRecipients::parse(&self.age_recipients)
+            .map_err(|detail| StoreError::Encrypt { detail })?;
+        let sealing = Sealing::new(&recipients, parts)?;
+        Ok(DirectWriter(Destination::Sealed(sealing)))
+    }
+
+    /// A part writer to the target's upload.
+    fn parts(&self, rt: Handle) -> Result<Parts, StoreError> {
         let settings = S3Settings {
             name: format!("s3://{}", self.bucket),
             endpoint: self.endpoint.clone(),
@@ -90,10 +116,88 @@ impl DirectTarget {
     }
 }
 
+/// The agent's writer of a direct upload: the compressed tar goes into the upload's parts as
+/// it is, or sealed into an age file for an encrypted store.
+pub struct DirectWriter(Destination);
+
+/// Where a [`DirectWriter`]'s bytes go.
+enum Destination {
+    Plain(Parts),
+    Sealed(Sealing<Parts>),
+}
+
+impl Write for DirectWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.0 {
+            Destination::Plain(parts) => parts.write(buf),
+            Destination::Sealed(sealing) => sealing.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.0 {
+            Destination::Plain(parts) => parts.flush(),
+            Destination::Sealed(sealing) => sealing.flush(),
+        }
+    }
+}
+
+impl DirectWriter {
+    /// Uploads the last part (after the age file's last chunk, when sealed) and reports what
+    /// went up.
+    pub fn finish(self) -> Result<DirectSent, StoreError> {
+        let (parts, bytes, sha256, sealed) = match self.0 {
+            Destination::Plain(parts) => {
+                let (parts, bytes, sha256) = parts.finish()?;
+                (parts, bytes, sha256, None)
+            }
+            Destination::Sealed(sealing) => {
+                let (parts, bytes, sha256) = sealing.finish()?;
+                let (parts, stored_bytes, stored_sha256) = parts.finish()?;
+                let sealed = SealedBytes {
+                    bytes: stored_bytes,
+                    sha256: stored_sha256,
+                };
+                (parts, bytes, sha256, Some(sealed))
+            }
+        };
+        Ok(DirectSent {
+            parts: parts.into_iter().map(|p| p.content_id).collect(),
+            bytes,
+            sha256,
+            sealed,
+        })
+    }
+}
+
+/// What the agent uploaded, as its trailer reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectSent {
+    /// The parts' ETags, in order.
+    pub parts: Vec<String>,
+    /// The compressed tar's size.
+    pub bytes: u64,
+    /// The compressed tar's sha256 (lower-case hex).
+    pub sha256: String,
+    /// The age file's size and sha256, when the agent sealed one (what the bucket holds).
+    pub sealed: Option<SealedBytes>,
+}
+
+/// An age file's size and sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedBytes {
+    /// Bytes.
+    pub bytes: u64,
+    /// sha256 (lower-case hex).
+    pub sha256: String,
+}
+
 /// An upload opened for an agent to fill; see the module docs. Dropping it aborts the upload.
 pub struct DirectUpload {
     open: OpenUpload,
     keys: StaticKeys,
+    /// An encrypted store's recipients: the agent must upload an age file for them.
+    recipients: Option<AgeRecipients>,
 }
 
 impl DirectUpload {
@@ -102,7 +206,24 @@ impl DirectUpload {
             return Ok(None);
         };
         let open = OpenUpload::begin(store, key)?;
-        Ok(Some(DirectUpload { open, keys }))
+        Ok(Some(DirectUpload {
+            open,
+            keys,
+            recipients: None,
+        }))
+    }
+
+    /// The same upload for an encrypted store: the agent seals the archive for `recipients`.
+    pub(crate) fn sealed_for(self, recipients: AgeRecipients) -> Self {
+        DirectUpload {
+            recipients: Some(recipients),
+            ..self
+        }
+    }
+
+    /// Whether the agent must seal the archive (an encrypted store).
+    pub fn sealed(&self) -> bool {
+        self.recipients.is_some()
     }
 
     /// What the agent needs (credentials included: hand it to the agent only).
@@ -119,6 +240,10 @@ impl DirectUpload {
             access_key_id: self.keys.id.clone(),
             secret_access_key: self.keys.secret.clone(),
             session_token: self.keys.token.clone(),
+            age_recipients: self
+                .recipients
+                .as_ref()
+                .map_or_else(Vec::new, AgeRecipients::shown),
         }
     }
 
@@ -131,28 +256,52 @@ impl DirectUpload {
             .to_string()
     }
 
-    /// Completes the upload from the agent's parts (their ETags, in order) for an archive of
-    /// `bytes` bytes with `sha256` as the agent counted them, then writes the manifest. The
-    /// bucket's own size of the completed object must equal `bytes`; otherwise it is deleted.
+    /// Completes the upload from what the agent reported, then writes the manifest. The
+    /// bucket's own size of the completed object must equal the bytes the agent uploaded;
+    /// otherwise it is deleted. An encrypted store's upload must be an age file the agent
+    /// sealed, and an unencrypted store's must not be: a mismatch aborts the upload.
     pub fn commit(
         self,
         manifest: &Manifest,
-        etags: Vec<String>,
-        bytes: u64,
-        sha256: String,
+        sent: DirectSent,
     ) -> Result<StoredArchive, StoreError> {
-        if etags.is_empty() {
-            return Err(StoreError::Remote {
+        let refusal = if sent.parts.is_empty() {
+            Some("the agent reported no uploaded parts")
+        } else {
+            match (&self.recipients, &sent.sealed) {
+                (Some(_), None) => Some(
+                    "the store is encrypted, but the agent reported no age file; the upload was aborted",
+                ),
+                (None, Some(_)) => Some(
+                    "the agent sealed an age file for a store that is not encrypted; the upload was aborted",
+                ),
+                _ => None,
+            }
+        };
+        if let Some(detail) = refusal {
+            let error = StoreError::Remote {
                 store: self.open.store.name.clone(),
                 action: "completing the direct upload".into(),
-                detail: "the agent reported no uploaded parts".into(),
-            });
+                detail: detail.into(),
+            };
+            // At once, not on drop: nothing of a refused upload may stay in the bucket.
+            let _ = self.open.abort();
+            return Err(error);
         }
-        let parts = etags
+        let (manifest, bytes, sha256) = match (self.recipients, sent.sealed) {
+            (Some(recipients), Some(sealed)) => (
+                sealed_manifest(manifest, recipients.shown(), sent.bytes, sent.sha256),
+                sealed.bytes,
+                sealed.sha256,
+            ),
+            _ => (manifest.clone(), sent.bytes, sent.sha256),
+        };
+        let parts = sent
+            .parts
             .into_iter()
             .map(|content_id| PartId { content_id })
             .collect();
-        self.open.complete(manifest, parts, bytes, sha256)
+        self.open.complete(&manifest, parts, bytes, sha256)
     }
 
     /// Aborts the upload and deletes its marker.

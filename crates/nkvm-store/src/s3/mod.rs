@@ -13,7 +13,7 @@ mod listing;
 pub(crate) mod profile;
 mod upload;
 
-pub use direct::{DirectTarget, DirectUpload};
+pub use direct::{DirectSent, DirectTarget, DirectUpload, DirectWriter, SealedBytes};
 pub use upload::Parts;
 
 use crate::layout::{ArchiveKey, Location};

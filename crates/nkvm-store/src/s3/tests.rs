@@ -111,14 +111,13 @@ fn an_aborted_upload_is_closed_at_once(kind: S3Kind) {
     assert!(server.objects().is_empty(), "{:?}", server.objects());
 }
 
-/// A direct upload's parts written as the agent writes them: from the target alone, on a
-/// runtime of their own.
-fn upload_parts(target: &DirectTarget, bytes: &[u8]) -> (Vec<String>, u64, String) {
+/// A direct upload written as the agent writes it: from the target alone, on a runtime of
+/// its own.
+fn upload_parts(target: &DirectTarget, bytes: &[u8]) -> DirectSent {
     let agent_rt = runtime();
-    let mut parts = target.parts(agent_rt.handle().clone()).expect("parts");
-    parts.write_all(bytes).unwrap();
-    let (parts, n, sha256) = parts.finish().expect("uploaded");
-    (parts.into_iter().map(|p| p.content_id).collect(), n, sha256)
+    let mut writer = target.writer(agent_rt.handle().clone()).expect("a writer");
+    writer.write_all(bytes).unwrap();
+    writer.finish().expect("uploaded")
 }
 
 fn a_direct_upload_becomes_visible_only_when_nkvm_commits_the_agents_parts(kind: S3Kind) {
@@ -133,15 +132,14 @@ fn a_direct_upload_becomes_visible_only_when_nkvm_commits_the_agents_parts(kind:
         "Debug leaves the secret out: {target:?}"
     );
     let bytes = data(11 << 20, 3);
-    let (etags, n, sha256) = upload_parts(&target, &bytes);
-    assert_eq!(etags.len(), 3, "5 MiB parts");
+    let sent = upload_parts(&target, &bytes);
+    assert_eq!(sent.parts.len(), 3, "5 MiB parts");
+    assert_eq!(sent.sealed, None);
     assert!(
         store.list_manifests().unwrap().archives.is_empty(),
         "nothing is visible before nkvm commits"
     );
-    let stored = upload
-        .commit(&sample(ID), etags, n, sha256)
-        .expect("committed");
+    let stored = upload.commit(&sample(ID), sent).expect("committed");
     assert_eq!(stored.sha256, crate::layout::hex(&Sha256::digest(&bytes)));
     let mut back = Vec::new();
     store
@@ -159,13 +157,11 @@ fn a_direct_upload_missing_a_part_or_aborted_leaves_nothing(kind: S3Kind) {
     let store = store(&server, &rt);
     let upload = store.begin_direct(&key(ID)).unwrap().unwrap();
     let first = upload.target().upload_id;
-    let (mut etags, n, sha256) = upload_parts(&upload.target(), &data(11 << 20, 4));
+    let mut sent = upload_parts(&upload.target(), &data(11 << 20, 4));
     // A trailer listing fewer parts than were written: the object the bucket would hold is
     // shorter than the bytes counted, and is taken back.
-    etags.pop();
-    let e = upload
-        .commit(&sample(ID), etags, n, sha256)
-        .expect_err("refused");
+    sent.parts.pop();
+    let e = upload.commit(&sample(ID), sent).expect_err("refused");
     assert!(e.to_string().contains("were written"), "{e}");
     assert!(server.objects().is_empty(), "{:?}", server.objects());
 
@@ -180,6 +176,87 @@ fn a_direct_upload_missing_a_part_or_aborted_leaves_nothing(kind: S3Kind) {
         .filter(|f| !f.contains(&first))
         .collect();
     assert!(open.is_empty(), "{open:?}");
+    assert!(server.objects().is_empty(), "{:?}", server.objects());
+}
+
+/// An encrypted S3 store over `server` for a fresh identity; the identity file and the store.
+fn encrypted_store(
+    server: &S3Server,
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, crate::EncryptedStore) {
+    let (identity, public) = crate::encrypted::tests::identity_file(dir, "key.txt");
+    let recipients = crate::AgeRecipients::parse(&[public]).unwrap();
+    let inner = std::sync::Arc::new(store(server, rt));
+    (identity, crate::EncryptedStore::new(inner, recipients))
+}
+
+fn an_encrypted_stores_direct_upload_is_an_age_file_the_agent_sealed(kind: S3Kind) {
+    let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
+    let server = S3Server::start_kind(kind, &dir.path().join("s3"));
+    let (identity, store) = encrypted_store(&server, &rt, dir.path());
+    assert!(store.direct_uploads());
+    let upload = store.begin_direct(&key(ID)).unwrap().expect("static keys");
+    assert!(upload.sealed());
+    let target = upload.target();
+    assert_eq!(target.age_recipients, store.age_recipients());
+    assert!(target.key.ends_with(".tar.zst.age"), "{}", target.key);
+    let bytes = data(11 << 20, 6);
+    let sent = upload_parts(&target, &bytes);
+    let sealed = sent.sealed.clone().expect("the agent sealed an age file");
+    assert_eq!(sent.bytes, bytes.len() as u64);
+    assert!(
+        sealed.bytes > sent.bytes,
+        "the age file adds its header and tags"
+    );
+    let stored = upload.commit(&sample(ID), sent).expect("committed");
+    let manifest = store.manifest(&stored.artifact).unwrap();
+    let encryption = manifest.encryption.clone().expect("an encrypted manifest");
+    assert_eq!(encryption.recipients, store.age_recipients());
+    assert_eq!(
+        encryption.archive_sha256,
+        crate::layout::hex(&Sha256::digest(&bytes))
+    );
+    assert_eq!(encryption.archive_bytes, bytes.len() as u64);
+    let mut held = Vec::new();
+    store
+        .open(&stored.artifact)
+        .unwrap()
+        .read_to_end(&mut held)
+        .unwrap();
+    assert_eq!(manifest.sha256, crate::layout::hex(&Sha256::digest(&held)));
+    assert_eq!(held.len() as u64, sealed.bytes);
+    assert!(
+        !held.windows(64).any(|w| w == &bytes[..64]),
+        "the bucket never holds the compressed tar in the clear"
+    );
+    let mut opened = Vec::new();
+    crate::AgeIdentity::load(&identity)
+        .unwrap()
+        .decrypt(Box::new(std::io::Cursor::new(held)))
+        .unwrap()
+        .read_to_end(&mut opened)
+        .unwrap();
+    assert!(opened == bytes, "the identity opens what the agent sealed");
+    assert!(server.open_uploads().is_empty());
+}
+
+fn an_encrypted_stores_upload_the_agent_did_not_seal_is_refused(kind: S3Kind) {
+    let (rt, dir) = (runtime(), tempfile::tempdir().unwrap());
+    let server = S3Server::start_kind(kind, &dir.path().join("s3"));
+    let (_, store) = encrypted_store(&server, &rt, dir.path());
+    let upload = store.begin_direct(&key(ID)).unwrap().unwrap();
+    // An agent that ignored the recipients (an older image): its parts are the tar itself.
+    let mut target = upload.target();
+    target.age_recipients.clear();
+    let sent = upload_parts(&target, &data(6 << 20, 7));
+    let e = upload.commit(&sample(ID), sent).expect_err("refused");
+    assert!(e.to_string().contains("no age file"), "{e}");
+    assert!(
+        server.open_uploads().is_empty(),
+        "{:?}",
+        server.open_uploads()
+    );
     assert!(server.objects().is_empty(), "{:?}", server.objects());
 }
 
@@ -340,6 +417,8 @@ on_each_server!(
     an_aborted_upload_is_closed_at_once,
     a_direct_upload_becomes_visible_only_when_nkvm_commits_the_agents_parts,
     a_direct_upload_missing_a_part_or_aborted_leaves_nothing,
+    an_encrypted_stores_direct_upload_is_an_age_file_the_agent_sealed,
+    an_encrypted_stores_upload_the_agent_did_not_seal_is_refused,
     wrong_credentials_and_an_unreachable_server_are_refused_before_any_upload,
     orphans_and_stray_keys_in_the_bucket_are_reported_or_passed_over,
 );

@@ -83,6 +83,15 @@ fn backup(args: &AgentBackupArgs) -> Result<AgentEnd, String> {
         fault: fault(args.fault.as_deref())?,
         direct: args.direct_upload.then(direct_target).transpose()?,
     };
+    if let Some(target) = &source_args.direct
+        && target.age_recipients.is_empty() == args.encrypt
+    {
+        return Err(if args.encrypt {
+            "--encrypt was given, but the direct upload's target names no age recipients".into()
+        } else {
+            "the direct upload's target names age recipients (an encrypted store), but --encrypt was not given".into()
+        });
+    }
     // Unlocked: the agent writes from its own output thread.
     match source::backup(&source_args, std::io::stdout()).map_err(|e| e.to_string())? {
         source::SourceEnd::Trailer(ok) => Ok(AgentEnd::Trailer(ok)),

@@ -66,7 +66,10 @@ pub async fn run(g: &GlobalArgs, args: StoresArgs) -> anyhow::Result<ExitCode> {
                         s.name.clone(),
                         s.kind.into(),
                         match (s.age_recipients.is_empty(), s.direct_uploads) {
-                            (false, _) => format!("{} (encrypted with age)", s.location),
+                            (false, true) => {
+                                format!("{} (encrypted with age, direct uploads)", s.location)
+                            }
+                            (false, false) => format!("{} (encrypted with age)", s.location),
                             (true, true) => format!("{} (direct uploads)", s.location),
                             (true, false) => s.location.clone(),
                         },

@@ -191,6 +191,77 @@ async fn round_trip_through(kind: S3Kind) {
     env.stop().await;
 }
 
+/// An encrypted S3 store takes the direct path too: the agent seals the archive for the
+/// store's recipients before it leaves the pod, so the bucket (and nkvm) never see the
+/// compressed tar in the clear. The age CLI opens the object by hand; nkvm restores it only
+/// with the identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_to_an_encrypted_s3_store_is_sealed_by_the_agent_in_the_helper_pod() {
+    if !crate::encryption::age_cli() {
+        return;
+    }
+    let env = Env::start().await;
+    let server = S3Server::start_kind(S3Kind::Versitygw, &env.dir.path().join("s3"));
+    let (key, public) = crate::encryption::age_keygen(env.dir.path(), "key.txt");
+    let stores = stores_file(&env, &server, SECRET_KEY);
+    let mut yaml = std::fs::read_to_string(&stores).unwrap();
+    yaml.push_str(&format!(
+        "  encryption: {{ageRecipients: [\"{public}\"]}}\n"
+    ));
+    std::fs::write(&stores, yaml).unwrap();
+    setup(&env, "shop", FILES).await;
+    let source = pod_listing(&env, "shop", "app").await;
+
+    let r = &backup_to(&env, &stores, "offsite").await;
+    assert_eq!(
+        (&r["status"], &r["dataPath"]),
+        (&"succeeded".into(), &"direct".into()),
+        "{r}"
+    );
+    let id = r["id"].as_str().unwrap().to_string();
+    let artifact = r["artifact"].as_str().unwrap();
+    assert!(artifact.ends_with(&format!("{id}.tar.zst.age")), "{r}");
+    assert!(server.open_uploads().is_empty());
+    let object = server
+        .root
+        .join(nkvm_store::testing::BUCKET)
+        .join(format!("prod/{artifact}"));
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(object.with_file_name(format!("{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["sha256"], r["sha256"], "{manifest}");
+    assert_eq!(
+        manifest["encryption"]["recipients"],
+        serde_json::json!([public])
+    );
+    let by_hand = crate::encryption::opened_by_hand(&key, &object, &env.dir.path().join("by-hand"));
+    assert_eq!(by_hand, source, "the age CLI opens what the agent sealed");
+
+    let refused = nkvm(
+        &env,
+        &stores,
+        &["restore", &id, "--to", "shop/again", "--create"],
+    )
+    .await;
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(refused.stderr.contains("--identity"), "{refused:?}");
+    no_helper_pods(&env).await;
+    let key = key.to_str().unwrap();
+    let deep = nkvm(
+        &env,
+        &stores,
+        &["verify", &id, "--deep", "--identity", key, "-o", "json"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(deep["contentsChecked"], true, "{deep}");
+    let restored = restored_listing(&env, &stores, &id, &["--identity", key]).await;
+    assert_eq!(restored, source);
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_refusing_or_gone_fails_at_stage_store_before_any_helper_pod() {
     let env = Env::start().await;
@@ -375,4 +446,48 @@ async fn a_direct_upload_without_a_trailer_is_aborted_and_a_whole_one_restores()
         pod_listing(&env, "shop", "app").await
     );
     env.stop().await;
+}
+
+/// The agent refuses, before it reads the volume or talks to any bucket, a target naming age
+/// recipients without `--encrypt`, and `--encrypt` for a target naming none: an archive for an
+/// encrypted store never goes up in the clear, whichever side is out of date.
+#[test]
+fn the_agent_refuses_a_direct_upload_whose_encryption_does_not_match_its_flag() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let target = |recipients: &[&str]| {
+        serde_json::json!({
+            "endpoint": "http://127.0.0.1:9", "region": "us-east-1", "bucket": "nkvm",
+            "key": "k", "uploadId": "u", "partSize": 5 << 20, "partsInFlight": 2,
+            "accessKeyId": ACCESS_KEY, "secretAccessKey": SECRET_KEY,
+            "ageRecipients": recipients,
+        })
+        .to_string()
+    };
+    let public = "age1lkrlaxlpp035l9uj2x7dnwdjg2pduvztal9xhl6009aa7ljw098quazyjl";
+    for (flags, line, expected) in [
+        (&[][..], target(&[public]), "--encrypt was not given"),
+        (&["--encrypt"][..], target(&[]), "names no age recipients"),
+    ] {
+        let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_nkvm"))
+            .args(["agent", "backup", "--direct-upload", "--dir"])
+            .arg(dir.path())
+            .args(flags)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(agent.stdin.take().unwrap(), "{line}").unwrap();
+        let out = agent.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?}: {out:?}");
+        assert!(stderr.contains(expected), "{flags:?}: {stderr}");
+        assert!(!stderr.contains(SECRET_KEY), "{stderr}");
+    }
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_nkvm"))
+        .args(["agent", "backup", "--encrypt"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "--encrypt needs --direct-upload");
 }
