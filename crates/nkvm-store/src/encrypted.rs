@@ -6,6 +6,9 @@
 //!
 //! The identity (private key) never passes through here on the way in: only public keys are
 //! configured for a store, so a store that writes encrypted archives cannot read them back.
+//!
+//! [`Sealing`] (the age stream with the plaintext's count and hash) is shared with direct
+//! uploads, where the agent in the helper pod seals the archive itself (`s3::direct`).
 
 use crate::layout::{ArchiveKey, hex};
 use crate::manifest::{Encryption, Manifest};
