@@ -52,11 +52,16 @@ pub(crate) fn a_second_writer_never_overwrites(store: &dyn ArchiveStore, id: &st
     let e = store.check_writable(&key(id)).expect_err("refused");
     assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
     assert!(store.begin(&key(id)).is_err());
+    assert_eq!(read_back(store, &stored.artifact), b"first");
+}
+
+/// The bytes `store` holds under `artifact`, as they are stored.
+pub(crate) fn read_back(store: &dyn ArchiveStore, artifact: &str) -> Vec<u8> {
     let mut back = Vec::new();
     store
-        .open(&stored.artifact)
+        .open(artifact)
         .unwrap()
         .read_to_end(&mut back)
         .unwrap();
-    assert_eq!(back, b"first");
+    back
 }

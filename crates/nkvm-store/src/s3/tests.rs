@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::manifest::tests::sample;
-use crate::store_contract::{a_second_writer_never_overwrites, data, key, runtime};
+use crate::store_contract::{a_second_writer_never_overwrites, data, key, read_back, runtime};
 use crate::testing::{S3Kind, S3Server};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -141,12 +141,7 @@ fn a_direct_upload_becomes_visible_only_when_nkvm_commits_the_agents_parts(kind:
     );
     let stored = upload.commit(&sample(ID), sent).expect("committed");
     assert_eq!(stored.sha256, crate::layout::hex(&Sha256::digest(&bytes)));
-    let mut back = Vec::new();
-    store
-        .open(&stored.artifact)
-        .unwrap()
-        .read_to_end(&mut back)
-        .unwrap();
+    let back = read_back(&store, &stored.artifact);
     assert!(back == bytes, "the archive reads back byte for byte");
     assert!(server.open_uploads().is_empty());
 }
@@ -218,12 +213,7 @@ fn an_encrypted_stores_direct_upload_is_an_age_file_the_agent_sealed(kind: S3Kin
         crate::layout::hex(&Sha256::digest(&bytes))
     );
     assert_eq!(encryption.archive_bytes, bytes.len() as u64);
-    let mut held = Vec::new();
-    store
-        .open(&stored.artifact)
-        .unwrap()
-        .read_to_end(&mut held)
-        .unwrap();
+    let held = read_back(&store, &stored.artifact);
     assert_eq!(manifest.sha256, crate::layout::hex(&Sha256::digest(&held)));
     assert_eq!(held.len() as u64, sealed.bytes);
     assert!(
