@@ -404,6 +404,7 @@ impl App {
             tool_version: format!("nkvm {}", env!("CARGO_PKG_VERSION")),
             artifact: String::new(),
             encryption: None,
+            data_path: facts.data_path.as_str().into(),
         };
         let stored = commit(archived.writer, manifest).await?;
         Ok(Kept {

@@ -218,8 +218,8 @@ pub fn row_from_manifest(store: &str, artifact: &str, m: &Manifest) -> BackupRow
         helper_pod: String::new(),
         node: m.node.clone(),
         store: store.into(),
-        // Manifests do not record the data path.
-        data_path: String::new(),
+        // Empty for manifests written before they recorded it.
+        data_path: m.data_path.clone(),
     }
 }
 
@@ -341,6 +341,7 @@ mod tests {
             tool_version: "test".into(),
             artifact: String::new(),
             encryption: None,
+            data_path: String::new(),
         }
     }
 

@@ -142,7 +142,7 @@ fn migrations() -> Migrations<'static> {
         // 5: deletion marks, policy runs and skips, UI-made policies.
         M::up(policies::MIGRATION),
         // 6: the data path a backup took (`agent`, `direct`, `tar`); '' where it is not known (rows
-        // from before, and rows the index rebuilt from manifests, which do not record it).
+        // from before, and rows the index rebuilt from manifests written before they recorded it).
         M::up("ALTER TABLE backups ADD COLUMN data_path TEXT NOT NULL DEFAULT '';"),
     ])
 }

@@ -81,6 +81,11 @@ pub struct Manifest {
     /// and `sha256` describe the age file, and this the compressed tar inside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
+    /// How the archive left the volume (`agent`, `direct` or `tar`), so a history rebuilt
+    /// from manifests shows it; empty in manifests written before it was recorded. Readers
+    /// of either format version that do not know it pass over it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub data_path: String,
 }
 
 /// How an archive is encrypted, and what is inside the age file (all of it public).
@@ -134,6 +139,7 @@ pub(crate) mod tests {
             tool_version: "0.1.0".to_string(),
             artifact: String::new(),
             encryption: None,
+            data_path: String::new(),
         }
     }
 

@@ -726,6 +726,7 @@ mod tests {
                 tool_version: String::new(),
                 artifact: String::new(),
                 encryption: None,
+                data_path: String::new(),
             }),
             contents: Ok(Contents {
                 tar_bytes: 300 << 20,

@@ -295,7 +295,11 @@ async fn an_empty_history_rebuilt_from_two_stores_knows_the_backup_and_its_copy(
         (&"local".into(), &backup["sha256"]),
         "{row}"
     );
-    assert_eq!(row["dataPath"], "", "manifests do not record it: {row}");
+    assert_eq!(
+        (&row["dataPath"], &backup["dataPath"]),
+        (&"agent".into(), &"agent".into()),
+        "the manifest records it: {row}"
+    );
     let copies = row["copies"].as_array().unwrap();
     assert_eq!(copies.len(), 1, "{row}");
     assert_eq!(

@@ -76,7 +76,8 @@ pub(crate) async fn restored_listing(env: &Env, stores: &Path, id: &str, extra: 
 }
 
 /// Backup `r` verifies in `store`, and a fresh nkvm with an empty database, pointed at the
-/// store alone, rebuilds its history and lists it there (disaster recovery).
+/// store alone, rebuilds its history and lists it there with its data path (disaster
+/// recovery).
 pub(crate) async fn recovered_from(env: &Env, stores: &Path, store: &str, r: &serde_json::Value) {
     let id = r["id"].as_str().unwrap();
     let verified = nkvm(env, stores, &["verify", id, "-o", "json"])
@@ -94,6 +95,10 @@ pub(crate) async fn recovered_from(env: &Env, stores: &Path, store: &str, r: &se
         .json();
     assert_eq!(listed[0]["id"], id, "{listed}");
     assert_eq!(listed[0]["store"], store, "{listed}");
+    assert_eq!(
+        listed[0]["dataPath"], r["dataPath"],
+        "the manifest records the data path: {listed}"
+    );
 }
 
 /// `nkvm --agent-fault FAULT backup shop/data --store offsite`: the claim's result.
