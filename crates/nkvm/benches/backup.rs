@@ -9,10 +9,10 @@
 //! shell pipeline, >= 3x `kubectl cp`, nkvm's peak RSS < 64 MiB. Five more backup rows send
 //! the agent's archive to real S3 servers on loopback, over this machine's disk, uploaded by
 //! the agent itself (`direct`; once also sealed with age for an encrypted store) and through
-//! nkvm: `s3s-fs` (the tests' small reference server)
-//! and Versity's gateway `versitygw` (a production S3 server); goal (issue #14) >= 0.8x the
-//! local store's throughput with nkvm's peak RSS < 96 MiB. Each S3 row also reports the
-//! server's own CPU seconds, since the server shares this machine's cores.
+//! nkvm: `s3s-fs` (the tests' small reference server) and Versity's gateway `versitygw` (a
+//! production S3 server). Goal (issue #14): >= 0.8x the local store's throughput with nkvm's
+//! peak RSS < 96 MiB. Each S3 row also reports the server's own CPU seconds, since the server
+//! shares this machine's cores.
 //!
 //! Then the scale-out run: the same corpus split over 8 claims whose pods run 4 on `node-a` and
 //! 4 on `node-b`, backed up at once (`--parallel 8`) to S3, direct and through nkvm, and one of
