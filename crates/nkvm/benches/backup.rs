@@ -19,8 +19,8 @@
 //! those claims alone: nkvm's CPU and peak RSS show whether nkvm's pod stays flat while the
 //! helpers do the work. `NKVM_BENCH_SKIP_SCALE_OUT=1` leaves it out.
 //!
-//! Run: `cargo bench -p nkvm --bench backup` (needs GNU `time` at /usr/bin/time, kubectl and
-//! zstd). `NKVM_BENCH_SCALE` (default 1.0) scales the corpus; `NKVM_BENCH_SKIP_RESTORE=1`
+//! Run: `cargo bench -p nkvm --bench backup` (needs GNU `time` at /usr/bin/time, kubectl,
+//! zstd, and both S3 servers from `scripts/install-store-test-deps.sh`). `NKVM_BENCH_SCALE` (default 1.0) scales the corpus; `NKVM_BENCH_SKIP_RESTORE=1`
 //! measures backups only. Everything it writes lives in
 //! one temporary directory, removed at the end; restored copies are removed as they are
 //! measured.
