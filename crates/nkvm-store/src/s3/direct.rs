@@ -265,36 +265,26 @@ impl DirectUpload {
         manifest: &Manifest,
         sent: DirectSent,
     ) -> Result<StoredArchive, StoreError> {
-        let refusal = if sent.parts.is_empty() {
-            Some("the agent reported no uploaded parts")
-        } else {
-            match (&self.recipients, &sent.sealed) {
-                (Some(_), None) => Some(
-                    "the store is encrypted, but the agent reported no age file; the upload was aborted",
-                ),
-                (None, Some(_)) => Some(
-                    "the agent sealed an age file for a store that is not encrypted; the upload was aborted",
-                ),
-                _ => None,
-            }
-        };
-        if let Some(detail) = refusal {
-            let error = StoreError::Remote {
-                store: self.open.store.name.clone(),
-                action: "completing the direct upload".into(),
-                detail: detail.into(),
-            };
-            // At once, not on drop: nothing of a refused upload may stay in the bucket.
-            let _ = self.open.abort();
-            return Err(error);
+        if sent.parts.is_empty() {
+            return self.refuse("the agent reported no uploaded parts");
         }
-        let (manifest, bytes, sha256) = match (self.recipients, sent.sealed) {
+        let (manifest, bytes, sha256) = match (&self.recipients, sent.sealed) {
+            (None, None) => (manifest.clone(), sent.bytes, sent.sha256),
             (Some(recipients), Some(sealed)) => (
                 sealed_manifest(manifest, recipients.shown(), sent.bytes, sent.sha256),
                 sealed.bytes,
                 sealed.sha256,
             ),
-            _ => (manifest.clone(), sent.bytes, sent.sha256),
+            (Some(_), None) => {
+                return self.refuse(
+                    "the store is encrypted, but the agent reported no age file; the upload was aborted",
+                );
+            }
+            (None, Some(_)) => {
+                return self.refuse(
+                    "the agent sealed an age file for a store that is not encrypted; the upload was aborted",
+                );
+            }
         };
         let parts = sent
             .parts
@@ -307,5 +297,17 @@ impl DirectUpload {
     /// Aborts the upload and deletes its marker.
     pub fn abort(self) -> Result<(), StoreError> {
         self.open.abort()
+    }
+
+    /// Refuses to complete the upload, aborting it at once rather than on drop: nothing of a
+    /// refused upload may stay in the bucket.
+    fn refuse(self, detail: &str) -> Result<StoredArchive, StoreError> {
+        let error = StoreError::Remote {
+            store: self.open.store.name.clone(),
+            action: "completing the direct upload".into(),
+            detail: detail.into(),
+        };
+        let _ = self.abort();
+        Err(error)
     }
 }
