@@ -9,7 +9,7 @@
 use crate::backup::setup;
 use crate::encryption::{age_cli, age_keygen, opened_by_hand, pod_listing};
 use crate::harness::Env;
-use crate::stores::{nkvm, restored_listing, stores_file};
+use crate::stores::{encrypted_for, nkvm, restored_listing, stores_file};
 use nkvm_store::testing::{S3Server, SECRET_KEY};
 use std::path::{Path, PathBuf};
 
@@ -351,12 +351,14 @@ async fn an_empty_history_rebuilt_from_two_stores_knows_the_backup_and_its_copy(
 /// for `offsite_key`).
 fn sealed_stores(env: &Env, server: &S3Server, vault_key: &str, offsite_key: &str) -> PathBuf {
     let file = stores_file(env, server, SECRET_KEY);
+    encrypted_for(&file, offsite_key);
     let mut yaml = std::fs::read_to_string(&file).unwrap();
     yaml.push_str(&format!(
-        "  encryption: {{ageRecipients: [\"{offsite_key}\"]}}\n- name: vault\n  type: local\n  path: {}\n  encryption: {{ageRecipients: [\"{vault_key}\"]}}\n",
+        "- name: vault\n  type: local\n  path: {}\n",
         env.dir.path().join("vault").display()
     ));
     std::fs::write(&file, yaml).unwrap();
+    encrypted_for(&file, vault_key);
     file
 }
 

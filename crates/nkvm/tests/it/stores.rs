@@ -37,6 +37,15 @@ pub(crate) fn through_nkvm(stores: &Path) {
     std::fs::write(stores, text).unwrap();
 }
 
+/// Encrypts the (last) entry of `stores` for the age public key `public`.
+pub(crate) fn encrypted_for(stores: &Path, public: &str) {
+    let mut text = std::fs::read_to_string(stores).unwrap();
+    text.push_str(&format!(
+        "  encryption: {{ageRecipients: [\"{public}\"]}}\n"
+    ));
+    std::fs::write(stores, text).unwrap();
+}
+
 /// Runs nkvm with `--stores STORES` before `args`.
 pub(crate) async fn nkvm(env: &Env, stores: &Path, args: &[&str]) -> crate::harness::Ran {
     let mut all = vec!["--stores", stores.to_str().unwrap()];
@@ -209,11 +218,7 @@ async fn a_backup_to_an_encrypted_s3_store_is_sealed_by_the_agent_in_the_helper_
     let server = S3Server::start_kind(S3Kind::Versitygw, &env.dir.path().join("s3"));
     let (key, public) = crate::encryption::age_keygen(env.dir.path(), "key.txt");
     let stores = stores_file(&env, &server, SECRET_KEY);
-    let mut yaml = std::fs::read_to_string(&stores).unwrap();
-    yaml.push_str(&format!(
-        "  encryption: {{ageRecipients: [\"{public}\"]}}\n"
-    ));
-    std::fs::write(&stores, yaml).unwrap();
+    encrypted_for(&stores, &public);
     setup(&env, "shop", FILES).await;
     let source = pod_listing(&env, "shop", "app").await;
 
